@@ -1,0 +1,1 @@
+"""govstream: the composition root (settings, CLI, local infrastructure)."""

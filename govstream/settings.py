@@ -1,0 +1,74 @@
+"""All configuration of govstream, in one place.
+
+Every field reads the environment variable GOVSTREAM_<FIELD NAME> (upper case);
+CLI flags override by passing keyword arguments to :func:`load`. The defaults
+work on a laptop with nothing set: a local Kafka broker the project starts
+itself, embedded ClickHouse (chDB) under ./.govstream, the embedded registry.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_cache_dir() -> Path:
+    import os
+
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "govstream"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GOVSTREAM_", extra="ignore", frozen=True)
+
+    # Where local state lives: broker data, chDB data, pid files.
+    home: Path = Field(default=Path(".govstream"), description="local state directory")
+    cache_dir: Path = Field(default_factory=_default_cache_dir, description="download cache")
+
+    # Kafka
+    kafka_bootstrap: str | None = Field(
+        default=None, description="external broker; when unset the local broker is used"
+    )
+    kafka_version: str = "4.1.1"
+    kafka_heap: str = "768m"
+    topic_prefix: str = "govstream"
+    topic_partitions: int = Field(default=4, ge=1)
+    max_record_bytes: int = Field(default=1_048_576, ge=1024)
+
+    # Schemas
+    schema_registry_url: str | None = None
+
+    # ClickHouse
+    clickhouse_url: str | None = Field(
+        default=None, description="http(s)://user:pass@host:port; unset = embedded chDB"
+    )
+    clickhouse_database: str = "govstream"
+
+    # Worker
+    app_id: str = "govstream-worker"
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(default=6066, ge=1, le=65535)
+    processing_guarantee: Literal["exactly_once", "at_least_once"] = "exactly_once"
+    sink_batch_size: int = Field(default=5000, ge=1)
+    sink_flush_seconds: float = Field(default=0.5, gt=0)
+
+    @property
+    def clickhouse_embedded(self) -> bool:
+        return self.clickhouse_url is None
+
+    @property
+    def chdb_path(self) -> Path:
+        return (self.home / "clickhouse").resolve()
+
+    @property
+    def broker_dir(self) -> Path:
+        return (self.home / "kafka").resolve()
+
+
+def load(**overrides: Any) -> Settings:
+    """Settings from the environment, with non-None overrides (CLI flags) on top."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
