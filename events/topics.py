@@ -1,0 +1,56 @@
+"""Topic names: the one place they are spelled.
+
+All names hang off one prefix (GOVSTREAM_TOPIC_PREFIX) so several pipelines,
+or several test runs, can share a broker without touching each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import BaseModel
+
+from events.models import DERIVED_EVENTS, SessionEvent, TenantProfileUpdated
+
+
+@dataclass(frozen=True)
+class Topics:
+    prefix: str = "govstream"
+
+    @property
+    def sessions(self) -> str:
+        """Session events from producers, keyed by session_id (ordered per session)."""
+        return f"{self.prefix}.sessions"
+
+    @property
+    def tenants(self) -> str:
+        """TenantProfileUpdated, keyed by tenant_id, compacted."""
+        return f"{self.prefix}.tenants"
+
+    @property
+    def derived(self) -> str:
+        """Facts the processors derive (decisions, budget events), keyed by session_id."""
+        return f"{self.prefix}.derived"
+
+    @property
+    def deadletter(self) -> str:
+        """Records that could not be decoded or validated, with the reason."""
+        return f"{self.prefix}.deadletter"
+
+    def all(self) -> tuple[str, ...]:
+        return (self.sessions, self.tenants, self.derived, self.deadletter)
+
+    def compacted(self) -> tuple[str, ...]:
+        return (self.tenants,)
+
+    def route(self, event: BaseModel) -> tuple[str, str]:
+        """(topic, key) a producer sends this event to; derived events are refused."""
+        if isinstance(event, TenantProfileUpdated):
+            return self.tenants, event.tenant_id
+        if isinstance(event, DERIVED_EVENTS):
+            raise ValueError(
+                f"{type(event).__name__} is derived by the processors; producers cannot emit it"
+            )
+        if isinstance(event, SessionEvent):
+            return self.sessions, event.session_id
+        raise ValueError(f"{type(event).__name__} is not a producer event")

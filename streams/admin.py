@@ -1,0 +1,70 @@
+"""Kafka administration the pipeline needs: create its topics, read group lag."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from events.topics import Topics
+
+
+async def ensure_topics(bootstrap: str, topics: Topics, partitions: int) -> list[str]:
+    """Create the pipeline's topics if missing; return the ones created."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="govstream-admin")
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = []
+        for name in topics.all():
+            if name in existing:
+                continue
+            config = {"cleanup.policy": "compact"} if name in topics.compacted() else {}
+            wanted.append(NewTopic(name, partitions, 1, topic_configs=config))
+        if not wanted:
+            return []
+        try:
+            await admin.create_topics(wanted)
+        except TopicAlreadyExistsError:
+            pass  # another process won the race; the topic is there either way
+        return [t.name for t in wanted]
+    finally:
+        await admin.close()
+
+
+@dataclass(frozen=True)
+class PartitionLag:
+    topic: str
+    partition: int
+    committed: int  # -1 when the group has committed nothing yet
+    end: int
+
+    @property
+    def lag(self) -> int:
+        return self.end - max(self.committed, 0)
+
+
+async def group_lag(bootstrap: str, group: str, topic_names: list[str]) -> list[PartitionLag]:
+    """Committed offset vs log end for each partition of the given topics."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="govstream-lag")
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await admin.start()
+    await consumer.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(group)
+        await consumer.topics()  # loads metadata for every topic
+        tps = []
+        for name in topic_names:
+            for p in sorted(consumer.partitions_for_topic(name) or ()):
+                tps.append(TopicPartition(name, p))
+        ends = await consumer.end_offsets(tps) if tps else {}
+        rows = []
+        for tp in tps:
+            meta = committed.get(tp)
+            rows.append(PartitionLag(tp.topic, tp.partition, meta.offset if meta else -1, ends[tp]))
+        return rows
+    finally:
+        await consumer.stop()
+        await admin.close()
