@@ -47,6 +47,9 @@ class Settings(BaseSettings):
         default=None, description="http(s)://user:pass@host:port; unset = embedded chDB"
     )
     clickhouse_database: str = "govstream"
+    clickhouse_path: Path | None = Field(
+        default=None, description="embedded data directory; default <home>/clickhouse"
+    )
 
     # Worker
     app_id: str = "govstream-worker"
@@ -62,7 +65,7 @@ class Settings(BaseSettings):
 
     @property
     def chdb_path(self) -> Path:
-        return (self.home / "clickhouse").resolve()
+        return (self.clickhouse_path or self.home / "clickhouse").resolve()
 
     @property
     def broker_dir(self) -> Path:
@@ -72,3 +75,12 @@ class Settings(BaseSettings):
 def load(**overrides: Any) -> Settings:
     """Settings from the environment, with non-None overrides (CLI flags) on top."""
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def as_environment(settings: Settings) -> dict[str, str]:
+    """GOVSTREAM_* variables that reproduce these settings in a child process."""
+    env = {}
+    for name, value in settings.model_dump().items():
+        if value is not None:
+            env[f"GOVSTREAM_{name.upper()}"] = str(value)
+    return env

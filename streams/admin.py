@@ -25,10 +25,11 @@ async def ensure_topics(bootstrap: str, topics: Topics, partitions: int) -> list
             wanted.append(NewTopic(name, partitions, 1, topic_configs=config))
         if not wanted:
             return []
-        try:
-            await admin.create_topics(wanted)
-        except TopicAlreadyExistsError:
-            pass  # another process won the race; the topic is there either way
+        response = await admin.create_topics(wanted)
+        for topic, code, message in (e[:3] for e in response.topic_errors):
+            # 36 = TOPIC_ALREADY_EXISTS: another process won the race, which is fine.
+            if code not in (0, TopicAlreadyExistsError.errno):
+                raise RuntimeError(f"cannot create topic {topic}: error {code} {message}")
         return [t.name for t in wanted]
     finally:
         await admin.close()

@@ -1,0 +1,24 @@
+"""`govstream worker`: run the stream processors (ingest + sink) until stopped."""
+
+from __future__ import annotations
+
+import argparse
+
+from govstream.settings import load
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("worker", help="run the Faust worker (ingest, sink)")
+    parser.add_argument("--web-port", type=int, help="web port (GOVSTREAM_WEB_PORT)")
+    parser.add_argument("--app-id", help="consumer group / app id (GOVSTREAM_APP_ID)")
+    parser.add_argument(
+        "--loglevel", default="warn", choices=["crit", "error", "warn", "info", "debug"]
+    )
+    parser.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from streams.worker import run_worker  # Faust imports are slow; load on use
+
+    settings = load(web_port=args.web_port, app_id=args.app_id)
+    return run_worker(settings, loglevel=args.loglevel)

@@ -1,0 +1,162 @@
+"""`govstream demo`: the whole pipeline end to end, then a summary from SQL.
+
+Broker (started if none is configured) -> topics -> worker (child process,
+owns embedded ClickHouse) -> simulated fleet -> lag zero -> summary queries
+through the worker -> everything this run started is stopped again. Each run
+gets its own topics, consumer group and ClickHouse directory, so the figures
+are this run's alone and are checked against the simulator's ground truth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from govstream.errors import GovstreamError
+from govstream.settings import Settings
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+def _query_file(name: str) -> str:
+    return (Path(__file__).parent.parent / "sql" / "queries" / f"{name}.sql").read_text()
+
+
+def _table(columns: list[str], rows: list[tuple[Any, ...]]) -> str:
+    cells = [columns, *[[str(v) for v in row] for row in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join("    " + line for line in lines)
+
+
+def _usd(micros: int) -> str:
+    return f"${micros / 1_000_000:,.2f}"
+
+
+def summarize(settings: Settings, truth: dict[str, Any]) -> list[str]:
+    """Print the summary; return the mismatches against the ground truth."""
+    from sql.client import open_clickhouse
+
+    ch = open_clickhouse(settings, role="client")
+    mismatches: list[str] = []
+    try:
+        events = ch.query(_query_file("summary_events"))
+        by_topic = {row[0]: row for row in events.rows}
+        sessions_topic = f"{settings.topic_prefix}.sessions"
+        processed = sum(row[2] for row in events.rows)
+        say(f"\nEvents processed: {processed:,} distinct events in {len(by_topic)} topics")
+        say(_table(events.columns, events.rows))
+        expected_session_events = truth["session_events_total"]
+        got = by_topic.get(sessions_topic, (None, 0, 0))[2]
+        if got != expected_session_events:
+            mismatches.append(f"session events {got} != truth {expected_session_events}")
+
+        dead = ch.query(_query_file("summary_dead_letters"))
+        total_dead = sum(row[1] for row in dead.rows)
+        say(f"\nDead letters: {total_dead}")
+        if dead.rows:
+            say(_table(dead.columns, dead.rows))
+        expected_dead = sum(truth["malformed_sent"].values())
+        if total_dead != expected_dead:
+            mismatches.append(f"dead letters {total_dead} != truth {expected_dead}")
+
+        cost = ch.query(_query_file("summary_cost_per_tenant"))
+        say("\nCost per tenant, top 10:")
+        rows = [(t, n, f"{tok:,}", _usd(c)) for t, n, tok, c in cost.rows]
+        say(_table(["tenant", "turns", "tokens", "cost"], rows))
+        for tenant, _, _, micros in cost.rows:
+            want = truth["per_tenant"][tenant]["cost_usd_micros"]
+            if micros != want:
+                mismatches.append(f"cost of {tenant} {micros} != truth {want}")
+
+        latency = ch.query(_query_file("summary_latency_by_tier"))
+        say("\nLatency by tier (ms):")
+        say(_table(["tier", "turns", "p95 latency", "p95 first token"], latency.rows))
+    finally:
+        ch.close()
+    return mismatches
+
+
+def run_demo(
+    settings: Settings, *, tenants: int, sessions: int, seed: int, progress: bool
+) -> int:
+    from events.topics import Topics
+    from govstream.broker import ensure_broker, stop_broker
+    from govstream.commands.lag import wait_for_zero_lag
+    from govstream.processes import WorkerProcess
+    from govstream.simulate import FleetConfig, run_simulation
+    from streams.admin import ensure_topics
+
+    run_id = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+    demo_dir = (settings.home / "demo").resolve()
+    shutil.rmtree(demo_dir / "clickhouse", ignore_errors=True)
+    settings = settings.model_copy(
+        update={
+            "topic_prefix": f"govstream-demo-{run_id}",
+            "app_id": f"govstream-demo-{run_id}",
+            "clickhouse_path": demo_dir / "clickhouse",
+            "web_port": free_port(),
+        }
+    )
+    started = time.monotonic()
+    broker_started = False
+    worker = None
+    try:
+        if settings.kafka_bootstrap:
+            bootstrap = settings.kafka_bootstrap
+            say(f"[1/5] using the Kafka broker at {bootstrap}")
+        else:
+            say("[1/5] starting a local Apache Kafka broker ...")
+            handle = ensure_broker(settings)
+            bootstrap, broker_started = handle.bootstrap, handle.started
+        asyncio.run(
+            ensure_topics(bootstrap, Topics(settings.topic_prefix), settings.topic_partitions)
+        )
+        say("[2/5] starting a worker (migrations, ingest, ClickHouse sink) ...")
+        worker = WorkerProcess(settings, log_path=demo_dir / f"worker-{run_id}.log")
+        waited = worker.wait_ready()
+        say(f"      worker ready in {waited:.1f}s at {worker.url}")
+
+        say(f"[3/5] simulating {tenants} tenants, {sessions:,} sessions (seed {seed}) ...")
+        start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=1)
+        config = FleetConfig(
+            seed=seed, tenants=tenants, sessions=sessions, start=start, malformed_rate=0.001
+        )
+        truth = asyncio.run(
+            run_simulation(
+                settings, config, truth_path=demo_dir / f"truth-{run_id}.json", progress=progress
+            )
+        )
+        say("[4/5] waiting for the worker to catch up (lag 0) ...")
+        waited = asyncio.run(wait_for_zero_lag(settings, bootstrap, timeout=300))
+        say(f"      caught up {waited:.1f}s after the last send")
+        say("[5/5] summary from ClickHouse SQL")
+        mismatches = summarize(settings, truth)
+    finally:
+        if worker is not None:
+            worker.stop()
+        if broker_started:
+            stop_broker(settings)
+            say("stopped the local broker this demo started")
+    elapsed = time.monotonic() - started
+    if mismatches:
+        for line in mismatches:
+            print(f"govstream: mismatch: {line}", file=sys.stderr)
+        raise GovstreamError(f"demo figures differ from the ground truth ({len(mismatches)})")
+    say(f"\nAll figures match the simulator's ground truth. Demo took {elapsed:.0f}s.")
+    return 0

@@ -1,0 +1,36 @@
+"""The Faust App, and nothing else: agents and views register on it elsewhere."""
+
+from __future__ import annotations
+
+import faust
+
+from govstream.settings import Settings
+
+
+def create_app(settings: Settings, bootstrap: str) -> faust.App:
+    return faust.App(
+        settings.app_id,
+        broker=f"kafka://{bootstrap}",
+        # Live state is rebuilt from the log (DESIGN pitfalls: changelog
+        # recovery is fragile), so tables need no RocksDB here.
+        store="memory://",
+        processing_guarantee=settings.processing_guarantee,
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=1,
+        topic_allow_declare=False,  # the pipeline's topics are created up front
+        autodiscover=False,
+        datadir=str(settings.home / "faust"),
+        web_enabled=True,
+        web_bind=settings.web_host,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        web_in_thread=False,
+        # Larger fetches and buffers: the sink works in batches anyway.
+        consumer_max_fetch_size=8 * 1024 * 1024,
+        stream_buffer_maxsize=16384,
+        broker_max_poll_records=5000,
+        broker_commit_every=20_000,
+        broker_commit_interval=1.0,
+        producer_linger=0.005,
+        consumer_auto_offset_reset="earliest",
+    )

@@ -1,0 +1,75 @@
+"""`govstream worker`: the composition root of one stream-processing worker.
+
+Start-up, in order: resolve the broker, create the topics, open ClickHouse as
+the owner of the embedded engine (or a server client), apply migrations, then
+run Faust with the sink agent and the web views. With embedded ClickHouse this
+process is the engine's only owner: it serves SQL to the CLI over its web port
+and registers itself in the owner file until it stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+import faust
+from sql.migrate import apply_migrations
+
+from events.codec import Codec
+from events.registry import registry_from_settings
+from events.topics import Topics
+from govstream.broker import resolve_bootstrap
+from govstream.settings import Settings
+from sql.client import open_clickhouse, register_owner
+from streams.admin import ensure_topics
+from streams.app import create_app
+from streams.sink import register_sink
+from streams.views import register_views
+
+log = logging.getLogger(__name__)
+
+
+def run_worker(settings: Settings, *, loglevel: str = "warn") -> int:
+    bootstrap = resolve_bootstrap(settings)
+    topics = Topics(settings.topic_prefix)
+    created = asyncio.run(ensure_topics(bootstrap, topics, settings.topic_partitions))
+    if created:
+        print(f"created topics: {', '.join(created)}", flush=True)
+    # One thread: chDB is driven from exactly one thread, off the event loop.
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
+    clickhouse = open_clickhouse(settings, role="owner")
+    applied = apply_migrations(clickhouse)
+    for name in applied:
+        print(f"applied migration {name}", flush=True)
+
+    app = create_app(settings, bootstrap)
+    codec = Codec(
+        registry_from_settings(settings.schema_registry_url),
+        max_record_bytes=settings.max_record_bytes,
+    )
+    stats = register_sink(
+        app,
+        topics=topics,
+        codec=codec,
+        clickhouse=clickhouse,
+        executor=executor,
+        batch_size=settings.sink_batch_size,
+        flush_seconds=settings.sink_flush_seconds,
+    )
+    register_views(app, clickhouse=clickhouse, executor=executor, stats=stats)
+
+    owner_url = f"http://{settings.web_host}:{settings.web_port}"
+    owner = register_owner(settings, owner_url) if settings.clickhouse_embedded else None
+    worker = faust.Worker(app, loglevel=loglevel, redirect_stdouts=False, quiet=True)
+    print(f"worker {settings.app_id} consuming from {bootstrap}; web at {owner_url}", flush=True)
+    try:
+        with owner or contextlib.nullcontext():
+            worker.execute_from_commandline()
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    finally:
+        executor.shutdown(wait=True)
+        clickhouse.close()
+    return 0
