@@ -67,7 +67,8 @@ class Emitter:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    def _prepare(self, event: BaseModel | dict[str, Any]) -> tuple[str, bytes, bytes]:
+    def prepare(self, event: BaseModel | dict[str, Any]) -> tuple[str, bytes, bytes]:
+        """Validate, route and encode: (topic, key, value) ready to enqueue."""
         if isinstance(event, dict):
             event = parse_event(event)
         topic, key = self.topics.route(event)
@@ -75,7 +76,7 @@ class Emitter:
 
     async def emit(self, event: BaseModel | dict[str, Any]) -> None:
         """Send one event and wait until the broker has it (acks=all)."""
-        topic, key, value = self._prepare(event)
+        topic, key, value = self.prepare(event)
         await (await self._producer.send(topic, value=value, key=key))
         self.sent += 1
 
@@ -91,7 +92,7 @@ class Emitter:
         Everything is validated and encoded before the first send, so an
         invalid event raises and nothing of the batch reaches Kafka.
         """
-        prepared = [self._prepare(e) for e in events]
+        prepared = [self.prepare(e) for e in events]
         pending: list[Awaitable[Any]] = []
         for topic, key, value in prepared:
             pending.append(await self._producer.send(topic, value=value, key=key))
@@ -107,6 +108,14 @@ class Emitter:
             if on_progress:
                 on_progress(self.sent)
         return len(prepared)
+
+    async def enqueue(self, topic: str, value: bytes, key: bytes | None = None) -> Awaitable[Any]:
+        """Hand a record to the producer without waiting; returns its delivery future.
+
+        Records handed over in order keep that order per partition (the
+        idempotent producer never reorders), so callers can pipeline.
+        """
+        return await self._producer.send(topic, value=value, key=key)
 
     async def send_raw(self, topic: str, value: bytes, key: bytes | None = None) -> None:
         """Send bytes as they are (tests and drills that need malformed records)."""

@@ -595,20 +595,33 @@ def _tail_text(text: str, lines: int) -> str:
     return "\n".join(line for line in text.strip().splitlines()[-lines:])
 
 
-def _tail_file(path: Path, lines: int) -> str:
+def _tail_file(path: Path, lines: int, since: int = 0) -> str:
+    """Last ``lines`` lines of ``path`` written after byte offset ``since``."""
     try:
         with path.open("rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            fh.seek(max(0, fh.tell() - 64 * 1024))
-            return _tail_text(fh.read().decode(errors="replace"), lines)
+            size = fh.seek(0, os.SEEK_END)
+            start = since if since <= size else 0  # smaller now: rotated, read it all
+            fh.seek(max(start, size - 256 * 1024))
+            text = fh.read().decode(errors="replace")
     except OSError:
         return ""
+    # Java stack frames bury the cause; keep the first error and its exception line.
+    kept = [ln for ln in text.splitlines() if not ln.startswith(("\tat ", "\t... "))]
+    first_error = next((i for i, ln in enumerate(kept) if " ERROR " in ln or " FATAL " in ln), None)
+    tail_start = max(0, len(kept) - lines)
+    if first_error is not None and first_error + 2 < tail_start:
+        kept = [*kept[first_error : first_error + 2], "...", *kept[tail_start:]]
+    else:
+        kept = kept[tail_start:]
+    # Kafka's state-transition lines run to kilobytes; the start says enough.
+    return "\n".join(ln if len(ln) <= 300 else ln[:297] + "..." for ln in kept).strip()
 
 
-def _log_tail(paths: _Paths, lines: int = 15) -> str:
+def _log_tail(paths: _Paths, log_offset: int = 0, lines: int = 12) -> str:
     parts: list[str] = []
-    for path in (paths.stdout, paths.server_log):  # JVM errors land in stdout, Kafka's in the log
-        tail = _tail_file(path, lines)
+    # JVM errors (bad heap, missing class) land in stdout, Kafka's own in the log.
+    for path, since in ((paths.stdout, 0), (paths.server_log, log_offset)):
+        tail = _tail_file(path, lines, since)
         if tail:
             parts.append(f"--- {path} ---\n{tail}")
     return "\n".join(parts) or f"(no output in {paths.logs})"
@@ -852,6 +865,8 @@ def _format_storage(java: str, lib: Path, paths: _Paths) -> None:
     """Format the KRaft log dir once; later starts (any ports) reuse it."""
     if (paths.data / "meta.properties").is_file():
         return
+    # No meta.properties means Kafka never ran on it (an interrupted format): start clean.
+    shutil.rmtree(paths.data, ignore_errors=True)
     cluster_id = ""
     if paths.cluster_id.is_file():
         cluster_id = paths.cluster_id.read_text(encoding="utf-8").strip()
@@ -922,6 +937,8 @@ def _start(paths: _Paths, settings: Settings, timeout: float) -> BrokerHandle:
         str(paths.properties),  # must stay last: stop/status identify our broker by it
     ]
     _progress(f"starting Apache Kafka {settings.kafka_version} on {bootstrap} ...")
+    # Failure reports show only what this run logged (the log file is appended to).
+    log_offset = paths.server_log.stat().st_size if paths.server_log.exists() else 0
     with paths.stdout.open("wb") as out:
         # Own session: Ctrl-C in the terminal and the end of this process leave it running.
         proc = subprocess.Popen(
@@ -939,14 +956,14 @@ def _start(paths: _Paths, settings: Settings, timeout: float) -> BrokerHandle:
         _CHILDREN.pop(proc.pid, None)
         raise GovstreamError(
             f"Kafka broker exited during start (status {proc.returncode}); last lines:\n"
-            f"{_log_tail(paths)}"
+            f"{_log_tail(paths, log_offset)}"
         ) from None
     except BaseException as exc:
         # Timeout or Ctrl-C: don't leave an unrecorded broker behind.
         _terminate(proc.pid, 5.0)
         _CHILDREN.pop(proc.pid, None)
         if isinstance(exc, GovstreamError):
-            raise GovstreamError(f"{exc}; last lines:\n{_log_tail(paths)}") from None
+            raise GovstreamError(f"{exc}; last lines:\n{_log_tail(paths, log_offset)}") from None
         raise
 
     info = BrokerInfo(

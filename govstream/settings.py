@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     app_id: str = "govstream-worker"
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=6066, ge=1, le=65535)
+    worker_agents: Literal["all", "sink", "processors"] = Field(
+        default="all", description="which agents a worker runs (compose splits them)"
+    )
     processing_guarantee: Literal["exactly_once", "at_least_once"] = "exactly_once"
     sink_batch_size: int = Field(default=5000, ge=1)
     sink_flush_seconds: float = Field(default=0.5, gt=0)
@@ -62,6 +65,13 @@ class Settings(BaseSettings):
     @property
     def clickhouse_embedded(self) -> bool:
         return self.clickhouse_url is None
+
+    @property
+    def consumer_group(self) -> str:
+        """Workers that split the agents (compose) need consumer groups of their own."""
+        if self.worker_agents == "all":
+            return self.app_id
+        return f"{self.app_id}-{self.worker_agents}"
 
     @property
     def chdb_path(self) -> Path:

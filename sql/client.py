@@ -17,10 +17,11 @@ Owner HTTP protocol (JSON bodies, mounted by :func:`mount_owner_routes`)::
          200 {"columns": [str], "types": [str], "rows": [[value, ...], ...]}
     POST /v1/clickhouse/command  {"sql": str, "parameters": {name: value} | null}
          200 {"ok": true}
-    GET  /v1/clickhouse/ping
+    GET or POST /v1/clickhouse/ping   (find_owner uses POST, empty body)
          200 {"ok": true, "pid": int}
     errors: 400 {"error": "one line"} (bad request or ClickHouse error),
-            404 (unknown route), 500 (unexpected failure in the owner)
+            403 (client not on loopback), 404 (unknown route),
+            500 (unexpected failure in the owner)
 
 JSON value encoding (:func:`to_json_value` / :func:`from_json_value`):
 datetime/date/time -> ISO 8601 strings (aware datetimes keep their offset),
@@ -70,19 +71,29 @@ if TYPE_CHECKING:
     from govstream.settings import Settings
 
 log = logging.getLogger(__name__)
+# clickhouse-connect logs failures it also raises; with no logging configured
+# (the CLI) Python's last-resort handler would print them as extra stderr lines.
+logging.getLogger("clickhouse_connect").addHandler(logging.NullHandler())
 
 QUERY_PATH = "/v1/clickhouse/query"
 COMMAND_PATH = "/v1/clickhouse/command"
 PING_PATH = "/v1/clickhouse/ping"
 OWNER_FILE = "clickhouse-owner.json"
+# Largest request body the proxy sends when it batches an insert; aiohttp's
+# default client_max_size is 1 MiB.
+PROXY_MAX_BODY = 900_000
 
 # The same placeholder grammar clickhouse-connect uses to decide on server-side binding.
 _PLACEHOLDER_RE = re.compile(r"\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*:\s*[^}]+\}")
 _IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_LEADING_COMMENTS_RE = re.compile(r"^(\s|--[^\n]*(\n|$)|/\*.*?\*/)*", re.S)
 _MAX_ERROR_CHARS = 1000
 
 # chDB's engine is process-global: every Embedded in this process shares it, so one lock.
 _ENGINE_LOCK = threading.RLock()
+# Data directories this process has open (Embedded instances per path): our own
+# engine holds the status-file lock, which must not read as "another process".
+_OPEN_PATHS: dict[Path, int] = {}
 
 
 class ClickHouseError(GovstreamError):
@@ -313,7 +324,7 @@ class _DriverBacked(ClickHouse):
         from clickhouse_connect.driver.exceptions import Error
 
         body = sql.strip().rstrip(";").strip()
-        if not re.match(r"(?is)^(select|with)\b", body):
+        if not re.match(r"(?is)^(select|with)\b", _LEADING_COMMENTS_RE.sub("", body)):
             return [], []
         try:
             described = self._client.query(f"DESCRIBE ({body}\n)", parameters=params)
@@ -345,7 +356,18 @@ class _DriverBacked(ClickHouse):
             raise self._wrap(exc) from None
 
     def _use_database(self, database: str) -> None:
-        self._client.command(f"CREATE DATABASE IF NOT EXISTS {quote_identifier(database)}")
+        from clickhouse_connect.driver.exceptions import Error
+
+        try:
+            self._client.command(f"CREATE DATABASE IF NOT EXISTS {quote_identifier(database)}")
+        except Error:
+            # A server user may lack CREATE DATABASE yet have the database already.
+            exists = self._client.command(
+                "SELECT count() FROM system.databases WHERE name = {name:String}",
+                parameters={"name": database},
+            )
+            if not exists:
+                raise
         self._client.database = database
 
     def close(self) -> None:
@@ -364,6 +386,8 @@ def _status_pid(path: Path) -> int | None:
 
 def _status_locked_elsewhere(path: Path) -> bool:
     """True when another process holds ClickHouse's flock on <data dir>/status."""
+    if _status_pid(path) == os.getpid():
+        return False  # ClickHouse in this very process wrote it
     try:
         fd = os.open(path / "status", os.O_RDONLY)
     except OSError:
@@ -394,8 +418,16 @@ class Embedded(_DriverBacked):
         self.target = f"embedded ClickHouse at {self.path}"
         self._lock = _ENGINE_LOCK
         database = _database_name(database)
-        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise GovstreamError(f"cannot create {self.path}: {exc.strerror}") from None
+        self._closed = False
         with self._lock:
+            # Check the lock first: a failed chDB open prints ClickHouse's own error
+            # straight to fd 2, which would break "one line on stderr" in the CLI.
+            if _OPEN_PATHS.get(self.path, 0) == 0 and _status_locked_elsewhere(self.path):
+                raise self._locked_error()
             try:
                 # tz_mode="schema": columns declared with 'UTC' come back as aware datetimes.
                 self._client = clickhouse_connect.get_client(
@@ -408,6 +440,16 @@ class Embedded(_DriverBacked):
             except Error as exc:
                 self._client.close()
                 raise self._wrap(exc) from None
+            _OPEN_PATHS[self.path] = _OPEN_PATHS.get(self.path, 0) + 1
+
+    def _locked_error(self) -> EmbeddedLockedError:
+        pid = _status_pid(self.path)
+        return EmbeddedLockedError(
+            f"embedded ClickHouse at {self.path} is held by another process "
+            f"({_pid_hint(pid)}); stop it or set GOVSTREAM_CLICKHOUSE_URL",
+            self.path,
+            pid,
+        )
 
     def _open_error(self, exc: Exception) -> GovstreamError:
         message = str(exc)
@@ -416,15 +458,17 @@ class Embedded(_DriverBacked):
                 f"this process already opened an embedded ClickHouse at another path; "
                 f"chDB allows one data directory per process ({one_line(message)})"
             )
-        if _status_locked_elsewhere(self.path):
-            pid = _status_pid(self.path)
-            return EmbeddedLockedError(
-                f"embedded ClickHouse at {self.path} is held by another process "
-                f"({_pid_hint(pid)}); stop it or set GOVSTREAM_CLICKHOUSE_URL",
-                self.path,
-                pid,
-            )
+        if _status_locked_elsewhere(self.path):  # lost a race with another opener
+            return self._locked_error()
         return ClickHouseError(f"cannot open {self.target}: {one_line(message)}")
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._client.close()
+            _OPEN_PATHS[self.path] -= 1
 
 
 def _redact(url: str) -> str:
@@ -518,6 +562,11 @@ class OwnerProxy(ClickHouse):
         if response.status_code != 200:
             if isinstance(payload, dict) and isinstance(payload.get("error"), str):
                 raise ClickHouseError(payload["error"])
+            if response.status_code == 413:
+                raise ClickHouseError(
+                    f"the ClickHouse owner at {self.url} refused a {len(sql)}-character "
+                    "statement as too large for its HTTP server"
+                )
             raise ClickHouseError(
                 f"the ClickHouse owner at {self.url} answered HTTP {response.status_code}"
             )
@@ -541,16 +590,26 @@ class OwnerProxy(ClickHouse):
         """Insert as JSONEachRow data through the command route (no third route needed).
 
         The values travel as data parsed by ClickHouse's JSON input format, never
-        as SQL text; datetimes use the parameter encoding (UTC wall time).
+        as SQL text; datetimes use the parameter encoding (UTC wall time). Rows go
+        in requests of at most ~PROXY_MAX_BODY bytes (aiohttp refuses bodies over
+        1 MiB by default), so a large insert is several INSERTs, not one atomic one.
         """
         if not rows:
             return
         names = list(column_names)
-        lines = []
+        columns = ", ".join(quote_identifier(n) for n in names)
+        head = (
+            f"INSERT INTO {quote_identifier(table)} ({columns}) "
+            "SETTINGS date_time_input_format = 'best_effort' FORMAT JSONEachRow\n"
+        )
+        batch: list[str] = []
+        size = len(head) + 64
         for row in rows:
             if len(row) != len(names):
-                raise UsageError(f"insert into {table}: row has {len(row)} values, not {len(names)}")
-            lines.append(
+                raise UsageError(
+                    f"insert into {table}: row has {len(row)} values, not {len(names)}"
+                )
+            line = (
                 "{"
                 + ",".join(
                     f"{_json_line(n)}:{_json_line(_param_to_json(v))}"
@@ -558,13 +617,14 @@ class OwnerProxy(ClickHouse):
                 )
                 + "}"
             )
-        columns = ", ".join(quote_identifier(n) for n in names)
-        sql = (
-            f"INSERT INTO {quote_identifier(table)} ({columns}) "
-            "SETTINGS date_time_input_format = 'best_effort' FORMAT JSONEachRow\n"
-            + "\n".join(lines)
-        )
-        self._post(COMMAND_PATH, sql, None)
+            # The line is embedded in a JSON string in the request: count its escaped size.
+            line_size = len(json.dumps(line, ensure_ascii=False).encode()) + 2
+            if batch and size + line_size > PROXY_MAX_BODY:
+                self._post(COMMAND_PATH, head + "\n".join(batch), None)
+                batch, size = [], len(head) + 64
+            batch.append(line)
+            size += line_size
+        self._post(COMMAND_PATH, head + "\n".join(batch), None)
 
     def close(self) -> None:
         self._http.close()
@@ -616,10 +676,18 @@ async def handle_owner_request(
     try:
         return 200, await loop.run_in_executor(executor, run)
     except GovstreamError as exc:
-        return 400, {"error": one_line(str(exc))}
+        # Already a message for humans ("ClickHouse: Code: ..."): just keep it to one line.
+        return 400, {"error": " ".join(str(exc).split())}
     except Exception as exc:  # the owner must answer, not drop the connection
         log.exception("ClickHouse owner request failed")
         return 500, {"error": f"internal error in the ClickHouse owner: {type(exc).__name__}"}
+
+
+def _is_loopback(remote: str | None) -> bool:
+    try:
+        return remote is not None and ipaddress.ip_address(remote.split("%")[0]).is_loopback
+    except ValueError:
+        return False
 
 
 def mount_owner_routes(
@@ -633,6 +701,12 @@ def mount_owner_routes(
     def view(route: str) -> Callable[[web.Request], Any]:
         # The route is bound here, not read from request.path, so a prefix/sub-app works.
         async def handler(request: web.Request) -> web.Response:
+            if not _is_loopback(request.remote):
+                # Arbitrary SQL for whoever connects: never for other hosts, even if
+                # the worker's web server listens on 0.0.0.0.
+                return web.json_response(
+                    {"error": "the ClickHouse owner routes answer local clients only"}, status=403
+                )
             status, payload = await handle_owner_request(ch, executor, route, await request.read())
             # Big results: serialize off the loop (the worker must keep its heartbeats).
             text = await asyncio.get_running_loop().run_in_executor(None, json.dumps, payload)
@@ -643,6 +717,7 @@ def mount_owner_routes(
     aiohttp_app.router.add_post(QUERY_PATH, view(QUERY_PATH))
     aiohttp_app.router.add_post(COMMAND_PATH, view(COMMAND_PATH))
     aiohttp_app.router.add_get(PING_PATH, view(PING_PATH))
+    aiohttp_app.router.add_post(PING_PATH, view(PING_PATH))
 
 
 # --------------------------------------------------------------------------- registration
@@ -715,7 +790,8 @@ def find_owner(settings: Settings, *, timeout: float = 1.0) -> str | None:
         _remove_if_unchanged(path, text)
         return None
     try:
-        response = httpx.get(url + PING_PATH, timeout=timeout, trust_env=False)
+        # POST: a view that serves only POST /v1/clickhouse/{action} answers it too.
+        response = httpx.post(url + PING_PATH, timeout=timeout, trust_env=False)
         answer = response.json()
     except (httpx.HTTPError, ValueError):
         # Alive but silent (starting, or wedged): not ours to delete; the caller

@@ -9,7 +9,7 @@ from govstream.settings import Settings
 
 def create_app(settings: Settings, bootstrap: str) -> faust.App:
     return faust.App(
-        settings.app_id,
+        settings.consumer_group,
         broker=f"kafka://{bootstrap}",
         # Live state is rebuilt from the log (DESIGN pitfalls: changelog
         # recovery is fragile), so tables need no RocksDB here.

@@ -15,7 +15,6 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 
 import faust
-from sql.migrate import apply_migrations
 
 from events.codec import Codec
 from events.registry import registry_from_settings
@@ -23,9 +22,10 @@ from events.topics import Topics
 from govstream.broker import resolve_bootstrap
 from govstream.settings import Settings
 from sql.client import open_clickhouse, register_owner
+from sql.migrate import apply_migrations
 from streams.admin import ensure_topics
 from streams.app import create_app
-from streams.sink import register_sink
+from streams.sink import SinkStats, register_sink
 from streams.views import register_views
 
 log = logging.getLogger(__name__)
@@ -49,21 +49,25 @@ def run_worker(settings: Settings, *, loglevel: str = "warn") -> int:
         registry_from_settings(settings.schema_registry_url),
         max_record_bytes=settings.max_record_bytes,
     )
-    stats = register_sink(
-        app,
-        topics=topics,
-        codec=codec,
-        clickhouse=clickhouse,
-        executor=executor,
-        batch_size=settings.sink_batch_size,
-        flush_seconds=settings.sink_flush_seconds,
-    )
+    stats = SinkStats()
+    if settings.worker_agents in ("all", "sink"):
+        stats = register_sink(
+            app,
+            topics=topics,
+            codec=codec,
+            clickhouse=clickhouse,
+            executor=executor,
+            batch_size=settings.sink_batch_size,
+            flush_seconds=settings.sink_flush_seconds,
+        )
+    # "processors": the enforcement agents (budget, lifecycle, policy) register here.
     register_views(app, clickhouse=clickhouse, executor=executor, stats=stats)
 
     owner_url = f"http://{settings.web_host}:{settings.web_port}"
     owner = register_owner(settings, owner_url) if settings.clickhouse_embedded else None
     worker = faust.Worker(app, loglevel=loglevel, redirect_stdouts=False, quiet=True)
-    print(f"worker {settings.app_id} consuming from {bootstrap}; web at {owner_url}", flush=True)
+    group = settings.consumer_group
+    print(f"worker {group} consuming from {bootstrap}; web at {owner_url}", flush=True)
     try:
         with owner or contextlib.nullcontext():
             worker.execute_from_commandline()

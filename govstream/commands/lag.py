@@ -23,7 +23,7 @@ async def total_lag(settings: Settings, bootstrap: str) -> tuple[int, list]:  # 
     from streams.admin import group_lag
 
     topics = Topics(settings.topic_prefix)
-    rows = await group_lag(bootstrap, settings.app_id, [topics.sessions, topics.tenants])
+    rows = await group_lag(bootstrap, settings.consumer_group, [topics.sessions, topics.tenants])
     return sum(r.lag for r in rows), rows
 
 

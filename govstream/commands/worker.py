@@ -12,6 +12,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--web-port", type=int, help="web port (GOVSTREAM_WEB_PORT)")
     parser.add_argument("--app-id", help="consumer group / app id (GOVSTREAM_APP_ID)")
     parser.add_argument(
+        "--agents",
+        choices=["all", "sink", "processors"],
+        help="run only the sink or only the processors (GOVSTREAM_WORKER_AGENTS)",
+    )
+    parser.add_argument(
         "--loglevel", default="warn", choices=["crit", "error", "warn", "info", "debug"]
     )
     parser.set_defaults(func=_run)
@@ -20,5 +25,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from streams.worker import run_worker  # Faust imports are slow; load on use
 
-    settings = load(web_port=args.web_port, app_id=args.app_id)
+    settings = load(web_port=args.web_port, app_id=args.app_id, worker_agents=args.agents)
     return run_worker(settings, loglevel=args.loglevel)

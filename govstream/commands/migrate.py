@@ -1,0 +1,57 @@
+"""`govstream migrate`: apply pending ClickHouse migrations (sql/migrations/NNNN_*.sql)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from govstream.settings import load
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "migrate",
+        help="apply pending ClickHouse migrations",
+        description=(
+            "Apply each migration file not yet recorded in schema_migrations, in order. "
+            "With embedded ClickHouse this goes through the running worker when one owns "
+            "the engine, and opens the engine directly otherwise."
+        ),
+    )
+    parser.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    # Imported here so `govstream --help` does not pay for clickhouse-connect/chDB.
+    from sql.client import open_clickhouse
+    from sql.migrate import apply_migrations, load_migrations
+
+    settings = load()
+    with open_clickhouse(settings, role="client") as ch:
+        applied = apply_migrations(ch)
+    for name in applied:
+        print(f"applied {name}")
+    if not applied:
+        count = len(load_migrations())
+        print(f"schema up to date ({count} migration{'' if count == 1 else 's'})")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run this command alone (``python -m govstream.commands.migrate``), as the CLI would."""
+    import sys
+
+    from govstream.errors import GovstreamError
+
+    parser = argparse.ArgumentParser(prog="govstream")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["migrate", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        return int(args.func(args) or 0)
+    except GovstreamError as exc:
+        print(f"govstream: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
