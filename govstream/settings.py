@@ -59,7 +59,7 @@ class Settings(BaseSettings):
         default="all", description="which agents a worker runs (compose splits them)"
     )
     processing_guarantee: Literal["exactly_once", "at_least_once"] = "exactly_once"
-    sink_batch_size: int = Field(default=5000, ge=1)
+    sink_batch_size: int = Field(default=20_000, ge=1)
     sink_flush_seconds: float = Field(default=0.5, gt=0)
 
     @property
@@ -72,6 +72,11 @@ class Settings(BaseSettings):
         if self.worker_agents == "all":
             return self.app_id
         return f"{self.app_id}-{self.worker_agents}"
+
+    @property
+    def sink_group(self) -> str:
+        """Consumer group of the ClickHouse sink (its own aiokafka consumer)."""
+        return f"{self.consumer_group}.sink"
 
     @property
     def chdb_path(self) -> Path:

@@ -50,6 +50,7 @@ import math
 import os
 import re
 import threading
+import time as clock
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -59,6 +60,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from urllib.parse import unquote, urlsplit
 from uuid import UUID
+
+import orjson
 
 from govstream.errors import GovstreamError, UsageError
 
@@ -350,8 +353,29 @@ class _DriverBacked(ClickHouse):
         if not rows:
             return
         try:
+            body = b"\n".join(map(orjson.dumps, rows))
+        except TypeError:
+            body = None  # bytes values: JSON cannot carry arbitrary bytes
+        try:
             with self._lock:
-                self._client.insert(table, rows, column_names=list(column_names))
+                if body is None:
+                    self._client.insert(table, rows, column_names=list(column_names))
+                else:
+                    # ClickHouse parses the rows in C++ with the GIL released, so
+                    # the event loop keeps decoding while a batch is inserted;
+                    # about 3x cheaper in Python than the driver's Native encoder.
+                    self._client.raw_insert(
+                        table,
+                        list(column_names),
+                        insert_block=body,
+                        fmt="JSONCompactEachRow",
+                        settings={
+                            "date_time_input_format": "best_effort",
+                            # lets a row carry a JSON document (orjson.Fragment)
+                            # into a String column without escaping it twice
+                            "input_format_json_read_objects_as_strings": 1,
+                        },
+                    )
         except Error as exc:
             raise self._wrap(exc) from None
 
@@ -723,8 +747,13 @@ def mount_owner_routes(
 # --------------------------------------------------------------------------- registration
 
 
+OWNER_STARTUP_GRACE = 20.0  # seconds
+
+
 def owner_file(settings: Settings) -> Path:
-    return settings.home / OWNER_FILE
+    # Beside the data directory: each embedded engine has its own owner.
+    path = settings.chdb_path
+    return path.parent / f"{path.name}.{OWNER_FILE}"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -821,6 +850,14 @@ def open_clickhouse(
     try:
         return Embedded(settings.chdb_path, settings.clickhouse_database)
     except EmbeddedLockedError as exc:
+        # A worker that is still starting holds the engine before its web
+        # port answers: give it a moment before calling the engine stuck.
+        deadline = clock.monotonic() + OWNER_STARTUP_GRACE
+        while clock.monotonic() < deadline:
+            clock.sleep(0.25)
+            url = find_owner(settings)
+            if url is not None:
+                return OwnerProxy(url)
         raise GovstreamError(
             f"embedded ClickHouse at {exc.path} is held by another process "
             f"({_pid_hint(exc.pid)}) that does not answer; stop it or set "

@@ -55,11 +55,12 @@ async def group_lag(bootstrap: str, group: str, topic_names: list[str]) -> list[
     await consumer.start()
     try:
         committed = await admin.list_consumer_group_offsets(group)
-        await consumer.topics()  # loads metadata for every topic
         tps = []
-        for name in topic_names:
-            for p in sorted(consumer.partitions_for_topic(name) or ()):
-                tps.append(TopicPartition(name, p))
+        for topic in await admin.describe_topics(topic_names):
+            if topic["error_code"]:
+                raise RuntimeError(f"cannot describe topic {topic['topic']}: {topic['error_code']}")
+            for p in sorted(part["partition"] for part in topic["partitions"]):
+                tps.append(TopicPartition(topic["topic"], p))
         ends = await consumer.end_offsets(tps) if tps else {}
         rows = []
         for tp in tps:

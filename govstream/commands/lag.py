@@ -1,4 +1,7 @@
-"""`govstream lag`: consumer-group lag of the worker, optionally waiting for zero."""
+"""`govstream lag`: consumer-group lag of the worker, optionally waiting for zero.
+
+The lag that matters is the sink's: zero means every record is in ClickHouse.
+"""
 
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ async def total_lag(settings: Settings, bootstrap: str) -> tuple[int, list]:  # 
     from streams.admin import group_lag
 
     topics = Topics(settings.topic_prefix)
-    rows = await group_lag(bootstrap, settings.consumer_group, [topics.sessions, topics.tenants])
+    rows = await group_lag(bootstrap, settings.sink_group, [topics.sessions, topics.tenants])
     return sum(r.lag for r in rows), rows
 
 

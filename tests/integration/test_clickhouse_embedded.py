@@ -9,19 +9,21 @@ reaches a running worker.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from govstream.errors import GovstreamError, UsageError
 from govstream.settings import Settings
@@ -31,6 +33,7 @@ from sql.client import (
     Embedded,
     OwnerProxy,
     find_owner,
+    handle_owner_request,
     mount_owner_routes,
     open_clickhouse,
     register_owner,
@@ -106,11 +109,9 @@ def migrated(engine: ClickHouse) -> list[str]:
     return apply_migrations(engine)
 
 
-@pytest.fixture(scope="module")
-def owner_url(engine: ClickHouse, migrated: list[str]) -> Iterator[str]:
-    """The owner routes around the module's engine, on a free port, in a background loop."""
-    from aiohttp import web
-
+@contextlib.contextmanager
+def serve(build: Callable[[web.Application, Executor], None]) -> Iterator[str]:
+    """An aiohttp app on a free loopback port, its loop in a background thread."""
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="owner-http", daemon=True)
     thread.start()
@@ -118,7 +119,7 @@ def owner_url(engine: ClickHouse, migrated: list[str]) -> Iterator[str]:
 
     async def start() -> web.AppRunner:
         app = web.Application()
-        mount_owner_routes(app, engine, executor)
+        build(app, executor)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", 0).start()
@@ -134,6 +135,13 @@ def owner_url(engine: ClickHouse, migrated: list[str]) -> Iterator[str]:
         thread.join(10)
         loop.close()
         executor.shutdown()
+
+
+@pytest.fixture(scope="module")
+def owner_url(engine: ClickHouse, migrated: list[str]) -> Iterator[str]:
+    """The owner routes around the module's engine, as mount_owner_routes serves them."""
+    with serve(lambda app, executor: mount_owner_routes(app, engine, executor)) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -454,3 +462,36 @@ def test_large_proxy_insert_is_split_under_the_owner_body_limit(
         "FROM events_archive FINAL WHERE topic = 't.big'"
     )
     assert result.rows == [(3000, sum(range(3000)), 1, payload)]
+
+
+def test_proxy_through_a_post_only_view_like_the_workers(
+    engine: ClickHouse, settings: Settings, migrated: list[str]
+) -> None:
+    """The worker serves POST /v1/clickhouse/{action} through handle_owner_request only."""
+
+    def build(app: web.Application, executor: Executor) -> None:
+        async def view(request: web.Request) -> web.Response:
+            status, payload = await handle_owner_request(
+                engine, executor, f"/v1/clickhouse/{request.match_info['action']}",
+                await request.read(),
+            )  # fmt: skip
+            return web.json_response(payload, status=status)
+
+        app.router.add_post("/v1/clickhouse/{action}", view)
+
+    with serve(build) as url, register_owner(settings, url):
+        assert find_owner(settings) == url
+        with open_clickhouse(settings) as ch:
+            assert isinstance(ch, OwnerProxy)
+            ch.command("CREATE TABLE IF NOT EXISTS post_only (k String, n UInt32) ENGINE = Memory")
+            try:
+                ch.insert("post_only", [["a", 1], ["b", 2], [INJECTION, 39]], ["k", "n"])
+                assert ch.query("SELECT count(), sum(n) FROM post_only").rows == [(3, 42)]
+                empty = ch.query("-- leading comment\nSELECT k, n FROM post_only WHERE n > 100")
+                assert (empty.columns, empty.types, empty.rows) == (
+                    ["k", "n"],
+                    ["String", "UInt32"],
+                    [],
+                )
+            finally:
+                ch.command("DROP TABLE post_only")

@@ -1,0 +1,216 @@
+"""`make bench`: throughput of emit and of the worker end to end, with its ceiling.
+
+Not a test: it prints figures and writes them to BENCHMARKS.md with the
+machine and the date. Steps, all in one run on the same broker and topic:
+1. emit: a simulated fleet of at least 200,000 events through the Emitter;
+2. ceiling: a bare aiokafka consumer + fastavro decode loop over that topic;
+3. end to end: a worker (ingest, dead letters, ClickHouse sink, exactly_once)
+   consumes the same backlog into embedded ClickHouse; timed from its first
+   consumed record to the last row written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import os
+import platform
+import shutil
+import struct
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import fastavro
+import httpx
+from aiokafka import AIOKafkaConsumer
+
+from events.emitter import Emitter
+from events.registry import EmbeddedRegistry
+from events.topics import Topics
+from govstream.broker import ensure_broker, stop_broker
+from govstream.commands.simulate import send_simulation
+from govstream.demo import free_port
+from govstream.processes import WorkerProcess
+from govstream.settings import Settings, load
+from govstream.simulate import FleetConfig, simulate
+from streams.admin import ensure_topics
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def machine() -> str:
+    cpu = "unknown cpu"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    system = f"{platform.system()} {platform.release()}"
+    python = platform.python_version()
+    return f"{os.cpu_count()} cores ({cpu}), {mem_gib:.0f} GiB RAM, {system}, Python {python}"
+
+
+async def emit(settings: Settings, sessions: int) -> tuple[int, float, float]:
+    started = time.perf_counter()
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    sim = simulate(FleetConfig(seed=2026, tenants=50, sessions=sessions, start=start))
+    generated = time.perf_counter() - started
+    topics = Topics(settings.topic_prefix)
+    await ensure_topics(settings.kafka_bootstrap or "", topics, settings.topic_partitions)
+    async with Emitter(settings.kafka_bootstrap or "", topics=topics) as emitter:
+        started = time.perf_counter()
+        counts = await send_simulation(emitter, sim)
+        elapsed = time.perf_counter() - started
+    return counts["records"], elapsed, generated
+
+
+async def ceiling(settings: Settings, expected: int) -> tuple[int, float]:
+    """Bare consume + decode: what any Python consumer of this topic can reach."""
+    registry = EmbeddedRegistry()
+    parsed: dict[int, Any] = {}
+    topics = Topics(settings.topic_prefix)
+    consumer = AIOKafkaConsumer(
+        topics.sessions, topics.tenants,
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=f"{settings.app_id}-ceiling",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=8 * 1024 * 1024,
+        fetch_max_bytes=32 * 1024 * 1024,
+        max_poll_records=5000,
+    )  # fmt: skip
+    await consumer.start()
+    count = 0
+    started = None
+    try:
+        while count < expected:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=5000)
+            if started is None and batch:
+                started = time.perf_counter()
+            for records in batch.values():
+                for record in records:
+                    _, schema_id = struct.unpack_from(">bI", record.value)
+                    schema = parsed.get(schema_id)
+                    if schema is None:
+                        schema = parsed[schema_id] = registry.by_id(schema_id).parsed
+                    buf = io.BytesIO(record.value)
+                    buf.seek(5)
+                    fastavro.schemaless_reader(buf, schema, None)
+                    count += 1
+        return count, time.perf_counter() - (started or time.perf_counter())
+    finally:
+        await consumer.stop()
+
+
+def end_to_end(
+    settings: Settings, expected: int, log_path: Path
+) -> tuple[int, float, dict[str, Any]]:
+    worker = WorkerProcess(settings, log_path=log_path)
+    try:
+        worker.wait_ready()
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline:
+            sink = httpx.get(f"{worker.url}/v1/health", timeout=5).json()["sink"]
+            if sink["records"] >= expected:
+                # The worker's own clock: first records fetched -> last batch committed.
+                return sink["records"], sink["active_seconds"], sink
+            time.sleep(0.2)
+        raise SystemExit(f"worker did not finish: {worker.tail(5)}")
+    finally:
+        worker.stop()
+
+
+def write_report(figures: dict[str, Any]) -> str:
+    e2e, ceil, emit_rate = figures["e2e_rate"], figures["ceiling_rate"], figures["emit_rate"]
+    text = f"""# Benchmarks
+
+Measured by `make bench` ({figures['date']}) on {figures['machine']}.
+Apache Kafka {figures['kafka_version']} (local single-node KRaft broker, same machine),
+{figures['partitions']} partitions, embedded ClickHouse (chDB), processing_guarantee={figures['guarantee']}.
+Workload: a simulated fleet of {figures['events']:,} records (seed 2026, {figures['sessions']:,} sessions).
+
+| step | records | seconds | records/s |
+|---|---:|---:|---:|
+| emit (Emitter, idempotent producer, acks=all) | {figures['events']:,} | {figures['emit_s']:.2f} | {emit_rate:,.0f} |
+| ceiling: bare aiokafka consume + fastavro decode | {figures['ceiling_n']:,} | {figures['ceiling_s']:.2f} | {ceil:,.0f} |
+| worker end to end: Kafka -> ingest/validate -> ClickHouse | {figures['e2e_n']:,} | {figures['e2e_s']:.2f} | {e2e:,.0f} |
+
+End to end reaches **{e2e / ceil:.0%} of the ceiling** measured in the same run
+(targets: >= 20,000 events/s and >= 40% of the ceiling).
+Of the worker's {figures['e2e_s']:.2f} s, {figures['insert_s']:.2f} s were ClickHouse inserts
+({figures['batches']} batches). Fleet generation took {figures['generate_s']:.2f} s (not counted).
+"""
+    (ROOT / "BENCHMARKS.md").write_text(text + figures.get("notes", ""))
+    return text
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sessions", type=int, default=17_000, help="~12 events per session")
+    args = parser.parse_args()
+
+    base = load()
+    run_id = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+    bench_dir = (base.home / "bench").resolve()
+    shutil.rmtree(bench_dir / "clickhouse", ignore_errors=True)
+    started_broker = False
+    if base.kafka_bootstrap is None:
+        handle = ensure_broker(base)
+        started_broker = handle.started
+        bootstrap = handle.bootstrap
+    else:
+        bootstrap = base.kafka_bootstrap
+    settings = base.model_copy(
+        update={
+            "kafka_bootstrap": bootstrap,
+            "topic_prefix": f"bench-{run_id}",
+            "app_id": f"bench-{run_id}",
+            "clickhouse_path": bench_dir / "clickhouse",
+            "web_port": free_port(),
+        }
+    )
+    try:
+        print(f"emitting a fleet of {args.sessions:,} sessions ...", flush=True)
+        n, emit_s, generate_s = asyncio.run(emit(settings, args.sessions))
+        print(f"  emit: {n:,} records in {emit_s:.2f}s = {n / emit_s:,.0f}/s", flush=True)
+        print("ceiling: bare consume + decode ...", flush=True)
+        ceiling_n, ceiling_s = asyncio.run(ceiling(settings, n))
+        print(f"  ceiling: {ceiling_n:,} in {ceiling_s:.2f}s = {ceiling_n / ceiling_s:,.0f}/s", flush=True)
+        print("end to end: worker -> ClickHouse ...", flush=True)
+        e2e_n, e2e_s, sink = end_to_end(settings, n, bench_dir / f"worker-{run_id}.log")
+        print(f"  end to end: {e2e_n:,} in {e2e_s:.2f}s = {e2e_n / e2e_s:,.0f}/s", flush=True)
+    finally:
+        if started_broker:
+            stop_broker(base)
+    figures = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine(),
+        "kafka_version": settings.kafka_version,
+        "partitions": settings.topic_partitions,
+        "guarantee": settings.processing_guarantee,
+        "sessions": args.sessions,
+        "events": n,
+        "emit_s": emit_s,
+        "emit_rate": n / emit_s,
+        "generate_s": generate_s,
+        "ceiling_n": ceiling_n,
+        "ceiling_s": ceiling_s,
+        "ceiling_rate": ceiling_n / ceiling_s,
+        "e2e_n": e2e_n,
+        "e2e_s": e2e_s,
+        "e2e_rate": e2e_n / e2e_s,
+        "insert_s": sink["insert_seconds"],
+        "batches": sink["batches"],
+    }
+    print(write_report(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
