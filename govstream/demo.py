@@ -98,8 +98,9 @@ def run_demo(
     from events.topics import Topics
     from govstream.broker import ensure_broker, stop_broker
     from govstream.commands.lag import wait_for_zero_lag
+    from govstream.commands.simulate import run_simulation
     from govstream.processes import WorkerProcess
-    from govstream.simulate import FleetConfig, run_simulation
+    from govstream.simulate import FleetConfig
     from streams.admin import ensure_topics
 
     run_id = datetime.now(UTC).strftime("%Y%m%d%H%M%S")

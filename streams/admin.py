@@ -35,6 +35,26 @@ async def ensure_topics(bootstrap: str, topics: Topics, partitions: int) -> list
         await admin.close()
 
 
+async def _partitions(admin: AIOKafkaAdminClient, topic_names: list[str]) -> list[TopicPartition]:
+    tps = []
+    for topic in await admin.describe_topics(topic_names):
+        if topic["error_code"]:
+            raise RuntimeError(f"cannot describe topic {topic['topic']}: {topic['error_code']}")
+        for p in sorted(part["partition"] for part in topic["partitions"]):
+            tps.append(TopicPartition(topic["topic"], p))
+    return tps
+
+
+async def partitions_of(bootstrap: str, topic_names: list[str]) -> list[TopicPartition]:
+    """Every partition of the given topics (from fresh cluster metadata)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="govstream-admin")
+    await admin.start()
+    try:
+        return await _partitions(admin, topic_names)
+    finally:
+        await admin.close()
+
+
 @dataclass(frozen=True)
 class PartitionLag:
     topic: str
@@ -55,12 +75,7 @@ async def group_lag(bootstrap: str, group: str, topic_names: list[str]) -> list[
     await consumer.start()
     try:
         committed = await admin.list_consumer_group_offsets(group)
-        tps = []
-        for topic in await admin.describe_topics(topic_names):
-            if topic["error_code"]:
-                raise RuntimeError(f"cannot describe topic {topic['topic']}: {topic['error_code']}")
-            for p in sorted(part["partition"] for part in topic["partitions"]):
-                tps.append(TopicPartition(topic["topic"], p))
+        tps = await _partitions(admin, topic_names)
         ends = await consumer.end_offsets(tps) if tps else {}
         rows = []
         for tp in tps:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from events.codec import Codec
 from events.emitter import Emitter
@@ -24,6 +24,7 @@ from govstream.commands.lag import wait_for_zero_lag
 from govstream.processes import WorkerProcess
 from govstream.settings import Settings, as_environment
 from sql.client import ClickHouse, open_clickhouse
+from streams.admin import partitions_of
 from tests.conftest import BACKENDS, Backend, isolated_settings
 from tests.factories import session_started, turn
 
@@ -73,13 +74,9 @@ async def _read_topic(bootstrap: str, topic: str) -> list[bytes]:
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed"
     )
+    tps = await partitions_of(bootstrap, [topic])
     await consumer.start()
     try:
-        partitions = consumer.partitions_for_topic(topic) or set()
-        if not partitions:
-            await consumer.topics()
-            partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in partitions]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
@@ -89,7 +86,8 @@ async def _read_topic(bootstrap: str, topic: str) -> list[bytes]:
             batch = await consumer.getmany(timeout_ms=500)
             for records in batch.values():
                 values.extend(r.value for r in records)
-            if all(await consumer.position(tp) >= ends[tp] for tp in tps):
+            positions = [await consumer.position(tp) for tp in tps]
+            if all(pos >= ends[tp] for pos, tp in zip(positions, tps, strict=True)):
                 break
         return values
     finally:

@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 
 from govstream.commands.lag import wait_for_zero_lag
+from govstream.commands.simulate import run_simulation
 from govstream.processes import WorkerProcess
-from govstream.simulate import FleetConfig, run_simulation
+from govstream.simulate import FleetConfig
 from sql.client import ClickHouse, open_clickhouse
 from tests.conftest import BACKENDS, Backend, isolated_settings
 
