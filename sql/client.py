@@ -850,9 +850,10 @@ def open_clickhouse(
     try:
         return Embedded(settings.chdb_path, settings.clickhouse_database)
     except EmbeddedLockedError as exc:
-        # A worker that is still starting holds the engine before its web
-        # port answers: give it a moment before calling the engine stuck.
-        deadline = clock.monotonic() + OWNER_STARTUP_GRACE
+        # A worker that is still starting has registered and holds the engine
+        # before its web port answers: give it a moment before calling it stuck.
+        grace = OWNER_STARTUP_GRACE if owner_file(settings).exists() else 0.0
+        deadline = clock.monotonic() + grace
         while clock.monotonic() < deadline:
             clock.sleep(0.25)
             url = find_owner(settings)
