@@ -35,6 +35,14 @@ class SchemaNotFound(LookupError):
     """No schema is registered under that id or subject."""
 
 
+class RegistryUnavailable(RuntimeError):
+    """The registry did not answer: a transient fault, never a verdict on a record.
+
+    Decoding lets it propagate (the record is not dead-lettered); the consumer
+    stops before committing, and the record is read again once it answers.
+    """
+
+
 @dataclass(frozen=True)
 class RegisteredSchema:
     subject: str
@@ -140,9 +148,11 @@ class ConfluentRegistry:
         try:
             response = self._http.request(method, path, json=body)
         except httpx.HTTPError as exc:
-            raise SchemaNotFound(f"schema registry {self.url} unreachable: {exc}") from exc
+            raise RegistryUnavailable(f"schema registry {self.url} unreachable: {exc}") from exc
         if response.status_code == 404:
             raise SchemaNotFound(f"schema registry: {path} not found")
+        if response.status_code >= 500:
+            raise RegistryUnavailable(f"schema registry {path}: HTTP {response.status_code}")
         if response.status_code >= 400:
             raise SchemaNotFound(f"schema registry {path}: HTTP {response.status_code}")
         return response.json()
