@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import (
+    CoordinatorLoadInProgressError,
+    GroupCoordinatorNotAvailableError,
+    TopicAlreadyExistsError,
+)
 
 from events.topics import Topics
 
@@ -33,6 +38,19 @@ async def ensure_topics(bootstrap: str, topics: Topics, partitions: int) -> list
         return [t.name for t in wanted]
     finally:
         await admin.close()
+
+
+async def _committed_offsets(admin: AIOKafkaAdminClient, group: str) -> dict:  # type: ignore[type-arg]
+    # A fresh broker creates its offsets topic on the first coordinator lookup
+    # and answers "coordinator not available" until it is ready.
+    for attempt in range(40):
+        try:
+            return await admin.list_consumer_group_offsets(group)
+        except (GroupCoordinatorNotAvailableError, CoordinatorLoadInProgressError):
+            if attempt == 39:
+                raise
+            await asyncio.sleep(0.25)
+    raise AssertionError("unreachable")
 
 
 async def _partitions(admin: AIOKafkaAdminClient, topic_names: list[str]) -> list[TopicPartition]:
@@ -74,7 +92,7 @@ async def group_lag(bootstrap: str, group: str, topic_names: list[str]) -> list[
     await admin.start()
     await consumer.start()
     try:
-        committed = await admin.list_consumer_group_offsets(group)
+        committed = await _committed_offsets(admin, group)
         tps = await _partitions(admin, topic_names)
         ends = await consumer.end_offsets(tps) if tps else {}
         rows = []

@@ -29,6 +29,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError
 from mode import Service
 
 from events.codec import Codec
+from events.registry import RegistryUnavailable
 from events.topics import Topics
 from sql.client import ClickHouse
 from streams.ingest import Ingested, Rejected, SourceRecord, ingest
@@ -163,6 +164,7 @@ class ClickHouseSink(Service):
     async def _consume(self) -> None:
         assert self._consumer is not None
         timeout_ms = int(self.flush_seconds * 1000)
+        backoff = 0.0
         while not self.should_stop:
             fetched = await self._consumer.getmany(
                 timeout_ms=timeout_ms, max_records=self.batch_size
@@ -173,7 +175,17 @@ class ClickHouseSink(Service):
             if self.stats.first_fetch is None:
                 self.stats.first_fetch = time.monotonic()
             started = time.perf_counter()
-            items, offsets = self._ingest(fetched)
+            try:
+                items, offsets = self._ingest(fetched)
+            except RegistryUnavailable as exc:
+                # Not the records' fault: read them again once the registry answers.
+                backoff = min(2 * backoff, 30.0) if backoff else 1.0
+                log.error("schema registry unavailable, retrying in %.0fs: %s", backoff, exc)
+                for tp, records in fetched.items():
+                    self._consumer.seek(tp, records[0].offset)
+                await self.sleep(backoff)
+                continue
+            backoff = 0.0
             batch = build_batch(items)
             self.stats.decode_seconds += time.perf_counter() - started
             await self._dead_letter(items)
