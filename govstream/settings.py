@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     processing_guarantee: Literal["exactly_once", "at_least_once"] = "exactly_once"
     sink_batch_size: int = Field(default=20_000, ge=1)
     sink_flush_seconds: float = Field(default=0.5, gt=0)
+    sink_processes: int = Field(
+        default=2, ge=0, le=16, description="decoder processes for the sink; 0 = in-process"
+    )
 
     @property
     def clickhouse_embedded(self) -> bool:

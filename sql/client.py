@@ -146,6 +146,10 @@ class ClickHouse(ABC):
     ) -> None: ...
 
     @abstractmethod
+    def insert_json(self, table: str, column_names: Sequence[str], body: bytes) -> None:
+        """Insert a JSONCompactEachRow block (one JSON array per line), as one INSERT."""
+
+    @abstractmethod
     def close(self) -> None: ...
 
     def __enter__(self) -> ClickHouse:
@@ -296,6 +300,14 @@ def _json_line(value: Any) -> str:
 # --------------------------------------------------------------------------- clickhouse-connect
 
 
+JSON_INSERT_SETTINGS = {
+    "date_time_input_format": "best_effort",
+    # lets a row carry a JSON document (orjson.Fragment) into a String column
+    # without escaping it a second time
+    "input_format_json_read_objects_as_strings": 1,
+}
+
+
 class _DriverBacked(ClickHouse):
     """Shared code for the two implementations that hold a clickhouse-connect client."""
 
@@ -354,28 +366,31 @@ class _DriverBacked(ClickHouse):
             return
         try:
             body = b"\n".join(map(orjson.dumps, rows))
-        except TypeError:
-            body = None  # bytes values: JSON cannot carry arbitrary bytes
+        except TypeError:  # bytes values: JSON cannot carry arbitrary bytes
+            try:
+                with self._lock:
+                    self._client.insert(table, rows, column_names=list(column_names))
+            except Error as exc:
+                raise self._wrap(exc) from None
+            return
+        self.insert_json(table, column_names, body)
+
+    def insert_json(self, table: str, column_names: Sequence[str], body: bytes) -> None:
+        from clickhouse_connect.driver.exceptions import Error
+
+        if not body:
+            return
         try:
             with self._lock:
-                if body is None:
-                    self._client.insert(table, rows, column_names=list(column_names))
-                else:
-                    # ClickHouse parses the rows in C++ with the GIL released, so
-                    # the event loop keeps decoding while a batch is inserted;
-                    # about 3x cheaper in Python than the driver's Native encoder.
-                    self._client.raw_insert(
-                        table,
-                        list(column_names),
-                        insert_block=body,
-                        fmt="JSONCompactEachRow",
-                        settings={
-                            "date_time_input_format": "best_effort",
-                            # lets a row carry a JSON document (orjson.Fragment)
-                            # into a String column without escaping it twice
-                            "input_format_json_read_objects_as_strings": 1,
-                        },
-                    )
+                # ClickHouse parses the rows in C++ with the GIL released, so the
+                # worker keeps decoding while a batch is inserted.
+                self._client.raw_insert(
+                    table,
+                    list(column_names),
+                    insert_block=body,
+                    fmt="JSONCompactEachRow",
+                    settings=JSON_INSERT_SETTINGS,
+                )
         except Error as exc:
             raise self._wrap(exc) from None
 
@@ -649,6 +664,27 @@ class OwnerProxy(ClickHouse):
             batch.append(line)
             size += line_size
         self._post(COMMAND_PATH, head + "\n".join(batch), None)
+
+    def insert_json(self, table: str, column_names: Sequence[str], body: bytes) -> None:
+        if not body:
+            return
+        columns = ", ".join(quote_identifier(n) for n in column_names)
+        settings = ", ".join(f"{k} = {v!r}" for k, v in JSON_INSERT_SETTINGS.items())
+        head = (
+            f"INSERT INTO {quote_identifier(table)} ({columns}) "
+            f"SETTINGS {settings} FORMAT JSONCompactEachRow\n"
+        )
+        chunk: list[str] = []
+        size = 0
+        for line in body.decode().split("\n"):
+            # Keep each request under the owner's body limit (see insert()).
+            line_size = len(json.dumps(line, ensure_ascii=False).encode()) + 2
+            if chunk and size + line_size > PROXY_MAX_BODY - len(head) - 64:
+                self._post(COMMAND_PATH, head + "\n".join(chunk), None)
+                chunk, size = [], 0
+            chunk.append(line)
+            size += line_size
+        self._post(COMMAND_PATH, head + "\n".join(chunk), None)
 
     def close(self) -> None:
         self._http.close()

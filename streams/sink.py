@@ -4,9 +4,14 @@ It runs inside the Faust worker as a service with its own aiokafka consumer
 group, not as a Faust agent: Faust's per-event stream machinery tops out near
 11,500 events/s on this 2-core machine even with an agent that does nothing
 (measured, see BENCHMARKS.md), while the sink has to keep up with the whole
-log. Batches are consumed with getmany, decoded on the loop, and inserted on a
-single-thread executor (chDB calls block; the loop must keep heartbeating)
-while the next batch is fetched and decoded.
+log.
+
+A batch moves through three stages, each overlapping the next batch:
+fetch (aiokafka, on the loop) -> prepare (decode, validate, serialize rows:
+streams/prepare.py, in decoder processes so the GIL does not serialize it
+with the rest) -> insert (chDB/HTTP on a single-thread executor; ClickHouse
+parses the JSON rows in C++ with the GIL released). Batches are inserted and
+committed strictly in fetch order.
 
 Delivery is at-least-once: a batch's offsets are committed only after its rows
 are in ClickHouse and its dead letters are acknowledged by Kafka. A replayed
@@ -18,9 +23,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
 import time
+from collections import deque
 from collections.abc import Iterable
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,8 +39,8 @@ from events.codec import Codec
 from events.registry import RegistryUnavailable
 from events.topics import Topics
 from sql.client import ClickHouse
-from streams.ingest import Ingested, Rejected, SourceRecord, ingest
-from streams.rows import TABLE_COLUMNS, Batch, build_batch
+from streams.prepare import JSON_TABLES, PreparedBatch, RawRecord, init_process, prepare_batch
+from streams.rows import TABLE_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +58,9 @@ class SinkStats:
     last_commit: float | None = None  # when the latest batch was committed
 
     def as_dict(self) -> dict[str, float]:
+        active = 0.0
+        if self.first_fetch is not None and self.last_commit is not None:
+            active = self.last_commit - self.first_fetch
         return {
             "records": self.records,
             "events": self.events,
@@ -60,39 +70,46 @@ class SinkStats:
             "insert_seconds": round(self.insert_seconds, 3),
             "uptime_seconds": round(time.monotonic() - self.started, 1),
             # first records fetched -> latest batch committed: the sink's busy span
-            "active_seconds": round((self.last_commit or 0) - (self.first_fetch or 0), 4)
-            if self.first_fetch and self.last_commit
-            else 0.0,
+            "active_seconds": round(active, 4),
         }
 
 
-def write_batch(ch: ClickHouse, batch: Batch) -> float:
-    """Insert a batch; return the seconds it took (measured in the executor)."""
+def write_batch(ch: ClickHouse, batch: PreparedBatch) -> float:
+    """Insert a prepared batch; return the seconds it took (measured in the executor)."""
     started = time.perf_counter()
     # Typed tables before the archive: the archive is the record of what has
     # been sunk, so it is written last.
-    for table in ("turns", "sessions", "dead_letters", "events_archive"):
-        rows = batch.rows[table]
-        if rows:
-            ch.insert(table, rows, TABLE_COLUMNS[table])
+    if batch.dead_letter_rows:
+        ch.insert("dead_letters", batch.dead_letter_rows, TABLE_COLUMNS["dead_letters"])
+    for table in JSON_TABLES:
+        if batch.rows[table]:
+            ch.insert_json(table, TABLE_COLUMNS[table], batch.bodies[table])
     return time.perf_counter() - started
 
 
 @dataclass
-class _InFlight:
+class _Fetched:
+    prepared: asyncio.Future[PreparedBatch]
+    records: list[RawRecord]  # kept to re-read them if the registry is down
+    offsets: dict[TopicPartition, int]
+    first: dict[TopicPartition, int]
+
+
+@dataclass
+class _Inserting:
     future: asyncio.Future[float]
     offsets: dict[TopicPartition, int]
-    size: int
+    batch: PreparedBatch
 
 
 class _CommitBeforeRevoke(ConsumerRebalanceListener):
-    """Finish and commit the in-flight batch before partitions move away."""
+    """Finish and commit everything in flight before partitions move away."""
 
     def __init__(self, sink: ClickHouseSink) -> None:
         self.sink = sink
 
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-        await self.sink.drain()
+        await self.sink.flush()
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         log.info("sink assigned %s", sorted((tp.topic, tp.partition) for tp in assigned))
@@ -110,6 +127,8 @@ class ClickHouseSink(Service):
         executor: Executor,
         batch_size: int,
         flush_seconds: float,
+        processes: int,
+        schema_registry_url: str | None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -121,12 +140,33 @@ class ClickHouseSink(Service):
         self.executor = executor
         self.batch_size = batch_size
         self.flush_seconds = flush_seconds
+        self.processes = processes
+        self.schema_registry_url = schema_registry_url
         self.stats = SinkStats()
-        self._inflight: _InFlight | None = None
+        self._pool: ProcessPoolExecutor | None = None
+        self._fetched: deque[_Fetched] = deque()
+        self._inserting: _Inserting | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
 
     async def on_start(self) -> None:
+        if self.processes > 0:
+            # spawn, not fork: this process already runs threads (chDB, Kafka).
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.processes,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=init_process,
+                initargs=(self.schema_registry_url, self.codec.max_record_bytes),
+            )
+            # Start the decoders now (spawn + imports take a second or two), not
+            # on the first batch.
+            loop = asyncio.get_running_loop()
+            await asyncio.gather(
+                *(
+                    loop.run_in_executor(self._pool, prepare_batch, [])
+                    for _ in range(self.processes)
+                ),
+            )
         self._producer = AIOKafkaProducer(
             bootstrap_servers=self.bootstrap,
             client_id=f"{self.group_id}-deadletters",
@@ -153,97 +193,128 @@ class ClickHouseSink(Service):
     async def on_stop(self) -> None:
         # Runs after the consume task is cancelled: finish what is in flight.
         try:
-            await self.drain()
+            await self.flush()
+        except RegistryUnavailable:
+            pass  # uncommitted: the next start reads those records again
         finally:
             if self._consumer is not None:
                 await self._consumer.stop()
             if self._producer is not None:
                 await self._producer.stop()
+            if self._pool is not None:
+                self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _prepare(self, records: list[RawRecord]) -> asyncio.Future[PreparedBatch]:
+        loop = asyncio.get_running_loop()
+        if self._pool is None:
+            future: asyncio.Future[PreparedBatch] = loop.create_future()
+            try:
+                future.set_result(prepare_batch(records, self.codec))
+            except RegistryUnavailable as exc:
+                future.set_exception(exc)
+            return future
+        return loop.run_in_executor(self._pool, prepare_batch, records)
 
     @Service.task
     async def _consume(self) -> None:
         assert self._consumer is not None
         timeout_ms = int(self.flush_seconds * 1000)
+        depth = max(1, self.processes)  # batches being prepared at once
         backoff = 0.0
         while not self.should_stop:
             fetched = await self._consumer.getmany(
                 timeout_ms=timeout_ms, max_records=self.batch_size
             )
-            if not fetched:
-                await self.drain()
-                continue
-            if self.stats.first_fetch is None:
-                self.stats.first_fetch = time.monotonic()
-            started = time.perf_counter()
+            if fetched:
+                if self.stats.first_fetch is None:
+                    self.stats.first_fetch = time.monotonic()
+                self._fetched.append(self._submit(fetched))
             try:
-                items, offsets = self._ingest(fetched)
+                # Keep `depth` batches preparing; when idle, finish everything.
+                while self._fetched and (
+                    len(self._fetched) > depth or self._fetched[0].prepared.done() or not fetched
+                ):
+                    await self._insert_next()
+                if not fetched:
+                    await self._finish_insert()
+                backoff = 0.0
             except RegistryUnavailable as exc:
                 # Not the records' fault: read them again once the registry answers.
                 backoff = min(2 * backoff, 30.0) if backoff else 1.0
                 log.error("schema registry unavailable, retrying in %.0fs: %s", backoff, exc)
-                for tp, records in fetched.items():
-                    self._consumer.seek(tp, records[0].offset)
+                await self._rewind()
                 await self.sleep(backoff)
-                continue
-            backoff = 0.0
-            batch = build_batch(items)
-            self.stats.decode_seconds += time.perf_counter() - started
-            await self._dead_letter(items)
-            await self.drain()  # one insert in flight at a time, in order
-            future = asyncio.get_running_loop().run_in_executor(
-                self.executor, write_batch, self.clickhouse, batch
-            )
-            self._inflight = _InFlight(future, offsets, len(items))
 
-    def _ingest(
-        self, fetched: dict[TopicPartition, list[Any]]
-    ) -> tuple[list[Ingested | Rejected], dict[TopicPartition, int]]:
-        items: list[Ingested | Rejected] = []
+    def _submit(self, fetched: dict[TopicPartition, list[Any]]) -> _Fetched:
+        records: list[RawRecord] = []
         offsets: dict[TopicPartition, int] = {}
-        codec = self.codec
-        for tp, records in fetched.items():
-            for r in records:
-                source = SourceRecord(tp.topic, tp.partition, r.offset, r.timestamp, r.key, r.value)
-                items.append(ingest(codec, source))
-            offsets[tp] = records[-1].offset + 1
-        return items, offsets
+        first: dict[TopicPartition, int] = {}
+        for tp, batch in fetched.items():
+            records.extend(
+                (tp.topic, tp.partition, r.offset, r.timestamp, r.key, r.value) for r in batch
+            )
+            first[tp] = batch[0].offset
+            offsets[tp] = batch[-1].offset + 1
+        return _Fetched(self._prepare(records), records, offsets, first)
 
-    async def _dead_letter(self, items: list[Ingested | Rejected]) -> None:
+    async def _rewind(self) -> None:
+        """Drop the batches not yet inserted and seek back to their first records."""
+        await self._finish_insert()
+        assert self._consumer is not None
+        positions: dict[TopicPartition, int] = {}
+        while self._fetched:
+            pending = self._fetched.popleft()
+            for tp, offset in pending.first.items():
+                positions.setdefault(tp, offset)
+            pending.prepared.cancel()
+        for tp, offset in positions.items():
+            self._consumer.seek(tp, offset)
+
+    async def _insert_next(self) -> None:
+        """Take the oldest prepared batch: dead letters out, then its insert."""
+        batch = await self._fetched[0].prepared
+        pending = self._fetched.popleft()
+        self.stats.decode_seconds += batch.seconds
+        await self._send_dead_letters(batch)
+        await self._finish_insert()  # one insert in flight, in fetch order
+        future = asyncio.get_running_loop().run_in_executor(
+            self.executor, write_batch, self.clickhouse, batch
+        )
+        self._inserting = _Inserting(future, pending.offsets, batch)
+
+    async def _send_dead_letters(self, batch: PreparedBatch) -> None:
         assert self._producer is not None
-        pending = []
-        for item in items:
-            if isinstance(item, Rejected):
-                letter = item.dead_letter
-                log.warning(
-                    "dead letter %s/%s/%s: %s: %s",
-                    letter.source_topic, letter.source_partition, letter.source_offset,
-                    letter.reason_code, letter.reason,
-                )  # fmt: skip
-                pending.append(
-                    await self._producer.send(
-                        self.topics.deadletter,
-                        value=self.codec.encode(letter),
-                        key=item.source.key,
-                    )
-                )
-                self.stats.dead_letters += 1
-        if pending:
-            await asyncio.gather(*pending)
+        for reason in batch.dead_letter_reasons:
+            log.warning("dead letter %s", reason)
+        futures = [
+            await self._producer.send(self.topics.deadletter, value=value, key=key)
+            for key, value in batch.dead_letters
+        ]
+        if futures:
+            await asyncio.gather(*futures)
 
-    async def drain(self) -> None:
+    async def _finish_insert(self) -> None:
         """Wait for the in-flight insert, then commit its offsets."""
-        inflight, self._inflight = self._inflight, None
-        if inflight is None:
+        inserting, self._inserting = self._inserting, None
+        if inserting is None:
             return
-        self.stats.insert_seconds += await inflight.future
-        self.stats.records += inflight.size
-        self.stats.batches += 1
+        self.stats.insert_seconds += await inserting.future
         assert self._consumer is not None
         try:
-            await self._consumer.commit(inflight.offsets)
+            await self._consumer.commit(inserting.offsets)
         except (CommitFailedError, IllegalStateError) as exc:
             # The group moved on; the new owner re-reads these records and the
             # idempotent tables absorb the repeat.
             log.warning("sink commit skipped after rebalance: %s", exc)
-        self.stats.last_commit = time.monotonic()
+        batch = inserting.batch
+        self.stats.records += batch.records
+        self.stats.dead_letters += len(batch.dead_letters)
         self.stats.events = self.stats.records - self.stats.dead_letters
+        self.stats.batches += 1
+        self.stats.last_commit = time.monotonic()
+
+    async def flush(self) -> None:
+        """Prepare, insert and commit everything fetched so far."""
+        while self._fetched:
+            await self._insert_next()
+        await self._finish_insert()

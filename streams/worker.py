@@ -62,6 +62,8 @@ def run_worker(settings: Settings, *, loglevel: str = "warn") -> int:
             executor=executor,
             batch_size=settings.sink_batch_size,
             flush_seconds=settings.sink_flush_seconds,
+            processes=settings.sink_processes,
+            schema_registry_url=settings.schema_registry_url,
         )
         services.append(sink)
         stats = sink.stats

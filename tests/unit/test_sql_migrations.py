@@ -180,6 +180,9 @@ class FakeClickHouse(ClickHouse):
     ) -> None:
         raise AssertionError("not used")
 
+    def insert_json(self, table: str, column_names: Sequence[str], body: bytes) -> None:
+        raise AssertionError("not used")
+
     def close(self) -> None:
         pass
 

@@ -1,0 +1,71 @@
+"""The sink's CPU-bound stage: records -> validated events -> JSON row blocks.
+
+`prepare_batch` is a plain function so the sink can run it in a process pool
+(the GIL would otherwise serialize decoding with everything else in the
+worker) or in-process. It does no I/O: it decodes and validates each record,
+turns failures into dead letters, and serializes the rows of each table as
+JSONCompactEachRow, which ClickHouse parses in C++.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import orjson
+
+from events.codec import Codec
+from events.registry import registry_from_settings
+from streams.ingest import Rejected, SourceRecord, ingest
+from streams.rows import build_batch
+
+# (topic, partition, offset, timestamp_ms, key, value): cheap to pickle.
+RawRecord = tuple[str, int, int, int, bytes | None, bytes | None]
+
+# Tables whose rows travel as JSON; dead_letters carry raw bytes, which JSON
+# cannot hold, so their rows go through the driver's binary insert.
+JSON_TABLES = ("turns", "sessions", "events_archive")
+
+
+@dataclass
+class PreparedBatch:
+    records: int
+    bodies: dict[str, bytes]  # table -> JSONCompactEachRow block
+    rows: dict[str, int]  # table -> row count
+    dead_letter_rows: list[tuple[object, ...]]
+    dead_letters: list[tuple[bytes | None, bytes]] = field(default_factory=list)  # key, value
+    dead_letter_reasons: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+_codec: Codec | None = None
+
+
+def init_process(schema_registry_url: str | None, max_record_bytes: int) -> None:
+    """Pool initializer: one codec (and schema cache) per process."""
+    global _codec
+    _codec = Codec(registry_from_settings(schema_registry_url), max_record_bytes=max_record_bytes)
+
+
+def prepare_batch(records: list[RawRecord], codec: Codec | None = None) -> PreparedBatch:
+    started = time.perf_counter()
+    codec = codec or _codec
+    assert codec is not None, "init_process was not called"
+    items = [ingest(codec, SourceRecord(*r)) for r in records]
+    batch = build_batch(items)
+    prepared = PreparedBatch(
+        records=len(records),
+        bodies={t: b"\n".join(map(orjson.dumps, batch.rows[t])) for t in JSON_TABLES},
+        rows={t: len(r) for t, r in batch.rows.items()},
+        dead_letter_rows=batch.rows["dead_letters"],
+    )
+    for item in items:
+        if isinstance(item, Rejected):
+            letter = item.dead_letter
+            prepared.dead_letters.append((item.source.key, codec.encode(letter)))
+            prepared.dead_letter_reasons.append(
+                f"{letter.source_topic}/{letter.source_partition}/{letter.source_offset}: "
+                f"{letter.reason_code}: {letter.reason}"
+            )
+    prepared.seconds = time.perf_counter() - started
+    return prepared
