@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from govstream.errors import UsageError
 from govstream.settings import load
@@ -28,5 +27,5 @@ def _run(args: argparse.Namespace) -> int:
         tenants=args.tenants,
         sessions=args.sessions,
         seed=args.seed,
-        progress=not args.no_progress and sys.stderr.isatty(),
+        progress=not args.no_progress,
     )
