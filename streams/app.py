@@ -17,7 +17,7 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         processing_guarantee=settings.processing_guarantee,
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=1,
-        topic_allow_declare=False,  # the pipeline's topics are created up front
+        topic_allow_declare=True,  # Faust declares only its internal topics (leader, changelogs)
         autodiscover=False,
         datadir=str(settings.home / "faust"),
         web_enabled=True,
