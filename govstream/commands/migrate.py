@@ -35,23 +35,3 @@ def _run(args: argparse.Namespace) -> int:
         count = len(load_migrations())
         print(f"schema up to date ({count} migration{'' if count == 1 else 's'})")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run this command alone (``python -m govstream.commands.migrate``), as the CLI would."""
-    import sys
-
-    from govstream.errors import GovstreamError
-
-    parser = argparse.ArgumentParser(prog="govstream")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["migrate", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return int(args.func(args) or 0)
-    except GovstreamError as exc:
-        print(f"govstream: {exc}", file=sys.stderr)
-        return exc.exit_code
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

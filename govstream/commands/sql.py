@@ -16,7 +16,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, TextIO
 
-from govstream.errors import GovstreamError, UsageError
+from govstream.errors import UsageError
 from govstream.settings import load
 
 
@@ -141,22 +141,3 @@ def _run(args: argparse.Namespace) -> int:
     else:
         print_table(result.columns, result.rows, sys.stdout)
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run this command alone (``python -m govstream.commands.sql``), as the CLI would."""
-    parser = argparse.ArgumentParser(prog="govstream")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["sql", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return int(args.func(args) or 0)
-    except GovstreamError as exc:
-        print(f"govstream: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("govstream: interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -8,7 +8,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from ipaddress import IPv4Address
@@ -39,6 +39,7 @@ from sql.client import (
     register_owner,
     to_json_value,
 )
+from tests.stubs import QueryOnlyClickHouse
 
 
 def test_one_line_keeps_the_clickhouse_error_and_drops_wrapping() -> None:
@@ -175,7 +176,7 @@ def test_find_owner_without_a_file(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- owner routes
 
 
-class Recorder(ClickHouse):
+class Recorder(QueryOnlyClickHouse):
     kind = "fake"
     target = "fake"
 
@@ -197,16 +198,6 @@ class Recorder(ClickHouse):
     def command(self, sql: str, parameters: Mapping[str, Any] | None = None) -> None:
         self.calls.append(("command", sql, parameters))
 
-    def insert(
-        self, table: str, rows: Sequence[Sequence[Any]], column_names: Sequence[str]
-    ) -> None:
-        raise AssertionError("not used")
-
-    def insert_json(self, table: str, column_names: Sequence[str], body: bytes) -> None:
-        raise AssertionError("not used")
-
-    def close(self) -> None:
-        pass
 
 
 def _request(ch: ClickHouse, path: str, body: object) -> tuple[int, dict[str, Any]]:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from govstream.errors import GovstreamError
-from sql.client import ClickHouse, QueryResult
+from sql.client import QueryResult
 from sql.migrate import (
     Applied,
     Migration,
@@ -21,6 +21,7 @@ from sql.migrate import (
     pending,
     split_statements,
 )
+from tests.stubs import QueryOnlyClickHouse
 
 # --------------------------------------------------------------------------- splitting
 
@@ -148,7 +149,7 @@ def test_pending_tolerates_a_duplicated_record() -> None:
 # --------------------------------------------------------------------------- runner
 
 
-class FakeClickHouse(ClickHouse):
+class FakeClickHouse(QueryOnlyClickHouse):
     """Records statements; keeps schema_migrations rows in a list."""
 
     kind = "fake"
@@ -175,16 +176,6 @@ class FakeClickHouse(ClickHouse):
             self.records.append((parameters["version"], parameters["name"], parameters["checksum"]))
         self.commands.append(sql)
 
-    def insert(
-        self, table: str, rows: Sequence[Sequence[Any]], column_names: Sequence[str]
-    ) -> None:
-        raise AssertionError("not used")
-
-    def insert_json(self, table: str, column_names: Sequence[str], body: bytes) -> None:
-        raise AssertionError("not used")
-
-    def close(self) -> None:
-        pass
 
 
 def test_apply_runs_each_statement_once_and_records(tmp_path: Path) -> None:
