@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -91,8 +91,21 @@ class Settings(BaseSettings):
 
 
 def load(**overrides: Any) -> Settings:
-    """Settings from the environment, with non-None overrides (CLI flags) on top."""
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    """Settings from the environment, with non-None overrides (CLI flags) on top.
+
+    A bad value is a UsageError naming the variable, not a validation traceback.
+    """
+    from govstream.errors import UsageError
+
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        name = str(error["loc"][0]) if error["loc"] else "?"
+        value = error.get("input")
+        raise UsageError(
+            f"bad setting GOVSTREAM_{name.upper()}={value!r}: {error['msg']}"
+        ) from None
 
 
 def as_environment(settings: Settings) -> dict[str, str]:

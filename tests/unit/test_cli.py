@@ -1,0 +1,39 @@
+"""The CLI frame: bad input ends as one line and a non-zero status, never a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+
+def _govstream(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "govstream.cli", *args],
+        env={"PATH": "/usr/bin:/bin", **(env or {})},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def test_a_bad_setting_is_one_line_and_exit_2() -> None:
+    result = _govstream("lag", env={"GOVSTREAM_WEB_PORT": "abc"})
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("govstream: bad setting GOVSTREAM_WEB_PORT='abc':")
+
+
+@pytest.mark.parametrize(
+    "args,status,message",
+    [
+        (("nonsense",), 2, "invalid choice: 'nonsense'"),
+        (("emit", "/no/such/file.jsonl"), 2, "cannot read /no/such/file.jsonl"),
+        (("simulate", "--duplicate-rate", "1.5", "--out", "/dev/null"), 2, "duplicate"),
+        (("lag", "--timeout", "-1"), 1, "--timeout must be positive"),
+    ],
+)
+def test_bad_input_is_one_line(args: tuple[str, ...], status: int, message: str) -> None:
+    result = _govstream(*args)
+    assert result.returncode == status
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
