@@ -109,6 +109,11 @@ class _CommitBeforeRevoke(ConsumerRebalanceListener):
         self.sink = sink
 
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        if self.sink.busy:
+            # The consume loop is moving a batch and may be waiting on a commit
+            # that waits for this rebalance: don't wait for it. A commit that
+            # fails re-delivers records, which the idempotent tables absorb.
+            return
         await self.sink.flush()
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
@@ -145,6 +150,9 @@ class ClickHouseSink(Service):
         self.stats = SinkStats()
         self._pool: ProcessPoolExecutor | None = None
         self._fetched: deque[_Fetched] = deque()
+        # One coroutine at a time moves batches along (the consume loop, the
+        # rebalance listener, shutdown), so none is taken or committed twice.
+        self._pipeline = asyncio.Lock()
         self._inserting: _Inserting | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -230,19 +238,23 @@ class ClickHouseSink(Service):
                     self.stats.first_fetch = time.monotonic()
                 self._fetched.append(self._submit(fetched))
             try:
-                # Keep `depth` batches preparing; when idle, finish everything.
-                while self._fetched and (
-                    len(self._fetched) > depth or self._fetched[0].prepared.done() or not fetched
-                ):
-                    await self._insert_next()
-                if not fetched:
-                    await self._finish_insert()
+                async with self._pipeline:
+                    # Keep `depth` batches preparing; when idle, finish everything.
+                    while self._fetched and (
+                        len(self._fetched) > depth
+                        or self._fetched[0].prepared.done()
+                        or not fetched
+                    ):
+                        await self._insert_next()
+                    if not fetched:
+                        await self._finish_insert()
                 backoff = 0.0
             except RegistryUnavailable as exc:
                 # Not the records' fault: read them again once the registry answers.
                 backoff = min(2 * backoff, 30.0) if backoff else 1.0
                 log.error("schema registry unavailable, retrying in %.0fs: %s", backoff, exc)
-                await self._rewind()
+                async with self._pipeline:
+                    await self._rewind()
                 await self.sleep(backoff)
 
     def _submit(self, fetched: dict[TopicPartition, list[Any]]) -> _Fetched:
@@ -313,8 +325,13 @@ class ClickHouseSink(Service):
         self.stats.batches += 1
         self.stats.last_commit = time.monotonic()
 
+    @property
+    def busy(self) -> bool:
+        return self._pipeline.locked()
+
     async def flush(self) -> None:
         """Prepare, insert and commit everything fetched so far."""
-        while self._fetched:
-            await self._insert_next()
-        await self._finish_insert()
+        async with self._pipeline:
+            while self._fetched:
+                await self._insert_next()
+            await self._finish_insert()
