@@ -1,0 +1,3 @@
+from events.signing import sign_decision, verify_decision
+
+__all__ = ["sign_decision", "verify_decision"]
