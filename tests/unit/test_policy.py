@@ -608,3 +608,13 @@ def test_other_bad_inputs(tmp_path: Path) -> None:
     with pytest.raises(ContractError) as info:
         load_policy(broken)
     assert "\n" not in str(info.value)
+
+
+def test_readme_documents_every_reason_code() -> None:
+    from pathlib import Path
+
+    from projections.policy import REASON_CODES
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    for code, meaning in REASON_CODES.items():
+        assert f"| `{code}` | {meaning} |" in readme
