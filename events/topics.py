@@ -33,12 +33,17 @@ class Topics:
         return f"{self.prefix}.derived"
 
     @property
+    def review(self) -> str:
+        """Denied policy decisions, for human review, keyed by session_id."""
+        return f"{self.prefix}.review"
+
+    @property
     def deadletter(self) -> str:
         """Records that could not be decoded or validated, with the reason."""
         return f"{self.prefix}.deadletter"
 
     def all(self) -> tuple[str, ...]:
-        return (self.sessions, self.tenants, self.derived, self.deadletter)
+        return (self.sessions, self.tenants, self.derived, self.review, self.deadletter)
 
     def compacted(self) -> tuple[str, ...]:
         return (self.tenants,)

@@ -65,6 +65,20 @@ class Settings(BaseSettings):
         default=2, ge=0, le=16, description="decoder processes for the sink; 0 = in-process"
     )
 
+    # Session processor (lifecycle + dedupe + policy)
+    policy_path: Path | None = Field(
+        default=None, description="policy document; unset = the packaged policies/example.yaml"
+    )
+    policy_signing_key: str = Field(
+        default="govstream-dev-signing-key-change-me",
+        description="HMAC key of PolicyDecided signatures; set a real secret in production",
+    )
+    policy_key_id: str = Field(default="dev-1", min_length=1)
+    policy_decision_ttl_seconds: int = Field(default=300, ge=1)
+    dedupe_window: int = Field(
+        default=1000, ge=1, description="idempotency keys remembered per session (FIFO)"
+    )
+
     @property
     def clickhouse_embedded(self) -> bool:
         return self.clickhouse_url is None
@@ -84,6 +98,13 @@ class Settings(BaseSettings):
     @property
     def chdb_path(self) -> Path:
         return (self.clickhouse_path or self.home / "clickhouse").resolve()
+
+    @property
+    def resolved_policy_path(self) -> Path:
+        """The policy document the processor loads (the packaged example by default)."""
+        if self.policy_path is not None:
+            return self.policy_path
+        return Path(__file__).parents[1] / "policies" / "example.yaml"
 
     @property
     def broker_dir(self) -> Path:

@@ -26,6 +26,7 @@ from sql.client import open_clickhouse, register_owner
 from sql.migrate import apply_migrations
 from streams.admin import ensure_topics
 from streams.app import create_app
+from streams.processors import register_processors
 from streams.sink import ClickHouseSink, SinkStats
 from streams.views import register_views
 
@@ -68,6 +69,8 @@ def run_worker(settings: Settings, *, loglevel: str = "warn") -> int:
         services.append(sink)
         stats = sink.stats
     # "processors": the enforcement agents (budget, lifecycle, policy) register here.
+    if settings.worker_agents in ("all", "processors"):
+        register_processors(app, settings=settings, topics=topics, codec=codec)
     register_views(app, clickhouse=clickhouse, executor=executor, stats=stats)
 
     owner_url = f"http://{settings.web_host}:{settings.web_port}"
