@@ -9,6 +9,11 @@ JSONCompactEachRow, which ClickHouse parses in C++.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import os
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -41,9 +46,25 @@ class PreparedBatch:
 _codec: Codec | None = None
 
 
+def _exit_with_parent() -> None:
+    """A decoder must not outlive its worker, even one killed with SIGKILL."""
+    parent = os.getppid()
+    with contextlib.suppress(OSError, AttributeError):
+        # Linux: the kernel sends SIGTERM when the parent dies (PR_SET_PDEATHSIG = 1).
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+
+    def watch() -> None:  # elsewhere, or if the parent died before prctl
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def init_process(schema_registry_url: str | None, max_record_bytes: int) -> None:
     """Pool initializer: one codec (and schema cache) per process."""
     global _codec
+    _exit_with_parent()
     _codec = Codec(registry_from_settings(schema_registry_url), max_record_bytes=max_record_bytes)
 
 

@@ -1,0 +1,169 @@
+"""Kill -9 the worker mid-stream, three times, then let it finish.
+
+The log is sent first; the worker is killed at a random point while it is
+sinking, restarted, killed again, and finally runs to the end. ClickHouse must
+then equal the ground truth exactly (the sink is at-least-once into
+idempotent tables), and the session processor's decisions must be exactly one
+per proposed operation (exactly_once plus deterministic event ids).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from events.codec import Codec
+from events.models import PolicyDecided
+from events.registry import EmbeddedRegistry
+from events.topics import Topics
+from govstream.commands.lag import wait_for_zero_lag
+from govstream.commands.simulate import run_simulation
+from govstream.processes import WorkerProcess
+from govstream.simulate import FleetConfig
+from sql.client import open_clickhouse
+from streams.admin import partitions_of
+from tests.conftest import isolated_settings
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+
+def _children_of(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found.append(int(entry))
+    return found
+
+
+def _wait_for_records(worker: WorkerProcess, at_least: int, timeout: float = 120) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            records = int(worker.health()["sink"]["records"])
+        except Exception:  # still starting
+            records = 0
+        if records >= at_least:
+            return records
+        time.sleep(0.05)
+    raise AssertionError(f"sink never reached {at_least} records: {worker.tail(5)}")
+
+
+async def _decisions(bootstrap: str, topic: str) -> list[PolicyDecided]:
+    codec = Codec(EmbeddedRegistry())
+    tps = await partitions_of(bootstrap, [topic])
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed"
+    )
+    await consumer.start()
+    try:
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        found: list[PolicyDecided] = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for records in batch.values():
+                for r in records:
+                    event = codec.decode(r.value).event
+                    if isinstance(event, PolicyDecided):
+                        found.append(event)
+            positions = [await consumer.position(tp) for tp in tps]
+            if all(p >= ends[tp] for p, tp in zip(positions, tps, strict=True)):
+                break
+        return found
+    finally:
+        await consumer.stop()
+
+
+def test_kill_9_three_times_then_totals_are_exact(local_bootstrap: str, tmp_path: Path) -> None:
+    settings = isolated_settings(tmp_path, local_bootstrap, sink_batch_size=2000)
+    config = FleetConfig(
+        seed=23,
+        tenants=8,
+        sessions=1200,
+        start=datetime(2026, 11, 21, tzinfo=UTC),
+        duplicate_rate=0.02,
+        malformed_rate=0.002,
+    )
+    truth: dict[str, Any] = asyncio.run(run_simulation(settings, config, progress=False))
+    total = truth["records_sent"]
+    rng = random.Random(99)
+
+    sunk = 0
+    for round_ in range(3):
+        worker = WorkerProcess(settings, log_path=tmp_path / f"worker-{round_}.log")
+        worker.wait_ready()
+        # Kill somewhere in the part not yet sunk: mid-stream, mid-batch.
+        target = rng.randint(1, max(2, (total - sunk) // 3))
+        sunk_now = _wait_for_records(worker, target)
+        decoders = _children_of(worker.proc.pid)
+        worker.kill()
+        sunk += sunk_now
+        # The decoder processes notice their parent died and exit too.
+        deadline = time.monotonic() + 15
+        while any(Path(f"/proc/{pid}").exists() for pid in decoders):
+            assert time.monotonic() < deadline, "decoder processes outlived a killed worker"
+            time.sleep(0.1)
+
+    worker = WorkerProcess(settings, log_path=tmp_path / "worker-final.log")
+    try:
+        worker.wait_ready()
+        asyncio.run(wait_for_zero_lag(settings, local_bootstrap, timeout=300))
+        with open_clickhouse(settings, role="client") as ch:
+            by_type = dict(
+                ch.query(
+                    "SELECT event_type, uniqExact(event_id) FROM events_archive FINAL"
+                    " GROUP BY event_type"
+                ).rows
+            )
+            per_tenant = {
+                row[0]: (row[1], row[2])
+                for row in ch.query(
+                    "SELECT tenant_id, count(), sum(cost_usd_micros) FROM turns FINAL"
+                    " GROUP BY tenant_id"
+                ).rows
+            }
+            dead = dict(
+                ch.query(
+                    "SELECT reason_code, count() FROM dead_letters FINAL GROUP BY reason_code"
+                ).rows
+            )
+            archived = ch.query("SELECT count() FROM events_archive FINAL").rows[0][0]
+        # Wait for the processor too, then count its decisions.
+        decisions: list[PolicyDecided] = []
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            decisions = asyncio.run(
+                _decisions(local_bootstrap, Topics(settings.topic_prefix).derived)
+            )
+            if len({d.event_id for d in decisions}) >= truth["tool_calls"]["proposed"]:
+                break
+            time.sleep(1)
+    finally:
+        worker.stop()
+
+    assert by_type == truth["events_by_type"]
+    assert per_tenant == {
+        t: (v["turns"], v["cost_usd_micros"]) for t, v in truth["per_tenant"].items() if v["turns"]
+    }
+    assert dead == {k: v for k, v in truth["malformed_sent"].items() if v}
+    # Every record of the log once, duplicates sent by the producer included.
+    assert archived == total - sum(truth["malformed_sent"].values())
+    # One decision per proposed operation: a re-delivery re-emits the same event id.
+    assert len({d.event_id for d in decisions}) == truth["tool_calls"]["proposed"]
+    assert len({d.operation_key for d in decisions}) == truth["tool_calls"]["proposed"]
