@@ -1,6 +1,9 @@
 """`govstream lag`: consumer-group lag of the worker, optionally waiting for zero.
 
-The lag that matters is the sink's: zero means every record is in ClickHouse.
+Two groups consume the log: the sink (`<app id>.sink`; zero lag means every
+record is in ClickHouse) and the session processor (the Faust app id; zero lag
+means every event has been deduplicated, run through the lifecycle and
+decided). `--group` picks which to report or wait for; the sink by default.
 """
 
 from __future__ import annotations
@@ -12,29 +15,48 @@ import time
 from govstream.errors import GovstreamError
 from govstream.settings import Settings, load
 
+GROUPS = ("sink", "processors", "all")
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("lag", help="consumer lag of the worker group")
+    parser = subparsers.add_parser("lag", help="consumer lag of the worker's groups")
     parser.add_argument("--wait-zero", action="store_true", help="wait until lag is zero")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait")
-    parser.add_argument("--app-id", help="consumer group (GOVSTREAM_APP_ID)")
+    parser.add_argument("--app-id", help="the worker's app id (GOVSTREAM_APP_ID)")
+    parser.add_argument("--group", choices=GROUPS, default="sink", help="which consumer group")
     parser.set_defaults(func=_run)
 
 
-async def total_lag(settings: Settings, bootstrap: str) -> tuple[int, list]:  # type: ignore[type-arg]
+def _groups(settings: Settings, which: str) -> list[tuple[str, list[str]]]:
     from events.topics import Topics
-    from streams.admin import group_lag
 
     topics = Topics(settings.topic_prefix)
-    rows = await group_lag(bootstrap, settings.sink_group, [topics.sessions, topics.tenants])
-    return sum(r.lag for r in rows), rows
+    chosen = []
+    if which in ("sink", "all"):
+        chosen.append((settings.sink_group, [topics.sessions, topics.tenants]))
+    if which in ("processors", "all"):
+        chosen.append((settings.consumer_group, [topics.sessions]))
+    return chosen
 
 
-async def wait_for_zero_lag(settings: Settings, bootstrap: str, timeout: float) -> float:
-    """Poll until the worker group has consumed everything; return seconds waited."""
+async def total_lag(
+    settings: Settings, bootstrap: str, which: str = "sink"
+) -> tuple[int, list]:  # type: ignore[type-arg]
+    from streams.admin import group_lag
+
+    rows = []
+    for group, topic_names in _groups(settings, which):
+        rows.extend((group, row) for row in await group_lag(bootstrap, group, topic_names))
+    return sum(row.lag for _, row in rows), rows
+
+
+async def wait_for_zero_lag(
+    settings: Settings, bootstrap: str, timeout: float, which: str = "sink"
+) -> float:
+    """Poll until the chosen groups have consumed everything; return seconds waited."""
     started = time.monotonic()
     while True:
-        lag, _ = await total_lag(settings, bootstrap)
+        lag, _ = await total_lag(settings, bootstrap, which)
         if lag == 0:
             return time.monotonic() - started
         if time.monotonic() - started > timeout:
@@ -50,12 +72,15 @@ def _run(args: argparse.Namespace) -> int:
     settings = load(app_id=args.app_id)
     bootstrap = resolve_bootstrap(settings)
     if args.wait_zero:
-        waited = asyncio.run(wait_for_zero_lag(settings, bootstrap, args.timeout))
+        waited = asyncio.run(wait_for_zero_lag(settings, bootstrap, args.timeout, args.group))
         print(f"lag 0 (waited {waited:.1f}s)")
         return 0
-    lag, rows = asyncio.run(total_lag(settings, bootstrap))
-    for row in rows:
+    lag, rows = asyncio.run(total_lag(settings, bootstrap, args.group))
+    for group, row in rows:
         committed = "-" if row.committed < 0 else row.committed
-        print(f"{row.topic}[{row.partition}] committed={committed} end={row.end} lag={row.lag}")
+        print(
+            f"{group} {row.topic}[{row.partition}] "
+            f"committed={committed} end={row.end} lag={row.lag}"
+        )
     print(f"total lag {lag}")
     return 0

@@ -98,3 +98,12 @@ def test_lag_wait_zero_times_out_when_nobody_consumes(local_bootstrap: str, tmp_
     )  # fmt: skip
     assert result.returncode == 1
     assert result.stderr.strip() == "govstream: lag still 5 after 1s"
+    both = subprocess.run(
+        [sys.executable, "-m", "govstream.cli", "lag", "--group", "all"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert both.returncode == 0, both.stderr
+    lines = both.stdout.splitlines()
+    assert lines[-1] == "total lag 10"  # 5 for the sink, 5 for the processors
+    assert sum(line.startswith(f"{settings.sink_group} ") for line in lines) == 6  # 2 topics
+    assert sum(line.startswith(f"{settings.consumer_group} ") for line in lines) == 3
