@@ -6,6 +6,7 @@ COPY events events
 COPY streams streams
 COPY projections projections
 COPY sql sql
+COPY policies policies
 COPY govstream govstream
 RUN pip install --no-cache-dir .
 ENV GOVSTREAM_WEB_HOST=0.0.0.0

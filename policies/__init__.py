@@ -1,0 +1,1 @@
+"""Policy documents shipped with govstream (data only: policies/example.yaml)."""
