@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from events.models import SessionStarted, TenantProfileUpdated, TurnCompleted
+from events.models import SessionStarted, TenantProfileUpdated, ToolCallProposed, TurnCompleted
 
 T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
@@ -53,3 +53,23 @@ def tenant_profile(**overrides: Any) -> TenantProfileUpdated:
     fields: dict[str, Any] = {"plan": "team", "egress_allowlist": ["api.example.com"]}
     fields.update(overrides)
     return TenantProfileUpdated(**_envelope(**fields))
+
+
+def tool_proposal(**overrides: Any) -> ToolCallProposed:
+    """A low-risk GET to good.com with fixed ids (policy and signing tests)."""
+    fields: dict[str, Any] = {
+        "event_id": "e-1",
+        "occurred_at": T0,
+        "tenant_id": "t-001",
+        "session_id": "s-1",
+        "idempotency_key": "k-1",
+        "tool": "http_request",
+        "action": "fetch",
+        "operation_key": "op-1",
+        "destination_host": "good.com",
+        "method": "GET",
+        "payload_bytes": 100,
+        "risk_level": "low",
+    }
+    fields.update(overrides)
+    return ToolCallProposed(**fields)

@@ -12,7 +12,6 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from events.models import ToolCallProposed
 from projections.policy import (
     REASON_CODES,
     ContractError,
@@ -24,7 +23,7 @@ from projections.policy import (
     parse_policy,
 )
 from projections.policy_contract import HostError, parse_host, parse_host_pattern
-from tests.factories import T0, tenant_profile
+from tests.factories import T0, tenant_profile, tool_proposal
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "policies" / "example.yaml"
 POLICY = load_policy(EXAMPLE)
@@ -35,23 +34,7 @@ GREEK_GOOD = "g\u03bf\u03bfd.com"  # ... with two Greek omicron
 MIXED_GOOD = "g\u043eod.com"  # one Cyrillic o
 
 
-def proposal(**overrides: Any) -> ToolCallProposed:
-    fields: dict[str, Any] = {
-        "event_id": "e-1",
-        "occurred_at": T0,
-        "tenant_id": "t-001",
-        "session_id": "s-1",
-        "idempotency_key": "k-1",
-        "tool": "http_request",
-        "action": "fetch",
-        "operation_key": "op-1",
-        "destination_host": "good.com",
-        "method": "GET",
-        "payload_bytes": 100,
-        "risk_level": "low",
-    }
-    fields.update(overrides)
-    return ToolCallProposed(**fields)
+proposal = tool_proposal
 
 
 def context(**overrides: Any) -> PolicyContext:

@@ -25,7 +25,7 @@ from events.signing import (
     verify_decision,
 )
 from projections.policy import Decision
-from tests.factories import T0
+from tests.factories import T0, tool_proposal
 
 KEY = b"k" * 32
 OTHER_KEY = b"o" * 32
@@ -35,23 +35,7 @@ DECISION = Decision("allow", "ALLOWED", "default.allow", "2026-11-01")
 
 
 def proposal(**overrides: Any) -> ToolCallProposed:
-    fields: dict[str, Any] = {
-        "event_id": "e-1",
-        "occurred_at": T0,
-        "tenant_id": "t-001",
-        "session_id": "s-1",
-        "idempotency_key": "k-1",
-        "tool": "http_request",
-        "action": "fetch",
-        "operation_key": "op-1",
-        "destination_host": "good.com",
-        "method": "GET",
-        "payload_bytes": 100,
-        "risk_level": "low",
-        "correlation_id": "trace-1",
-    }
-    fields.update(overrides)
-    return ToolCallProposed(**fields)
+    return tool_proposal(**{"correlation_id": "trace-1", **overrides})
 
 
 def build(prop: ToolCallProposed | None = None, **overrides: Any) -> PolicyDecided:
