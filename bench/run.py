@@ -32,8 +32,7 @@ from events.registry import EmbeddedRegistry
 from events.topics import Topics
 from govstream.broker import ensure_broker, stop_broker
 from govstream.commands.simulate import send_simulation
-from govstream.demo import free_port
-from govstream.processes import WorkerProcess
+from govstream.processes import WorkerProcess, free_port
 from govstream.settings import Settings, load
 from govstream.simulate import FleetConfig, simulate
 from streams.admin import ensure_topics

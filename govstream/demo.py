@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import sys
 import time
 from datetime import UTC, datetime, timedelta
@@ -19,13 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from govstream.errors import GovstreamError
+from govstream.processes import WorkerProcess, free_port
 from govstream.settings import Settings
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def say(message: str) -> None:
@@ -99,7 +93,6 @@ def run_demo(
     from govstream.broker import ensure_broker, stop_broker
     from govstream.commands.lag import wait_for_zero_lag
     from govstream.commands.simulate import run_simulation
-    from govstream.processes import WorkerProcess
     from govstream.simulate import FleetConfig
     from streams.admin import ensure_topics
 

@@ -294,6 +294,16 @@ def _check_amount(amount: int, what: str) -> None:
         raise ValueError(f"{what} must be an integer >= 0, got {amount!r}")
 
 
+def _check_limits(limit: int | None, key_bound: int, applied_keys: tuple[str, ...]) -> None:
+    """What a Balance and a Gauge both require of their limit and key window."""
+    if limit is not None:
+        _check_amount(limit, "limit")
+    if key_bound < 1:
+        raise ValueError(f"key_bound must be >= 1, got {key_bound}")
+    if len(applied_keys) > key_bound:
+        raise ValueError("applied_keys is longer than key_bound")
+
+
 def _remember(keys: tuple[str, ...], key: str, bound: int) -> tuple[str, ...]:
     # FIFO window: the oldest key falls out first.
     if len(keys) >= bound:
@@ -316,13 +326,8 @@ class Balance:
     thresholds_emitted: frozenset[int] = frozenset()
 
     def __post_init__(self) -> None:
-        if self.limit is not None:
-            _check_amount(self.limit, "limit")
+        _check_limits(self.limit, self.key_bound, self.applied_keys)
         _check_amount(self.used, "used")
-        if self.key_bound < 1:
-            raise ValueError(f"key_bound must be >= 1, got {self.key_bound}")
-        if len(self.applied_keys) > self.key_bound:
-            raise ValueError("applied_keys is longer than key_bound")
 
     @property
     def reserved_total(self) -> int:
@@ -498,12 +503,7 @@ class Gauge:
     key_bound: int = DEFAULT_KEY_BOUND
 
     def __post_init__(self) -> None:
-        if self.limit is not None:
-            _check_amount(self.limit, "limit")
-        if self.key_bound < 1:
-            raise ValueError(f"key_bound must be >= 1, got {self.key_bound}")
-        if len(self.applied_keys) > self.key_bound:
-            raise ValueError("applied_keys is longer than key_bound")
+        _check_limits(self.limit, self.key_bound, self.applied_keys)
 
     @property
     def in_use(self) -> int:

@@ -51,9 +51,6 @@ class Batch:
         default_factory=lambda: {table: [] for table in TABLE_COLUMNS}
     )
 
-    def __len__(self) -> int:
-        return sum(len(r) for r in self.rows.values())
-
 
 def _archive_row(item: Ingested) -> tuple[Any, ...]:
     event = item.decoded.event

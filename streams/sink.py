@@ -90,9 +90,8 @@ def write_batch(ch: ClickHouse, batch: PreparedBatch) -> float:
 @dataclass
 class _Fetched:
     prepared: asyncio.Future[PreparedBatch]
-    records: list[RawRecord]  # kept to re-read them if the registry is down
-    offsets: dict[TopicPartition, int]
-    first: dict[TopicPartition, int]
+    offsets: dict[TopicPartition, int]  # to commit once inserted
+    first: dict[TopicPartition, int]  # to seek back to if the registry is down
 
 
 @dataclass
@@ -267,7 +266,7 @@ class ClickHouseSink(Service):
             )
             first[tp] = batch[0].offset
             offsets[tp] = batch[-1].offset + 1
-        return _Fetched(self._prepare(records), records, offsets, first)
+        return _Fetched(self._prepare(records), offsets, first)
 
     async def _rewind(self) -> None:
         """Drop the batches not yet inserted and seek back to their first records."""

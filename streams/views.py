@@ -1,4 +1,4 @@
-"""Web views of the worker: health, sink stats, and SQL for the engine owner."""
+"""Web views of the worker: health and sink stats, and SQL for the engine owner."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import faust
 from faust.web import Request, Response, View
 
-from sql.client import ClickHouse, handle_owner_request
+from sql.client import ClickHouse, mount_owner_routes
 from streams.sink import SinkStats
 
 
@@ -20,13 +20,6 @@ def register_views(
         async def get(self, request: Request, **kwargs: Any) -> Response:
             return self.json({"status": "ok", "sink": stats.as_dict()})
 
-    @app.page("/v1/clickhouse/{action}")
-    class ClickHouseOwner(View):
-        """Serves SQL to other processes while this one owns embedded ClickHouse."""
-
-        async def post(self, request: Request, action: str, **kwargs: Any) -> Response:
-            body = await request.read()  # type: ignore[attr-defined]  # aiohttp request
-            status, payload = await handle_owner_request(
-                clickhouse, executor, f"/v1/clickhouse/{action}", body
-            )
-            return self.json(payload, status=status)
+    # Faust's web server is aiohttp: the owner routes (SQL for other processes
+    # while this one holds embedded ClickHouse) mount on it as they are.
+    mount_owner_routes(app.web.web_app, clickhouse, executor)  # type: ignore[attr-defined]

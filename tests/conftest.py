@@ -10,7 +10,6 @@ a testcontainers ClickHouse server when a Docker engine answers.
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from govstream.processes import free_port
 from govstream.settings import Settings
 
 
@@ -49,12 +49,6 @@ def _backends() -> list[Backend]:
 
 
 BACKENDS = _backends()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class _Brokers:

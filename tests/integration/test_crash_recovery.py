@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from events.codec import Codec
 from events.models import PolicyDecided
@@ -29,8 +28,8 @@ from govstream.commands.simulate import run_simulation
 from govstream.processes import WorkerProcess
 from govstream.simulate import FleetConfig
 from sql.client import open_clickhouse
-from streams.admin import partitions_of
 from tests.conftest import isolated_settings
+from tests.kafka_io import read_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -60,34 +59,6 @@ def _wait_for_records(worker: WorkerProcess, at_least: int, timeout: float = 120
             return records
         time.sleep(0.05)
     raise AssertionError(f"sink never reached {at_least} records: {worker.tail(5)}")
-
-
-async def _decisions(bootstrap: str, topic: str) -> list[PolicyDecided]:
-    codec = Codec(EmbeddedRegistry())
-    tps = await partitions_of(bootstrap, [topic])
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed"
-    )
-    await consumer.start()
-    try:
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        found: list[PolicyDecided] = []
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            batch = await consumer.getmany(timeout_ms=500)
-            for records in batch.values():
-                for r in records:
-                    event = codec.decode(r.value).event
-                    if isinstance(event, PolicyDecided):
-                        found.append(event)
-            positions = [await consumer.position(tp) for tp in tps]
-            if all(p >= ends[tp] for p, tp in zip(positions, tps, strict=True)):
-                break
-        return found
-    finally:
-        await consumer.stop()
 
 
 def test_kill_9_three_times_then_totals_are_exact(local_bootstrap: str, tmp_path: Path) -> None:
@@ -146,11 +117,17 @@ def test_kill_9_three_times_then_totals_are_exact(local_bootstrap: str, tmp_path
             archived = ch.query("SELECT count() FROM events_archive FINAL").rows[0][0]
         # Wait for the processor too, then count its decisions.
         decisions: list[PolicyDecided] = []
+        codec = Codec(EmbeddedRegistry())
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
-            decisions = asyncio.run(
-                _decisions(local_bootstrap, Topics(settings.topic_prefix).derived)
+            derived = asyncio.run(
+                read_topic(local_bootstrap, Topics(settings.topic_prefix).derived)
             )
+            decisions = [
+                e
+                for e in (codec.decode(r.value).event for r in derived)
+                if isinstance(e, PolicyDecided)
+            ]
             if len({d.event_id for d in decisions}) >= truth["tool_calls"]["proposed"]:
                 break
             time.sleep(1)

@@ -9,36 +9,18 @@ import sys
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from events.codec import Codec
 from events.emitter import Emitter, SyncEmitter
 from events.registry import EmbeddedRegistry
 from events.topics import Topics
 from govstream.settings import as_environment
-from streams.admin import ensure_topics, group_lag, partitions_of
+from streams.admin import ensure_topics, group_lag
 from tests.conftest import isolated_settings
 from tests.factories import session_started, tenant_profile, turn
+from tests.kafka_io import read_topic
 
 pytestmark = pytest.mark.integration
-
-
-async def _consume_all(bootstrap: str, topic: str, expected: int) -> list[tuple[bytes, bytes]]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    tps = await partitions_of(bootstrap, [topic])
-    await consumer.start()
-    try:
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        out: list[tuple[bytes, bytes]] = []
-        for _ in range(40):
-            batch = await consumer.getmany(timeout_ms=250)
-            out.extend((r.key, r.value) for records in batch.values() for r in records)
-            if len(out) >= expected:
-                break
-        return out
-    finally:
-        await consumer.stop()
 
 
 def test_sync_emitter_sends_keyed_validated_events(local_bootstrap: str, tmp_path: Path) -> None:
@@ -53,11 +35,11 @@ def test_sync_emitter_sends_keyed_validated_events(local_bootstrap: str, tmp_pat
         with pytest.raises(ValueError, match="input_tokens"):
             emitter.emit({**turn().model_dump(mode="json"), "type": "TurnCompleted",
                           "input_tokens": -1})  # fmt: skip
-    records = asyncio.run(_consume_all(local_bootstrap, topics.sessions, 2))
+    records = [(r.key, r.value) for r in asyncio.run(read_topic(local_bootstrap, topics.sessions))]
     codec = Codec(EmbeddedRegistry())
     assert [k for k, _ in records] == [b"s-sync", b"s-sync"]
     assert [codec.decode(v).event for _, v in records] == events  # order kept per session
-    tenants = asyncio.run(_consume_all(local_bootstrap, topics.tenants, 1))
+    tenants = [(r.key, r.value) for r in asyncio.run(read_topic(local_bootstrap, topics.tenants))]
     assert [k for k, _ in tenants] == [b"t-sync"]
 
 
@@ -76,7 +58,7 @@ def test_emit_many_refuses_the_whole_batch_on_one_invalid_event(
             assert emitter.sent == 0
 
     asyncio.run(go())
-    assert asyncio.run(_consume_all(local_bootstrap, topics.sessions, 1)) == []
+    assert asyncio.run(read_topic(local_bootstrap, topics.sessions)) == []
 
 
 def test_lag_wait_zero_times_out_when_nobody_consumes(local_bootstrap: str, tmp_path: Path) -> None:

@@ -6,13 +6,11 @@ import asyncio
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from events.codec import Codec
 from events.emitter import Emitter
@@ -24,9 +22,9 @@ from govstream.commands.lag import wait_for_zero_lag
 from govstream.processes import WorkerProcess
 from govstream.settings import Settings, as_environment
 from sql.client import ClickHouse, open_clickhouse
-from streams.admin import partitions_of
 from tests.conftest import BACKENDS, Backend, isolated_settings
 from tests.factories import session_started, turn
+from tests.kafka_io import read_topic
 
 pytestmark = pytest.mark.integration
 MAX_RECORD = 64 * 1024
@@ -70,30 +68,6 @@ def _send(settings: Settings, *events: Any, raw: list[bytes] | None = None) -> N
     asyncio.run(wait_for_zero_lag(settings, settings.kafka_bootstrap or "", timeout=120))
 
 
-async def _read_topic(bootstrap: str, topic: str) -> list[bytes]:
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed"
-    )
-    tps = await partitions_of(bootstrap, [topic])
-    await consumer.start()
-    try:
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        values: list[bytes] = []
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            batch = await consumer.getmany(timeout_ms=500)
-            for records in batch.values():
-                values.extend(r.value for r in records)
-            positions = [await consumer.position(tp) for tp in tps]
-            if all(pos >= ends[tp] for pos, tp in zip(positions, tps, strict=True)):
-                break
-        return values
-    finally:
-        await consumer.stop()
-
-
 def test_non_avro_bytes_are_dead_lettered_and_processing_continues(
     pipeline: tuple[Settings, ClickHouse],
 ) -> None:
@@ -102,8 +76,8 @@ def test_non_avro_bytes_are_dead_lettered_and_processing_continues(
     _send(settings, after, raw=[b"definitely not avro", b"\x00\x00\x0f\x42\x3f\x02xx"])
 
     deadletter = Topics(settings.topic_prefix).deadletter
-    values = asyncio.run(_read_topic(settings.kafka_bootstrap or "", deadletter))
-    letters = [Codec(EmbeddedRegistry()).decode(v).event for v in values]
+    records = asyncio.run(read_topic(settings.kafka_bootstrap or "", deadletter))
+    letters = [Codec(EmbeddedRegistry()).decode(r.value).event for r in records]
     assert all(isinstance(letter, RecordDeadLettered) for letter in letters)
     by_raw = {letter.raw_value: letter for letter in letters}  # type: ignore[union-attr]
     garbage = by_raw[b"definitely not avro"]
@@ -113,9 +87,7 @@ def test_non_avro_bytes_are_dead_lettered_and_processing_continues(
     assert "magic byte" in garbage.reason
     assert by_raw[b"\x00\x00\x0f\x42\x3f\x02xx"].reason_code == "unknown_schema"
 
-    rows = ch.query(
-        "SELECT reason_code, count() FROM dead_letters FINAL GROUP BY reason_code"
-    ).rows
+    rows = ch.query("SELECT reason_code, count() FROM dead_letters FINAL GROUP BY reason_code").rows
     assert dict(rows) == {"bad_framing": 1, "unknown_schema": 1}
     # The valid event after the garbage still arrived.
     tokens = ch.query(
@@ -129,9 +101,7 @@ def test_oversized_record_is_dead_lettered(pipeline: tuple[Settings, ClickHouse]
     settings, ch = pipeline
     big = turn(session_id="s-big", content="x" * (MAX_RECORD + 10))
     _send(settings, raw=[Codec(EmbeddedRegistry()).encode(big)])
-    rows = ch.query(
-        "SELECT count() FROM dead_letters FINAL WHERE reason_code = 'oversized'"
-    ).rows
+    rows = ch.query("SELECT count() FROM dead_letters FINAL WHERE reason_code = 'oversized'").rows
     assert rows == [(1,)]
 
 
@@ -167,7 +137,7 @@ def test_emit_cli_refuses_a_file_with_an_invalid_line(
 ) -> None:
     settings, _ = pipeline
     topic = Topics(settings.topic_prefix).sessions
-    before = len(asyncio.run(_read_topic(settings.kafka_bootstrap or "", topic)))
+    before = len(asyncio.run(read_topic(settings.kafka_bootstrap or "", topic)))
     good = to_json_line(turn(session_id="s-cli-refused"))
     result = _govstream(
         settings, "emit", "-", stdin=f'{good}\n{{"type":"TurnCompleted"}}\nnot json\n'
@@ -177,7 +147,7 @@ def test_emit_cli_refuses_a_file_with_an_invalid_line(
     assert "line 3: not JSON" in result.stderr
     assert "nothing was sent" in result.stderr
     assert "Traceback" not in result.stderr
-    assert len(asyncio.run(_read_topic(settings.kafka_bootstrap or "", topic))) == before
+    assert len(asyncio.run(read_topic(settings.kafka_bootstrap or "", topic))) == before
 
 
 def test_emit_cli_sends_valid_lines(pipeline: tuple[Settings, ClickHouse]) -> None:

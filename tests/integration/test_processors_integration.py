@@ -11,7 +11,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from events.codec import Codec
 from events.emitter import Emitter
@@ -29,9 +28,9 @@ from events.signing import verify_decision
 from events.topics import Topics
 from govstream.processes import WorkerProcess
 from govstream.settings import Settings
-from streams.admin import partitions_of
 from tests.conftest import BACKENDS, Backend, isolated_settings
 from tests.factories import session_started, turn
+from tests.kafka_io import read_topic
 
 pytestmark = pytest.mark.integration
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
@@ -76,29 +75,13 @@ def _read_until(
 ) -> list[SessionEvent]:
     """Read `topic` from the beginning (read_committed) until `done(events)` or timeout."""
     codec = Codec(EmbeddedRegistry())
-
-    async def go() -> list[SessionEvent]:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap,
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-        )
-        tps = await partitions_of(bootstrap, [topic])
-        await consumer.start()
-        try:
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
-            events: list[SessionEvent] = []
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline and not done(events):
-                batch = await consumer.getmany(timeout_ms=500)
-                for records in batch.values():
-                    events.extend(codec.decode(r.value).event for r in records)  # type: ignore[misc]
+    deadline = time.monotonic() + timeout
+    while True:
+        records = asyncio.run(read_topic(bootstrap, topic))
+        events: list[SessionEvent] = [codec.decode(r.value).event for r in records]  # type: ignore[misc]
+        if done(events) or time.monotonic() >= deadline:
             return events
-        finally:
-            await consumer.stop()
-
-    return asyncio.run(go())
+        time.sleep(0.5)
 
 
 def _envelope(session_id: str, seconds: float, **overrides: Any) -> dict[str, Any]:
