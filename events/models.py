@@ -184,6 +184,7 @@ class TenantBudgets(BaseModel):
     cost_per_month_usd_micros: int | None = Field(default=None, ge=0)
     tokens_per_workflow: int | None = Field(default=None, ge=0)
     concurrent_sessions: int | None = Field(default=None, ge=0)
+    concurrent_calls_per_tool: int | None = Field(default=None, ge=0)
 
 
 class TenantProfileUpdated(Event):

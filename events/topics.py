@@ -38,12 +38,30 @@ class Topics:
         return f"{self.prefix}.review"
 
     @property
+    def budget_input(self) -> str:
+        """Internal repartition: applied session events and admissions, keyed by tenant_id."""
+        return f"{self.prefix}.budget-input"
+
+    @property
+    def session_signals(self) -> str:
+        """Internal: what other components tell a session's owner, keyed by session_id."""
+        return f"{self.prefix}.session-signals"
+
+    @property
     def deadletter(self) -> str:
         """Records that could not be decoded or validated, with the reason."""
         return f"{self.prefix}.deadletter"
 
     def all(self) -> tuple[str, ...]:
-        return (self.sessions, self.tenants, self.derived, self.review, self.deadletter)
+        return (
+            self.sessions,
+            self.tenants,
+            self.derived,
+            self.review,
+            self.budget_input,
+            self.session_signals,
+            self.deadletter,
+        )
 
     def compacted(self) -> tuple[str, ...]:
         return (self.tenants,)

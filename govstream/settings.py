@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -79,6 +79,32 @@ class Settings(BaseSettings):
         default=1000, ge=1, description="idempotency keys remembered per session (FIFO)"
     )
 
+    # Budgets and admission
+    api_keys: str = Field(
+        default="",
+        description="admission API keys, 'key:tenant,key:tenant'; '*' as tenant = every tenant",
+    )
+    global_tokens_per_minute: int | None = Field(
+        default=None, ge=1, description="fleet-wide token envelope; unset = none"
+    )
+    reservation_timeout_seconds: float = Field(
+        default=60.0, gt=0, description="an admitted turn's reservation lapses after this"
+    )
+    budget_key_bound: int = Field(
+        default=256, ge=1, description="idempotency keys remembered per budget balance (FIFO)"
+    )
+
+    @field_validator("api_keys")
+    @classmethod
+    def _api_keys_parse(cls, value: str) -> str:
+        parse_api_keys(value)
+        return value
+
+    @property
+    def api_key_tenants(self) -> dict[str, str]:
+        """API key -> the tenant it may act for ("*" = any tenant)."""
+        return parse_api_keys(self.api_keys)
+
     @property
     def clickhouse_embedded(self) -> bool:
         return self.clickhouse_url is None
@@ -111,6 +137,24 @@ class Settings(BaseSettings):
         return (self.home / "kafka").resolve()
 
 
+_SECRETS = frozenset({"api_keys", "policy_signing_key"})  # never echoed in errors
+
+
+def parse_api_keys(text: str) -> dict[str, str]:
+    """'key:tenant,key:tenant' -> {key: tenant}; ValueError on a malformed pair."""
+    keys: dict[str, str] = {}
+    pairs = [p.strip() for p in text.split(",") if p.strip()]
+    for number, pair in enumerate(pairs, 1):
+        key, sep, tenant = pair.partition(":")
+        # The messages never echo a key: they end up in logs.
+        if not sep or not key.strip() or not tenant.strip():
+            raise ValueError(f"pair {number} is not key:tenant")
+        if key.strip() in keys:
+            raise ValueError(f"pair {number} repeats an API key")
+        keys[key.strip()] = tenant.strip()
+    return keys
+
+
 def load(**overrides: Any) -> Settings:
     """Settings from the environment, with non-None overrides (CLI flags) on top.
 
@@ -123,7 +167,7 @@ def load(**overrides: Any) -> Settings:
     except ValidationError as exc:
         error = exc.errors()[0]
         name = str(error["loc"][0]) if error["loc"] else "?"
-        value = error.get("input")
+        value = "<redacted>" if name in _SECRETS else error.get("input")
         raise UsageError(
             f"bad setting GOVSTREAM_{name.upper()}={value!r}: {error['msg']}"
         ) from None

@@ -79,6 +79,7 @@ __all__ = [
     "fallback_chain",
     "fallback_model",
     "global_minute_scope",
+    "hold",
     "limit_for",
     "minute_period",
     "month_period",
@@ -419,6 +420,19 @@ def reserve(
     reserved = {**balance.reserved, reservation_id: Reservation(amount, at)}
     new = replace(balance, reserved=reserved)
     return new, [Reserved(reservation_id, amount, new.available)]
+
+
+def hold(balance: Balance, reservation_id: str, amount: int, at: datetime) -> Balance:
+    """Record a reservation already granted against this balance, without a limit check.
+
+    For the processor applying an admission the API answered (it checked the
+    limit, counting reservations not yet applied). Idempotent: an id already
+    held, committed or released changes nothing.
+    """
+    _check_amount(amount, "amount")
+    if reservation_id in balance.reserved or _SETTLED + reservation_id in balance.applied_keys:
+        return balance
+    return replace(balance, reserved={**balance.reserved, reservation_id: Reservation(amount, at)})
 
 
 def _settle(balance: Balance, reservation_id: str) -> tuple[Balance, Reservation | None]:

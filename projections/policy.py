@@ -12,7 +12,9 @@ Rule order (fixed; the first deny wins, then approval, else allow):
 
     1. session.*     session status not in session.allowed_statuses:
                      quarantined -> QUARANTINED, suspended -> SESSION_SUSPENDED,
-                     anything else (closed, failed, unknown...) -> SESSION_NOT_ACTIVE
+                     anything else (closed, failed, unknown...) -> SESSION_NOT_ACTIVE;
+                     a session suspended because its budget was exceeded falls
+                     through to rule 2, which names the cause
     2. budget.exceeded  context.budget_exceeded and session.deny_when_budget_exceeded
     3. tenant.tool.<tool>  the tenant profile marks the tool "deny" (or any value
                      other than allow/deny/approval: fail closed) -> TENANT_DENIED
@@ -188,6 +190,12 @@ def _session(
     status = context.session_status
     if status in policy.session.allowed_statuses:
         return None
+    if (
+        status == "suspended"
+        and context.budget_exceeded
+        and policy.session.deny_when_budget_exceeded
+    ):
+        return None  # suspended by its budget: rule 2 names the cause
     if status in _SESSION_REASONS:
         return _SESSION_REASONS[status], f"session.{status}"
     return "SESSION_NOT_ACTIVE", "session.status"

@@ -24,7 +24,8 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -32,24 +33,40 @@ import faust
 
 from events.codec import Codec, DecodeError
 from events.models import (
+    AdmissionDecided,
+    BudgetExceeded,
     DuplicateSuppressed,
     PolicyDecided,
+    SessionClosed,
     SessionEvent,
+    SessionFailed,
+    SessionResumed,
     SessionStarted,
+    SessionSuspended,
+    TenantProfileUpdated,
+    ToolCallCompleted,
     ToolCallProposed,
+    TurnCompleted,
 )
 from events.signing import build_policy_decided
 from events.topics import Topics
 from govstream.settings import Settings
 from projections.lifecycle import LIFECYCLE_EVENTS, state_from_dict, state_to_dict, step
 from projections.policy import PolicyContext, PolicyDocument, evaluate, load_policy
+from streams.forwarder import Forwarder
+from streams.profiles import TenantProfiles
 
 __all__ = [
     "PRODUCER",
     "SUPPRESSED_BY",
+    "SessionRuntime",
     "Signing",
+    "budget_inputs",
+    "decide_proposal",
     "empty_entry",
+    "policy_context",
     "process",
+    "process_signal",
     "register_processors",
 ]
 
@@ -60,6 +77,11 @@ SUPPRESSED_BY = "session-processor"
 DEFAULT_PLAN = "free"
 TABLE_NAME = "session-state"
 _DUPLICATE_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:govstream:DuplicateSuppressed")
+_SUSPENDED_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:govstream:BudgetSuspension")
+# Session events the budget processor folds (sent to it keyed by tenant).
+# What the session-signals topic carries (never producer input).
+SIGNALS = (BudgetExceeded, PolicyDecided, AdmissionDecided)
+BUDGETED_EVENTS = (SessionStarted, TurnCompleted, ToolCallCompleted, SessionClosed, SessionFailed)
 
 
 @dataclass(frozen=True)
@@ -82,10 +104,20 @@ class Signing:
 
 
 def empty_entry() -> dict[str, Any]:
-    return {"lifecycle": None, "applied": {}, "decisions": {}, "plan": None}
+    return {"lifecycle": None, "applied": {}, "decisions": {}, "plan": None, "budget": None}
 
 
 # --- the pure part ------------------------------------------------------------------
+
+
+def _remember(
+    applied: dict[str, list[Any]], key: str, record: list[Any], window: int
+) -> dict[str, list[Any]]:
+    new = dict(applied)
+    new[key] = record
+    while len(new) > window:
+        del new[next(iter(new))]  # FIFO: the oldest key goes first
+    return new
 
 
 def _duplicate_suppressed(
@@ -112,7 +144,35 @@ def _duplicate_suppressed(
     )
 
 
-def _decide(
+def budget_exceeded(entry: dict[str, Any]) -> bool:
+    """Has the budget processor reported an exceeded budget that gates this session?"""
+    verdict = entry.get("budget")
+    return verdict is not None and verdict["action"] in ("suspend", "degrade")
+
+
+def policy_context(
+    entry: dict[str, Any],
+    environment: str,
+    status: str,
+    profile: TenantProfileUpdated | None,
+) -> PolicyContext:
+    """The session's side of a policy evaluation: plan, state, budget, tenant profile.
+
+    The tenant's current plan wins over the plan the session started with (an
+    upgrade applies at once).
+    """
+    plan = (profile.plan if profile is not None else None) or entry.get("plan") or DEFAULT_PLAN
+    return PolicyContext(
+        plan=plan,
+        environment=environment,
+        session_status=status,
+        budget_exceeded=budget_exceeded(entry),
+        tenant_egress_allowlist=tuple(profile.egress_allowlist) if profile else (),
+        tenant_tool_permissions=dict(profile.tool_permissions) if profile else {},
+    )
+
+
+def decide_proposal(
     event: ToolCallProposed,
     entry: dict[str, Any],
     status_before: str,
@@ -120,13 +180,10 @@ def _decide(
     policy: PolicyDocument,
     signing: Signing,
     now: datetime,
+    profile: TenantProfileUpdated | None = None,
 ) -> PolicyDecided:
-    context = PolicyContext(
-        plan=entry.get("plan") or DEFAULT_PLAN,
-        environment=event.environment,
-        session_status=status_before,
-        budget_exceeded=False,  # TODO: from the budget processor's table
-    )
+    """Evaluate and sign one proposal (the stream and the admission API share it)."""
+    context = policy_context(entry, event.environment, status_before, profile)
     started = time.perf_counter_ns()
     decision = evaluate(policy, event, context, now)
     evaluation_us = (time.perf_counter_ns() - started) // 1000
@@ -148,8 +205,14 @@ def process(
     policy: PolicyDocument,
     signing: Signing,
     now: datetime,
+    profile: TenantProfileUpdated | None = None,
+    known_decision: Callable[[str], PolicyDecided | None] | None = None,
 ) -> tuple[dict[str, Any], list[SessionEvent]]:
     """Fold one session event into the session's table entry.
+
+    `profile` is the tenant's profile (plan, allowlist, tool permissions);
+    `known_decision(operation_key)` returns a decision the admission API
+    already gave but whose signal has not arrived yet, so both agree.
 
     Returns (new entry, derived events to emit). Never mutates `entry`.
     Pure apart from evaluation_us (a measurement of the policy evaluation,
@@ -188,28 +251,121 @@ def process(
         if stored is not None:
             out.append(PolicyDecided.model_validate_json(stored))
         else:
-            decided = _decide(
-                event,
-                {**entry, "plan": plan},
-                status_before,
-                policy=policy,
-                signing=signing,
-                now=now,
+            decided = (known_decision(event.operation_key) if known_decision else None) or (
+                decide_proposal(
+                    event,
+                    {**entry, "plan": plan},
+                    status_before,
+                    policy=policy,
+                    signing=signing,
+                    now=now,
+                    profile=profile,
+                )
             )
             decisions[event.operation_key] = decided.model_dump_json()
             out.append(decided)
 
-    new_applied = dict(applied)
-    new_applied[event.idempotency_key] = [event.event_id, event.attempt]
-    while len(new_applied) > signing.dedupe_window:
-        del new_applied[next(iter(new_applied))]  # FIFO: the oldest key goes first
+    new_applied = _remember(
+        applied, event.idempotency_key, [event.event_id, event.attempt], signing.dedupe_window
+    )
 
     new_entry = {
+        **entry,
         "lifecycle": state_to_dict(new_state) if new_state is not None else None,
         "applied": new_applied,
         "decisions": decisions,
         "plan": plan,
     }
+    if isinstance(event, SessionResumed) and new_state is not None:
+        # The operator's resume lifts a budget suspension; admission still
+        # refuses turns while the budget itself has no room.
+        new_entry["budget"] = None
+    return new_entry, out
+
+
+def budget_inputs(
+    event: SessionEvent,
+    before: dict[str, Any] | None,
+    after: dict[str, Any],
+    derived: list[SessionEvent],
+) -> list[SessionEvent]:
+    """What the budget processor must see of this step (sent keyed by tenant).
+
+    Only applied events (a duplicate leaves the entry as it was): starts and
+    ends of sessions, turns (charged even when the lifecycle rejected them:
+    the tokens were spent), completed tool calls, and new allow decisions
+    (a tool call slot).
+    """
+    if after is before or (before is not None and after["applied"] == before["applied"]):
+        return []
+    out: list[SessionEvent] = []
+    if isinstance(event, BUDGETED_EVENTS):
+        out.append(event)
+    old = (before or {}).get("decisions") or {}
+    for decided in derived:
+        new = isinstance(decided, PolicyDecided) and decided.operation_key not in old
+        if new and decided.decision == "allow":
+            out.append(decided)
+    return out
+
+
+def process_signal(
+    entry: dict[str, Any] | None, signal: SessionEvent, *, dedupe_window: int
+) -> tuple[dict[str, Any], list[SessionEvent]]:
+    """Apply what another component told this session's owner.
+
+    - BudgetExceeded (budget processor): gate the session's proposals; a
+      "suspend" action also suspends it (a derived SessionSuspended).
+    - PolicyDecided (admission API): the operation's decision, kept if the
+      stream has not decided it yet.
+    - AdmissionDecided (admission API, tools): recorded as it is.
+    Returns (new entry, events for the derived topic). Idempotent.
+    """
+    entry = entry if entry is not None else empty_entry()
+    applied: dict[str, list[Any]] = entry.get("applied") or {}
+    if signal.idempotency_key in applied:
+        return entry, []
+    out: list[SessionEvent] = []
+    remembered = _remember(applied, signal.idempotency_key, [signal.event_id, 1], dedupe_window)
+    new_entry = {**entry, "applied": remembered}
+    if isinstance(signal, BudgetExceeded):
+        out.append(signal)
+        if signal.action in ("suspend", "degrade"):
+            new_entry["budget"] = {
+                "action": signal.action,
+                "scope": signal.scope,
+                "fallback_model": signal.fallback_model,
+            }
+        raw_state = entry.get("lifecycle")
+        if signal.action == "suspend" and raw_state is not None:
+            suspended = SessionSuspended(
+                event_id=str(uuid.uuid5(_SUSPENDED_NAMESPACE, signal.event_id)),
+                occurred_at=signal.occurred_at,
+                tenant_id=signal.tenant_id,
+                session_id=signal.session_id,
+                workflow_id=signal.workflow_id,
+                idempotency_key=f"budget-suspend/{signal.event_id}",
+                causation_id=signal.event_id,
+                correlation_id=signal.correlation_id,
+                environment=signal.environment,
+                producer=PRODUCER,
+                reason=f"budget exceeded: {signal.scope} {signal.scope_key}"[:500],
+            )
+            state = state_from_dict(raw_state)
+            new_state, derived = step(state, suspended)
+            if new_state is not None and str(new_state.status) == "suspended":
+                new_entry["lifecycle"] = state_to_dict(new_state)
+                out.append(suspended)
+            else:
+                out += derived  # not suspendable from here: the rejection says why
+    elif isinstance(signal, PolicyDecided):
+        decisions = dict(entry.get("decisions") or {})
+        if signal.operation_key not in decisions:
+            decisions[signal.operation_key] = signal.model_dump_json()
+            out.append(signal)
+        new_entry["decisions"] = decisions
+    elif isinstance(signal, AdmissionDecided):
+        out.append(signal)
     return new_entry, out
 
 
@@ -223,56 +379,115 @@ class ProcessorStats:
     derived: int = 0
 
 
-def register_processors(
-    app: faust.App, *, settings: Settings, topics: Topics, codec: Codec
-) -> ProcessorStats:
-    """Register the session processor agent (and its table) on `app`."""
-    policy = load_policy(settings.resolved_policy_path)
-    signing = Signing.from_settings(settings)
-    stats = ProcessorStats()
+@dataclass
+class SessionRuntime:
+    """What the session processor shares with the admission API on the same worker."""
 
-    source = app.topic(topics.sessions, key_serializer="raw", value_serializer="raw")
-    derived_topic = app.topic(topics.derived, key_serializer="raw", value_serializer="raw")
-    review_topic = app.topic(
-        topics.review,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=settings.topic_partitions,
-        replicas=1,
-    )
+    table: Any  # faust Table: session_id -> entry
+    policy: PolicyDocument
+    signing: Signing
+    profiles: TenantProfiles
+    # Decisions the admission API gave whose signal the agent has not applied
+    # yet: the agent consults them, so stream and API agree per operation_key.
+    pending_decisions: dict[str, PolicyDecided] = field(default_factory=dict)
+    stats: ProcessorStats = field(default_factory=ProcessorStats)
+
+
+def register_processors(
+    app: faust.App,
+    *,
+    settings: Settings,
+    topics: Topics,
+    codec: Codec,
+    profiles: TenantProfiles,
+    forwarder: Forwarder,
+) -> SessionRuntime:
+    """Register the session processor agent (and its table) on `app`."""
     table = app.Table(
         TABLE_NAME,
         default=None,
         schema=faust.Schema(key_serializer="json", value_serializer="json"),
         partitions=settings.topic_partitions,
     )
+    runtime = SessionRuntime(
+        table=table,
+        policy=load_policy(settings.resolved_policy_path),
+        signing=Signing.from_settings(settings),
+        profiles=profiles,
+    )
+    stats, policy, signing = runtime.stats, runtime.policy, runtime.signing
+    pending = runtime.pending_decisions
+
+    def raw_topic(name: str) -> faust.TopicT:
+        return app.topic(
+            name,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=settings.topic_partitions,
+            replicas=1,
+        )
+
+    # Both inputs are keyed by session_id with the same partition count, so
+    # Faust assigns them co-partitioned: one owner per session.
+    source = app.topic(
+        topics.sessions, topics.session_signals, key_serializer="raw", value_serializer="raw"
+    )
+    derived_topic = raw_topic(topics.derived)
+    review_topic = raw_topic(topics.review)
+
+    async def emit(key: bytes, events: list[SessionEvent]) -> None:
+        for derived in events:
+            data = codec.encode(derived)
+            await derived_topic.send(key=key, value=data)
+            if isinstance(derived, PolicyDecided) and derived.decision == "deny":
+                await review_topic.send(key=key, value=data)
 
     @app.agent(source, concurrency=1, name="session-processor")
     async def session_processor(stream: faust.StreamT[bytes]) -> None:
         async for value in stream:
+            if not profiles.ready.is_set():
+                await profiles.ready.wait()
             try:
                 event = codec.decode(value).event
             except DecodeError as exc:
                 stats.skipped += 1  # the sink dead-letters it
                 log.debug("session processor skips an undecodable record: %s", exc)
                 continue
-            if type(event).__name__ not in LIFECYCLE_EVENTS:
-                stats.skipped += 1  # tenant profiles or derived facts: not session input
+            if not isinstance(event, SessionEvent):
+                stats.skipped += 1  # tenant profiles are not session input
                 continue
-            assert isinstance(event, SessionEvent)
             entry = table.get(event.session_id)
-            new_entry, out = process(
-                entry, event, policy=policy, signing=signing, now=datetime.now(UTC)
-            )
+            key = event.session_id.encode()
+            if isinstance(event, SIGNALS):
+                new_entry, out = process_signal(entry, event, dedupe_window=signing.dedupe_window)
+                if isinstance(event, PolicyDecided):
+                    pending.pop(event.operation_key, None)
+                # An allowed call admitted by the API takes its tool slot now.
+                forward: list[SessionEvent] = [
+                    e for e in out if isinstance(e, PolicyDecided) and e.decision == "allow"
+                ]
+            elif type(event).__name__ in LIFECYCLE_EVENTS:
+                new_entry, out = process(
+                    entry,
+                    event,
+                    policy=policy,
+                    signing=signing,
+                    now=datetime.now(UTC),
+                    profile=profiles.get(event.tenant_id),
+                    known_decision=pending.get,
+                )
+                forward = budget_inputs(event, entry, new_entry, out)
+            else:
+                stats.skipped += 1
+                continue
             if new_entry is not entry:
                 table[event.session_id] = new_entry
-            key = event.session_id.encode()
-            for derived in out:
-                data = codec.encode(derived)
-                await derived_topic.send(key=key, value=data)
-                if isinstance(derived, PolicyDecided) and derived.decision == "deny":
-                    await review_topic.send(key=key, value=data)
+            await emit(key, out)
+            tenant_key = event.tenant_id.encode()
+            for item in forward:
+                data = value if item is event else codec.encode(item)
+                await forwarder.enqueue(topics.budget_input, tenant_key, data)
             stats.processed += 1
             stats.derived += len(out)
 
-    return stats
+    return runtime

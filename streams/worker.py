@@ -25,8 +25,12 @@ from govstream.settings import Settings
 from sql.client import open_clickhouse, register_owner
 from sql.migrate import apply_migrations
 from streams.admin import ensure_topics
+from streams.admission import register_admission
 from streams.app import create_app
+from streams.budget import register_budget
+from streams.forwarder import Forwarder
 from streams.processors import register_processors
+from streams.profiles import TenantProfiles
 from streams.sink import ClickHouseSink, SinkStats
 from streams.views import register_views
 
@@ -68,9 +72,31 @@ def run_worker(settings: Settings, *, loglevel: str = "warn") -> int:
         )
         services.append(sink)
         stats = sink.stats
-    # "processors": the enforcement agents (budget, lifecycle, policy) register here.
+    # "processors": the enforcement agents (lifecycle + policy, budget) and the
+    # admission API that answers from their tables.
     if settings.worker_agents in ("all", "processors"):
-        register_processors(app, settings=settings, topics=topics, codec=codec)
+        profiles = TenantProfiles(bootstrap=bootstrap, topic=topics.tenants, codec=codec)
+        forwarder = Forwarder(bootstrap, settings)
+        forwarder.install(app)
+        services += [profiles, forwarder]
+        shared = {
+            "settings": settings,
+            "topics": topics,
+            "codec": codec,
+            "profiles": profiles,
+            "forwarder": forwarder,
+        }
+        sessions = register_processors(app, **shared)
+        budgets = register_budget(app, **shared)
+        register_admission(
+            app,
+            settings=settings,
+            topics=topics,
+            codec=codec,
+            sessions=sessions,
+            budgets=budgets,
+            forwarder=forwarder,
+        )
     register_views(app, clickhouse=clickhouse, executor=executor, stats=stats)
 
     owner_url = f"http://{settings.web_host}:{settings.web_port}"

@@ -1,0 +1,416 @@
+"""Request-time admission: POST /v1/admission/turn and /v1/admission/tool.
+
+Served by the workers on Faust's web server (aiohttp), next to the agents that
+own the state. A request is answered by the worker that owns its key: turns by
+the owner of the tenant's budget-input partition, tools by the owner of the
+session's partition; any other worker forwards the request there.
+
+Turns: `projections.budget.admit_turn` decides against the budget table plus
+the reservations answered but not yet applied (PendingReservations). Checking
+and recording the reservation happen with no await in between, on the one
+worker that owns the tenant, so concurrent requests cannot overspend. The
+AdmissionDecided (carrying the reservation) is then written to the
+budget-input topic and the answer waits for the broker's ack: a reservation
+the client hears about is durable.
+
+Tools: the signed PolicyDecided, from the session's entry if the operation was
+decided before (the same operation_key always gets the same decision), else
+evaluated now and sent to the session's owner as a signal.
+
+Status codes: 200 an answer (deny included), 401 no or unknown API key, 403 a
+key of another tenant, 422 a bad body, 503 the owner is not known yet
+(start-up, rebalance).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import faust
+import orjson
+from aiohttp import web
+from aiokafka.partitioner import murmur2
+from faust.types import TP
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from events.codec import Codec
+from events.models import AdmissionDecided, PolicyDecided, ToolCallProposed
+from events.topics import Topics
+from govstream.settings import Settings
+from projections.budget import ADMISSION_REASONS, TurnRequest, admission_event, admit_turn
+from projections.lifecycle import state_from_dict
+from streams.budget import BudgetRuntime
+from streams.forwarder import Forwarder
+from streams.processors import SessionRuntime, decide_proposal
+
+log = logging.getLogger(__name__)
+
+PRODUCER = "govstream-admission/0.1"
+FORWARDED = "X-Govstream-Forwarded"
+_TOOL_OUTCOME: dict[str, Literal["allow", "deny", "defer"]] = {
+    "allow": "allow",
+    "deny": "deny",
+    "require_approval": "defer",  # the call waits for an approval
+}
+_Id = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@/-]+$")
+
+
+class TurnBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tenant: str = _Id
+    session: str = _Id
+    workflow: str | None = Field(default=None, min_length=1, max_length=128)
+    model: str = Field(min_length=1, max_length=128)
+    estimated_tokens: int = Field(ge=0, le=10_000_000)
+    environment: str = Field(default="production", min_length=1, max_length=64)
+
+
+class ToolBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tenant: str = _Id
+    session: str = _Id
+    workflow: str | None = Field(default=None, min_length=1, max_length=128)
+    tool: str = Field(min_length=1, max_length=128)
+    action: str = Field(min_length=1, max_length=128)
+    operation_key: str = _Id
+    destination_host: str | None = Field(default=None, max_length=512)
+    method: str = Field(default="POST", min_length=1, max_length=16)
+    payload_bytes: int = Field(default=0, ge=0, le=2**31 - 1)
+    risk_level: Literal["low", "medium", "high", "critical"]
+    environment: str = Field(default="production", min_length=1, max_length=64)
+
+
+class Refusal(Exception):
+    """An HTTP error answer: status and a one-line message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+
+
+def partition_for(key: str, partitions: int) -> int:
+    """The partition Kafka's default partitioner gives `key` (what producers use)."""
+    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+
+
+class Admission:
+    """The admission endpoints of one worker.
+
+    Answers are recorded through the Forwarder's producer: under exactly_once
+    Faust's producer only sends inside a stream's transaction, and a web
+    request is not in one.
+    """
+
+    def __init__(
+        self,
+        app: faust.App,
+        *,
+        settings: Settings,
+        topics: Topics,
+        codec: Codec,
+        sessions: SessionRuntime,
+        budgets: BudgetRuntime,
+        forwarder: Forwarder,
+    ) -> None:
+        self.forwarder = forwarder
+        self.app, self.settings, self.topics, self.codec = app, settings, topics, codec
+        self.sessions, self.budgets = sessions, budgets
+        self.keys = settings.api_key_tenants
+        self.partitions = settings.topic_partitions
+
+    async def _record(self, topic: str, key: str, event: BaseModel) -> None:
+        """Send and wait for the broker's ack (acks=all)."""
+        await self.forwarder.send(topic, key.encode(), self.codec.encode(event))
+
+    def mount(self, router: web.UrlDispatcher) -> None:
+        router.add_post("/v1/admission/turn", self._endpoint(TurnBody, self.admit_turn, "budget"))
+        router.add_post("/v1/admission/tool", self._endpoint(ToolBody, self.admit_tool, "session"))
+        router.add_get("/v1/budgets/{tenant}", self.budgets_of)
+
+    async def budgets_of(self, request: web.Request) -> web.Response:
+        """GET /v1/budgets/{tenant}: the tenant's balances and gauges, as the owner holds them."""
+        tenant = request.match_info["tenant"]
+        try:
+            self._authorize(request, tenant)
+            forward_to = self._owner(self.topics.budget_input, tenant, request)
+            if forward_to is not None:
+                return await self._forward(forward_to, request, b"")
+        except Refusal as refusal:
+            return _json({"error": str(refusal)}, status=refusal.status)
+        now = datetime.now(UTC)
+        timeout = self.budgets.config.reservation_timeout
+        balances, gauges = {}, {}
+        for key, value in list(self.budgets.table.items()):
+            kind, _, rest = key.partition("|")
+            owner, _, name = rest.partition("|")
+            if owner != tenant or value is None:
+                continue
+            if kind == "b":
+                held = [
+                    a
+                    for a, at in value["reserved"].values()
+                    if now - datetime.fromisoformat(at) < timeout
+                ]
+                balances[name] = {
+                    "limit": value["limit"],
+                    "used": value["used"],
+                    "reserved": sum(held),
+                }
+            elif kind == "g":
+                gauges[name] = {"limit": value["limit"], "in_use": len(value["holders"])}
+        profile = self.budgets.profiles.get(tenant)
+        return _json(
+            {
+                "tenant": tenant,
+                "plan": profile.plan if profile else None,
+                "balances": balances,
+                "gauges": gauges,
+                "pending_reservations": len(self.budgets.pending.by_id),
+            }
+        )
+
+    # --- the shared request path: auth, body, routing --------------------------------
+
+    def _endpoint(
+        self,
+        body_type: type[BaseModel],
+        handler: Callable[[Any], Awaitable[dict[str, Any]]],
+        owner: Literal["budget", "session"],
+    ) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def endpoint(request: web.Request) -> web.Response:
+            try:
+                raw = await request.read()
+                body = self._parse(body_type, raw)
+                self._authorize(request, body.tenant)  # type: ignore[attr-defined]
+                topic = self.topics.budget_input if owner == "budget" else self.topics.sessions
+                key = body.tenant if owner == "budget" else body.session  # type: ignore[attr-defined]
+                forward_to = self._owner(topic, key, request)
+                if forward_to is not None:
+                    return await self._forward(forward_to, request, raw)
+                return _json(await handler(body))
+            except Refusal as refusal:
+                return _json({"error": str(refusal)}, status=refusal.status)
+
+        return endpoint
+
+    @staticmethod
+    def _parse(body_type: type[BaseModel], raw: bytes) -> BaseModel:
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise Refusal(422, f"body is not JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise Refusal(422, "body must be a JSON object")
+        try:
+            return body_type.model_validate(data)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            where = ".".join(str(p) for p in error["loc"]) or "body"
+            raise Refusal(422, f"{where}: {error['msg']}") from None
+
+    def _authorize(self, request: web.Request, tenant: str) -> None:
+        header = request.headers.get("Authorization", "")
+        key = (
+            header[7:].strip()
+            if header.startswith("Bearer ")
+            else request.headers.get("X-API-Key", "")
+        )
+        if not key:
+            raise Refusal(401, "missing API key (Authorization: Bearer <key>)")
+        allowed = self.keys.get(key)
+        if allowed is None:
+            raise Refusal(401, "unknown API key")
+        if allowed not in ("*", tenant):
+            raise Refusal(403, f"this API key may not act for tenant {tenant!r}")
+
+    def _owner(self, topic: str, key: str, request: web.Request) -> str | None:
+        """None when this worker owns `key`; else the owner's base URL."""
+        tp = TP(topic, partition_for(key, self.partitions))
+        if self.app.assignor.is_active(tp):
+            if self.app.rebalancing or self.app.in_recovery or not self._recovered():
+                raise Refusal(503, "the worker is recovering its tables; retry shortly")
+            return None
+        if request.headers.get(FORWARDED):
+            raise Refusal(503, f"partition {tp.partition} of {topic} moved; retry shortly")
+        for host, assigned in self.app.assignor.external_topic_distribution.items():
+            if tp.partition in assigned.get(topic, ()):
+                return host if "://" in host else f"http://{host}"
+        raise Refusal(503, f"no worker owns partition {tp.partition} of {topic} yet; retry shortly")
+
+    def _recovered(self) -> bool:
+        return bool(self.app.tables.recovery.completed.is_set())
+
+    async def _forward(self, base: str, request: web.Request, raw: bytes) -> web.Response:
+        headers = {
+            k: v
+            for k, v in request.headers.items()
+            if k.lower() in ("authorization", "x-api-key", "content-type")
+        }
+        headers[FORWARDED] = "1"
+        async with self.app.http_client.post(
+            f"{base.rstrip('/')}{request.path}", data=raw, headers=headers
+        ) as response:
+            return web.Response(
+                body=await response.read(), status=response.status, content_type="application/json"
+            )
+
+    # --- turns ----------------------------------------------------------------------
+
+    async def admit_turn(self, body: TurnBody) -> dict[str, Any]:
+        now = datetime.now(UTC)
+        runtime = self.budgets
+        runtime.pending.forget_older_than(now - runtime.config.reservation_timeout)
+        request = TurnRequest(
+            body.tenant, body.session, body.workflow, body.model, body.estimated_tokens
+        )
+        partition = partition_for(body.tenant, self.partitions)
+        admission = admit_turn(
+            runtime.table,
+            request,
+            runtime.profiles.budgets(body.tenant),
+            partition,
+            runtime.config,
+            runtime.pending.totals,
+            now,
+        )
+        reservation_id = None
+        if admission.reserves:
+            reservation_id = str(uuid.uuid4())
+            # No await between the check above and this line: the next request
+            # on this worker already sees the reservation.
+            runtime.pending.add(reservation_id, admission.amounts, now)
+        event = admission_event(request, admission, reservation_id, now, body.environment)
+        # A reservation goes through the budget agent (which applies it, then
+        # records the event); a refusal is recorded as it is.
+        topic = self.topics.budget_input if reservation_id else self.topics.derived
+        key = body.tenant if reservation_id else body.session
+        try:
+            await self._record(topic, key, event)
+        except Exception:
+            if reservation_id is not None:
+                runtime.pending.settle(reservation_id)
+            log.exception("admission: recording the decision failed")
+            raise Refusal(503, "could not record the admission; retry") from None
+        return {
+            "decision": admission.decision,
+            "reason_code": admission.reason_code,
+            "reason": ADMISSION_REASONS[admission.reason_code],
+            "model": admission.model,
+            "reservation_id": reservation_id,
+            "remaining": admission.remaining,
+            "event_id": event.event_id,
+        }
+
+    # --- tools ----------------------------------------------------------------------
+
+    async def admit_tool(self, body: ToolBody) -> dict[str, Any]:
+        runtime = self.sessions
+        entry = runtime.table.get(body.session) or {}
+        stored = (entry.get("decisions") or {}).get(body.operation_key)
+        known = runtime.pending_decisions.get(body.operation_key)
+        if stored is not None:
+            decided = PolicyDecided.model_validate_json(stored)
+        elif known is not None:
+            decided = known
+        else:
+            owner = (entry.get("lifecycle") or {}).get("tenant_id")
+            if owner is not None and owner != body.tenant:
+                raise Refusal(403, "this session belongs to another tenant")
+            decided = self._decide(body, entry)
+            runtime.pending_decisions[body.operation_key] = decided
+            await self._signal(body, decided)
+        if decided.tenant_id != body.tenant:
+            raise Refusal(403, "this operation belongs to another tenant")
+        return {
+            "decision": _TOOL_OUTCOME[decided.decision],
+            "reason_code": decided.reason_code,
+            "policy_decision": decided.model_dump(mode="json"),
+        }
+
+    def _decide(self, body: ToolBody, entry: dict[str, Any]) -> PolicyDecided:
+        now = datetime.now(UTC)
+        proposal = ToolCallProposed(
+            event_id=str(uuid.uuid4()),
+            occurred_at=now,
+            tenant_id=body.tenant,
+            session_id=body.session,
+            workflow_id=body.workflow,
+            idempotency_key=f"admission-tool/{body.operation_key}",
+            environment=body.environment,
+            producer=PRODUCER,
+            tool=body.tool,
+            action=body.action,
+            operation_key=body.operation_key,
+            destination_host=body.destination_host,
+            method=body.method,
+            payload_bytes=body.payload_bytes,
+            risk_level=body.risk_level,
+        )
+        raw_state = entry.get("lifecycle")
+        status = str(state_from_dict(raw_state).status) if raw_state else "none"
+        runtime = self.sessions
+        return decide_proposal(
+            proposal,
+            {**entry, "plan": entry.get("plan")},
+            status,
+            policy=runtime.policy,
+            signing=runtime.signing,
+            now=now,
+            profile=runtime.profiles.get(body.tenant),
+        )
+
+    async def _signal(self, body: ToolBody, decided: PolicyDecided) -> None:
+        recorded = AdmissionDecided(
+            event_id=str(uuid.uuid4()),
+            occurred_at=decided.occurred_at,
+            tenant_id=body.tenant,
+            session_id=body.session,
+            workflow_id=body.workflow,
+            idempotency_key=f"admission/{decided.event_id}",
+            environment=body.environment,
+            producer=PRODUCER,
+            request_kind="tool",
+            decision=_TOOL_OUTCOME[decided.decision],
+            reason_code=decided.reason_code,
+        )
+        try:
+            for event in (decided, recorded):
+                await self._record(self.topics.session_signals, body.session, event)
+        except Exception:
+            self.sessions.pending_decisions.pop(body.operation_key, None)
+            log.exception("admission: recording the tool decision failed")
+            raise Refusal(503, "could not record the decision; retry") from None
+
+
+def register_admission(
+    app: faust.App,
+    *,
+    settings: Settings,
+    topics: Topics,
+    codec: Codec,
+    sessions: SessionRuntime,
+    budgets: BudgetRuntime,
+    forwarder: Forwarder,
+) -> Admission:
+    """Mount the endpoints on Faust's web server."""
+    admission = Admission(
+        app,
+        settings=settings,
+        topics=topics,
+        codec=codec,
+        sessions=sessions,
+        budgets=budgets,
+        forwarder=forwarder,
+    )
+    admission.mount(app.web.web_app.router)  # type: ignore[attr-defined]
+    return admission

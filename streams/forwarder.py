@@ -1,0 +1,91 @@
+"""Sends to the internal topics (budget-input, session-signals) outside Faust's transactions.
+
+Why not Faust's transactional send: Faust picks the transactional id from the
+destination partition, so an agent that writes to another partition of a
+co-partitioned topic (a session's event forwarded to its tenant's partition)
+writes into a transaction that only that partition's commits close. On this
+stack that left transactions open until the broker's transaction timeout and
+fenced the producer (ProducerFenced on the table changelog, then "Can't send
+messages while not in transaction"): measured with two agents, reproduced
+every run.
+
+So these records go through one idempotent producer (acks=all), and
+`install` makes every Faust transaction commit flush it first: a record
+forwarded while processing an event is on the broker before that event's
+offset is committed. A crash between the two re-processes the event and
+forwards it again; the receivers are idempotent (ledger keys, reservation and
+holder ids, signal idempotency keys), so a repeat changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import Any
+
+import faust
+from mode import Service
+
+from events.emitter import Emitter
+from govstream.settings import Settings
+
+
+class Forwarder(Service):
+    def __init__(self, bootstrap: str, settings: Settings) -> None:
+        super().__init__()
+        self.bootstrap, self.settings = bootstrap, settings
+        self._emitter: Emitter | None = None
+        self._start_lock: asyncio.Lock | None = None
+
+    async def _ensure_emitter(self) -> Emitter:
+        if self._emitter is None:
+            # Created on first use: aiokafka binds to the running loop.
+            self._start_lock = self._start_lock or asyncio.Lock()
+            async with self._start_lock:
+                if self._emitter is None:
+                    emitter = Emitter(
+                        self.bootstrap,
+                        schema_registry_url=self.settings.schema_registry_url,
+                        linger_ms=1,
+                        client_id="govstream-forwarder",
+                    )
+                    await emitter.start()
+                    self._emitter = emitter
+        return self._emitter
+
+    async def enqueue(self, topic: str, key: bytes, value: bytes) -> Awaitable[Any]:
+        """Hand a record over; delivered before the next transaction commit."""
+        return await (await self._ensure_emitter()).enqueue(topic, value, key)
+
+    async def send(self, topic: str, key: bytes, value: bytes) -> None:
+        """Send and wait for the broker's ack."""
+        await (await self.enqueue(topic, key, value))
+
+    async def flush(self) -> None:
+        if self._emitter is not None:
+            await self._emitter.flush()
+
+    async def on_stop(self) -> None:
+        if self._emitter is not None:
+            await self._emitter.stop()
+            self._emitter = None
+
+    def install(self, app: faust.App) -> None:
+        """Flush before every offset commit, transactional or not.
+
+        Under exactly_once Faust commits through producer.commit_transactions;
+        under at_least_once it flushes its producer first, then commits.
+        """
+        producer = app.producer
+        commit, flush = producer.commit_transactions, producer.flush
+
+        async def flush_then_commit(*args: Any, **kwargs: Any) -> None:
+            await self.flush()
+            await commit(*args, **kwargs)
+
+        async def flush_both() -> None:
+            await self.flush()
+            await flush()
+
+        producer.commit_transactions = flush_then_commit  # type: ignore[method-assign]
+        producer.flush = flush_both  # type: ignore[method-assign]
