@@ -3,8 +3,9 @@
 The log is sent first; the worker is killed at a random point while it is
 sinking, restarted, killed again, and finally runs to the end. ClickHouse must
 then equal the ground truth exactly (the sink is at-least-once into
-idempotent tables), and the session processor's decisions must be exactly one
-per proposed operation (exactly_once plus deterministic event ids).
+idempotent tables), the session processor's decisions must be exactly one
+per proposed operation (exactly_once plus deterministic event ids), and the
+budget processor's tables must have charged every tenant's cost exactly once.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from events.codec import Codec
@@ -32,6 +34,7 @@ from tests.conftest import isolated_settings
 from tests.kafka_io import read_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+OPERATOR_KEY = "drill-operator-key"
 
 
 def _children_of(pid: int) -> list[int]:
@@ -61,8 +64,35 @@ def _wait_for_records(worker: WorkerProcess, at_least: int, timeout: float = 120
     raise AssertionError(f"sink never reached {at_least} records: {worker.tail(5)}")
 
 
+def _month_costs(
+    url: str, tenants: list[str], expected: dict[str, int], timeout: float = 120
+) -> dict[str, int]:
+    """Tenant -> cost charged to its month balances, once it stops changing or matches."""
+    deadline = time.monotonic() + timeout
+    costs: dict[str, int] = {}
+    while time.monotonic() < deadline:
+        for tenant in tenants:
+            reply = httpx.get(
+                f"{url}/v1/budgets/{tenant}",
+                headers={"Authorization": f"Bearer {OPERATOR_KEY}"},
+                timeout=10,
+            )
+            if reply.status_code != 200:
+                break
+            balances = reply.json()["balances"]
+            costs[tenant] = sum(
+                b["used"] for name, b in balances.items() if name.startswith("tenant_cost_month|")
+            )
+        if costs == expected:
+            break
+        time.sleep(1)
+    return costs
+
+
 def test_kill_9_three_times_then_totals_are_exact(local_bootstrap: str, tmp_path: Path) -> None:
-    settings = isolated_settings(tmp_path, local_bootstrap, sink_batch_size=2000)
+    settings = isolated_settings(
+        tmp_path, local_bootstrap, sink_batch_size=2000, api_keys=f"{OPERATOR_KEY}:*"
+    )
     config = FleetConfig(
         seed=23,
         tenants=8,
@@ -131,6 +161,9 @@ def test_kill_9_three_times_then_totals_are_exact(local_bootstrap: str, tmp_path
             if len({d.event_id for d in decisions}) >= truth["tool_calls"]["proposed"]:
                 break
             time.sleep(1)
+        # The budget processor's tables: every tenant's month cost, charged once.
+        expected_cost = {t: v["cost_usd_micros"] for t, v in truth["per_tenant"].items()}
+        month_cost = _month_costs(worker.url, list(expected_cost), expected_cost)
     finally:
         worker.stop()
 
@@ -141,6 +174,7 @@ def test_kill_9_three_times_then_totals_are_exact(local_bootstrap: str, tmp_path
     assert dead == {k: v for k, v in truth["malformed_sent"].items() if v}
     # Every record of the log once, duplicates sent by the producer included.
     assert archived == total - sum(truth["malformed_sent"].values())
+    assert month_cost == expected_cost
     # One decision per proposed operation: a re-delivery re-emits the same event id.
     assert len({d.event_id for d in decisions}) == truth["tool_calls"]["proposed"]
     assert len({d.operation_key for d in decisions}) == truth["tool_calls"]["proposed"]
