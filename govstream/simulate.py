@@ -17,10 +17,22 @@ Shape of the fleet:
   (SessionClosed, SessionFailed, or for a few SessionQuarantined);
 - optional noise: exact duplicates (the same event sent twice) and malformed
   records (bad framing, unknown schema id, a well-framed TurnCompleted whose
-  fields break the model's constraints).
+  fields break the model's constraints);
+- optional retry storm (`retries=N`): every valid event, tenant profiles
+  included, is sent N times in all. After the original come N - 1 copies,
+  alternately an exact redelivery (copy 1, 3, 5, ...: the bytes of the attempt
+  sent just before, same event_id) and a runtime retry (copy 2, 4, 6, ...: the
+  same idempotency_key and payload, attempt 2, 3, ..., a new event_id derived
+  as uuid5 of the original's, and an occurred_at a seeded backoff after the
+  previous attempt). With N = 3: original, redelivery, retry (attempt 2).
+  Copies follow their event directly (after its duplicate, before a malformed
+  record); duplicates and malformed records are not multiplied.
 
-Valid events come from one random stream and the noise from a second one, so
-turning duplicates or malformed records on leaves the valid events unchanged.
+Valid events come from one random stream, the noise from a second one and the
+retry backoffs from a third, so turning duplicates, malformed records or
+retries on leaves the valid events unchanged. The ground truth describes what
+happened, not how it was delivered: it is the same for every `retries` (its
+`records_sent` counts the records of one send: events, duplicates, malformed).
 """
 
 from __future__ import annotations
@@ -62,13 +74,17 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MALFORMED_CODES",
+    "MAX_RETRIES",
     "PRODUCER",
+    "RETRY_NAMESPACE",
     "FleetConfig",
     "SimRecord",
     "Simulation",
     "default_start",
     "quantile_exact",
+    "retry_event_id",
     "simulate",
+    "storm_copies",
 ]
 
 PRODUCER = "govstream-simulator/0.1"
@@ -76,8 +92,23 @@ POLICY_VERSION = "v1"
 # The reason codes events.codec.Codec.decode raises for each kind (DecodeError.code).
 MALFORMED_CODES: tuple[str, ...] = ("bad_framing", "unknown_schema", "invalid_event")
 UNKNOWN_SCHEMA_ID = 999_999
+# Retry storm: the uuid5 namespace of a retry's event_id, the most sends per
+# event, and the runtime's backoff before its first retry (doubling after, up
+# to the cap; each with +-50% jitter).
+RETRY_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:govstream:simulator:retry")
+MAX_RETRIES = 1000
+RETRY_BACKOFF_MS = 200.0
+RETRY_BACKOFF_CAP_MS = 60_000.0
 
-RecordKind = Literal["event", "duplicate", "bad_framing", "unknown_schema", "invalid_event"]
+RecordKind = Literal[
+    "event",
+    "duplicate",
+    "redelivery",
+    "retry",
+    "bad_framing",
+    "unknown_schema",
+    "invalid_event",
+]
 
 # --- the fleet's parameters ---------------------------------------------------
 
@@ -287,6 +318,8 @@ class FleetConfig:
     duplicate_rate: float = 0.0
     malformed_rate: float = 0.0
     environment: str = "production"
+    # Sends per valid event (1 = each once); see the module doc for the copies.
+    retries: int = 1
 
     def __post_init__(self) -> None:
         if self.tenants < 1:
@@ -304,11 +337,15 @@ class FleetConfig:
                 raise ValueError(f"{name} must be between 0 and 1, got {rate}")
         if not 1 <= len(self.environment) <= 64:
             raise ValueError("environment must be 1..64 characters")
+        if not 1 <= self.retries <= MAX_RETRIES:
+            raise ValueError(f"retries must be between 1 and {MAX_RETRIES}, got {self.retries}")
 
 
 @dataclass(frozen=True, slots=True)
 class SimRecord:
-    """One record to send: a valid event (or its duplicate), or raw malformed bytes."""
+    """One record to send: a valid event (or a duplicate, redelivery or retry of
+    one), or raw malformed bytes. A duplicate or redelivery holds the very event
+    object it repeats, so it is sent as the same bytes."""
 
     event: BaseModel | None
     raw: bytes | None
@@ -324,6 +361,45 @@ class Simulation:
     def unique_events(self) -> list[BaseModel]:
         """The valid events, once each, in send order."""
         return [r.event for r in self.records if r.kind == "event" and r.event is not None]
+
+
+def retry_event_id(original_event_id: str, attempt: int) -> str:
+    """The event_id of a runtime retry: uuid5 of the original's id and the attempt."""
+    return str(uuid.uuid5(RETRY_NAMESPACE, f"{original_event_id}/attempt/{attempt}"))
+
+
+def storm_copies(
+    event: BaseModel, retries: int, rng: random.Random
+) -> list[tuple[RecordKind, BaseModel]]:
+    """The retries - 1 records a retry storm sends after `event`, as (kind, event).
+
+    Odd copies are "redelivery": the attempt sent just before, the very same
+    object (same bytes, same event_id). Even copies are "retry": the same
+    idempotency_key and payload, attempt 2, 3, ..., event_id
+    retry_event_id(original, attempt) and occurred_at a backoff after the
+    previous attempt (RETRY_BACKOFF_MS doubling up to RETRY_BACKOFF_CAP_MS,
+    each times a jitter in [0.5, 1.5) drawn from `rng`). Pure given `rng`.
+    """
+    out: list[tuple[RecordKind, BaseModel]] = []
+    original_id: str = event.event_id  # type: ignore[attr-defined]
+    current = event
+    for copy in range(1, retries):
+        if copy % 2:
+            out.append(("redelivery", current))
+            continue
+        attempt = copy // 2 + 1
+        backoff_ms = min(RETRY_BACKOFF_MS * 2.0 ** min(attempt - 2, 30), RETRY_BACKOFF_CAP_MS)
+        backoff_ms *= rng.uniform(0.5, 1.5)
+        current = current.model_copy(
+            update={
+                "event_id": retry_event_id(original_id, attempt),
+                "attempt": attempt,
+                "occurred_at": current.occurred_at  # type: ignore[attr-defined]
+                + timedelta(microseconds=int(backoff_ms * MS_US)),
+            }
+        )
+        out.append(("retry", current))
+    return out
 
 
 def quantile_exact(sorted_values: list[int], level: float) -> int | None:
@@ -383,6 +459,8 @@ class _Generator:
         self.rng = random.Random(config.seed)
         # Noise has its own stream so duplicates/malformed leave valid events alone.
         self.noise = random.Random(f"govstream-noise:{config.seed}")
+        # Retry backoffs have a third stream: retries leave events and noise alone.
+        self.retry_rng = random.Random(f"govstream-retries:{config.seed}")
         self.span_us = max(1, int(config.span / timedelta(microseconds=1)))
         self._turn_schema: tuple[int, Any] | None = None
 
@@ -828,6 +906,8 @@ class _Generator:
             if dup_roll < cfg.duplicate_rate:
                 records.append(SimRecord(event, None, key, "duplicate"))
                 duplicates += 1
+            for kind, copy in storm_copies(event, cfg.retries, self.retry_rng):
+                records.append(SimRecord(copy, None, key, kind))
             if bad_roll < cfg.malformed_rate:
                 code = MALFORMED_CODES[n_malformed % len(MALFORMED_CODES)]
                 bad_key = key if isinstance(event, SessionEvent) else self.noise.choice(session_ids)
@@ -835,7 +915,9 @@ class _Generator:
                 records.append(SimRecord(None, raw, bad_key, code))  # type: ignore[arg-type]
                 malformed[code] += 1
                 n_malformed += 1
-        truth = _truth(cfg, tenants, sessions, ordered, duplicates, malformed, len(records))
+        # The truth counts the records of one send: retries are not new facts.
+        one_send = len(ordered) + duplicates + n_malformed
+        truth = _truth(cfg, tenants, sessions, ordered, duplicates, malformed, one_send)
         return Simulation(records, truth)
 
 

@@ -45,6 +45,7 @@ from projections.ledger import (
     DEFAULT_POLICY,
     Balance,
     BudgetPolicy,
+    Committed,
     Exceeded,
     Gauge,
     Refused,
@@ -190,17 +191,19 @@ def _balance(view: _View, key: str, limit: int | None, config: BudgetConfig) -> 
     return set_limit(balance, limit)
 
 
+_KEEP = -1  # _gauge: keep the stored limit (a release needs no plan)
+
+
 def _gauge(view: _View, key: str, limit: int | None, config: BudgetConfig) -> Gauge:
     raw = view.get(key)
     if raw is None:
-        return Gauge(limit=limit, key_bound=config.key_bound)
-    gauge = Gauge(
-        limit=limit,
+        return Gauge(limit=None if limit == _KEEP else limit, key_bound=config.key_bound)
+    return Gauge(
+        limit=raw["limit"] if limit == _KEEP else limit,
         holders={h: datetime.fromisoformat(at) for h, at in raw["holders"].items()},
         applied_keys=tuple(raw["applied_keys"]),
         key_bound=raw["key_bound"],
     )
-    return gauge
 
 
 def _gauge_dict(gauge: Gauge) -> dict[str, Any]:
@@ -419,11 +422,21 @@ def admission_event(
 def _verdict_events(
     cause: SessionEvent, outcomes: list[ScopedOutcome], tier: str, config: BudgetConfig
 ) -> tuple[list[BudgetWarning | BudgetExceeded], dict[str, Any] | None]:
+    """Warnings and exceedings of one turn, and the session's verdict if any.
+
+    The global envelope is a rate limit shared by every tenant on the
+    partition: exceeding it is reported (action "deny": admission defers
+    until the next minute) but never suspends or degrades a session.
+    """
     assert isinstance(cause, TurnCompleted)
     events = budget_events(cause, outcomes, tier, config.prices, config.policy)
     verdict = None
-    for event in events:
-        if isinstance(event, BudgetExceeded):
+    for index, event in enumerate(events):
+        if not isinstance(event, BudgetExceeded):
+            continue
+        if event.scope == "global_minute":
+            events[index] = event.model_copy(update={"action": "deny", "fallback_model": None})
+        else:
             verdict = {
                 "action": event.action,
                 "scope": event.scope,
@@ -455,18 +468,26 @@ def _expire_session(
     return {**meta, "reservations": kept}
 
 
-def _roll(step: BudgetStep, view: _View, scope: Scope, key: str) -> None:
-    """Drop the previous period's balance once a newer period is charged.
+_ROLLED = frozenset({"global_tokens_minute", "tenant_cost_day"})
 
-    Minute and day balances would otherwise pile up forever; the month
-    balance and the archive keep the history.
+
+def _current_period(step: BudgetStep, view: _View, key: str) -> bool:
+    """Keep one balance per rolling scope: the newest period's.
+
+    Minute and day balances would otherwise pile up forever (the month
+    balance and the archive keep the history). A newer period drops the
+    previous one; an older period (a late event) is not current: its charge
+    or hold is skipped rather than bringing a closed period back.
     """
     marker = f"m|{key.rsplit('|', 1)[0]}"
     previous = view.get(marker)
-    if previous is None or previous < key:
+    if previous is not None and key < previous:
+        return False
+    if previous != key:
         if previous is not None:
             step.changes[previous] = None
         step.changes[marker] = key
+    return True
 
 
 def apply(
@@ -506,16 +527,22 @@ def apply(
     elif isinstance(event, TurnCompleted):
         reservation_id = meta["reservations"][0][0] if meta["reservations"] else None
         outcomes: list[ScopedOutcome] = []
+        writes: dict[str, Any] = {}
         ikey = turn_key(event)
         for scope, amount in turn_charges(event):
             key = balance_key(tenant, scope, partition)
+            if scope.kind in _ROLLED and not _current_period(step, view, key):
+                continue  # a late turn does not reopen a closed minute or day
             balance = _balance(view, key, _limit(scope, budgets, config), config)
             balance, out = commit(balance, ikey, amount, reservation_id)
-            step.changes[key] = balance.to_dict()
+            writes[key] = balance.to_dict()
             outcomes += [ScopedOutcome(scope, o) for o in out]
-        for scope, _ in turn_charges(event):
-            if scope.kind in ("global_tokens_minute", "tenant_cost_day"):
-                _roll(step, view, scope, balance_key(tenant, scope, partition))
+        if not any(isinstance(o.outcome, Committed) for o in outcomes):
+            # A redelivered turn: nothing to charge, and its session's next
+            # reservation belongs to the next turn.
+            step.changes[skey] = meta
+            return step
+        step.changes.update(writes)
         if reservation_id is not None:
             # Scopes the reservation held that the turn did not charge (a
             # different day, say) release it too.
@@ -526,7 +553,8 @@ def apply(
             meta = {**meta, "reservations": meta["reservations"][1:]}
         events, verdict = _verdict_events(event, outcomes, meta.get("tier") or "C", config)
         for derived in events:
-            (step.signals if isinstance(derived, BudgetExceeded) else step.derived).append(derived)
+            to_session = isinstance(derived, BudgetExceeded) and derived.action != "deny"
+            (step.signals if to_session else step.derived).append(derived)
         if verdict is not None and (meta.get("verdict") or {}).get("action") != "suspend":
             meta = {**meta, "verdict": verdict}
 
@@ -547,7 +575,10 @@ def apply(
                 partition,
             )
             fresh = False
+            session_balance = balance_key(tenant, session_scope(session), partition)
             for key, amount in amounts.items():
+                if key.split("|")[2] in _ROLLED and not _current_period(step, view, key):
+                    continue
                 raw = view.get(key)
                 balance = (
                     Balance.from_dict(raw)
@@ -556,7 +587,10 @@ def apply(
                 )
                 # The API checked the limit, counting reservations not yet applied.
                 held = hold(balance, rid, amount, event.occurred_at)
-                fresh = fresh or held is not balance
+                if key == session_balance:
+                    # The session balance lives as long as the session and
+                    # remembers settled ids: it tells a new hold from a repeat.
+                    fresh = held is not balance
                 step.changes[key] = held.to_dict()
             if fresh:  # not a redelivery of a reservation already settled
                 record = [rid, event.occurred_at.isoformat(), amounts]
@@ -585,7 +619,7 @@ def apply(
         tool = meta["tools"].get(event.operation_key)
         if tool is not None:
             gkey = gauge_key(tenant, tool_calls_scope(tool))
-            gauge, _ = release_slot(_gauge(view, gkey, None, config), event.operation_key)
+            gauge, _ = release_slot(_gauge(view, gkey, _KEEP, config), event.operation_key)
             step.changes[gkey] = _gauge_dict(gauge)
             meta = {
                 **meta,
@@ -595,11 +629,11 @@ def apply(
     if isinstance(event, SessionClosed | SessionFailed):
         meta = _expire_session(view, step, meta, event.occurred_at, config, all_=True)
         gkey = gauge_key(tenant, tenant_sessions_scope(tenant))
-        gauge, _ = release_slot(_gauge(view, gkey, None, config), session)
+        gauge, _ = release_slot(_gauge(view, gkey, _KEEP, config), session)
         step.changes[gkey] = _gauge_dict(gauge)
         for op, tool in meta["tools"].items():
             tkey = gauge_key(tenant, tool_calls_scope(tool))
-            tool_gauge, _ = release_slot(_gauge(view, tkey, None, config), op)
+            tool_gauge, _ = release_slot(_gauge(view, tkey, _KEEP, config), op)
             step.changes[tkey] = _gauge_dict(tool_gauge)
         step.changes[balance_key(tenant, session_scope(session), partition)] = None
         step.changes[skey] = None

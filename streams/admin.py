@@ -16,17 +16,26 @@ from aiokafka.errors import (
 from events.topics import Topics
 
 
-async def ensure_topics(bootstrap: str, topics: Topics, partitions: int) -> list[str]:
-    """Create the pipeline's topics if missing; return the ones created."""
+async def ensure_topics(
+    bootstrap: str, topics: Topics, partitions: int, changelogs: tuple[str, ...] = ()
+) -> list[str]:
+    """Create the pipeline's topics if missing; return the ones created.
+
+    `changelogs`: the Faust tables' changelog topics (compacted). Created here,
+    before the worker starts, because a table written before Faust's own
+    creation of its changelog reaches the consumer's metadata crashes the agent
+    (PartitionsMismatch: "changelog topic ... has 0 partitions").
+    """
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="govstream-admin")
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         wanted = []
-        for name in topics.all():
+        compacted = {*topics.compacted(), *changelogs}
+        for name in (*topics.all(), *changelogs):
             if name in existing:
                 continue
-            config = {"cleanup.policy": "compact"} if name in topics.compacted() else {}
+            config = {"cleanup.policy": "compact"} if name in compacted else {}
             wanted.append(NewTopic(name, partitions, 1, topic_configs=config))
         if not wanted:
             return []

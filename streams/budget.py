@@ -23,6 +23,7 @@ from projections.budget import BudgetConfig, apply
 from projections.pricing import DEFAULT_PRICES
 from streams.forwarder import Forwarder
 from streams.profiles import TenantProfiles
+from streams.stats import AgentStats
 
 log = logging.getLogger(__name__)
 
@@ -63,19 +64,12 @@ class PendingReservations:
 
 
 @dataclass
-class BudgetStats:
-    processed: int = 0
-    skipped: int = 0
-    derived: int = 0
-
-
-@dataclass
 class BudgetRuntime:
     table: Any  # faust Table: string keys (see projections.budget)
     config: BudgetConfig
     profiles: TenantProfiles
     pending: PendingReservations = field(default_factory=PendingReservations)
-    stats: BudgetStats = field(default_factory=BudgetStats)
+    stats: AgentStats = field(default_factory=AgentStats)
 
 
 def budget_config(settings: Settings) -> BudgetConfig:
@@ -112,19 +106,21 @@ def register_budget(
     @app.agent(source, concurrency=1, name="budget-processor")
     async def budget_processor(stream: faust.StreamT[bytes]) -> None:
         async for record in stream.events():
-            if not profiles.ready.is_set():
-                await profiles.ready.wait()
+            ts_ms = int(record.message.timestamp * 1000)  # the forwarded event's log time
+            if profiles.fresh_until_ms < ts_ms:
+                await profiles.wait_fresh(ts_ms)
             try:
                 event = codec.decode(record.value).event
             except DecodeError as exc:  # only our own processors write here
-                stats.skipped += 1
+                stats.record(skipped=True)
                 log.error("budget processor skips an undecodable record: %s", exc)
                 continue
             if not isinstance(event, SessionEvent):
-                stats.skipped += 1
+                stats.record(skipped=True)
                 continue
             partition = record.message.partition
-            step = apply(table, event, profiles.budgets(event.tenant_id), partition, config)
+            budgets = profiles.budgets(event.tenant_id, ts_ms)
+            step = apply(table, event, budgets, partition, config)
             for key, value in step.changes.items():
                 if value is None:
                     table.pop(key, None)
@@ -137,7 +133,6 @@ def register_budget(
                 await derived_topic.send(key=session_key, value=codec.encode(derived))
             for signal in step.signals:
                 await forwarder.enqueue(topics.session_signals, session_key, codec.encode(signal))
-            stats.processed += 1
-            stats.derived += len(step.derived) + len(step.signals)
+            stats.record(len(step.derived) + len(step.signals))
 
     return runtime

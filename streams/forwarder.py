@@ -53,9 +53,16 @@ class Forwarder(Service):
                     self._emitter = emitter
         return self._emitter
 
-    async def enqueue(self, topic: str, key: bytes, value: bytes) -> Awaitable[Any]:
-        """Hand a record over; delivered before the next transaction commit."""
-        return await (await self._ensure_emitter()).enqueue(topic, value, key)
+    async def enqueue(
+        self, topic: str, key: bytes, value: bytes, timestamp_ms: int | None = None
+    ) -> Awaitable[Any]:
+        """Hand a record over; delivered before the next transaction commit.
+
+        `timestamp_ms` keeps the log time of the event forwarded (the profile
+        join downstream is by log time).
+        """
+        emitter = await self._ensure_emitter()
+        return await emitter.enqueue(topic, value, key, timestamp_ms=timestamp_ms)
 
     async def send(self, topic: str, key: bytes, value: bytes) -> None:
         """Send and wait for the broker's ack."""

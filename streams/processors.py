@@ -36,6 +36,7 @@ from events.models import (
     AdmissionDecided,
     BudgetExceeded,
     DuplicateSuppressed,
+    InvalidTransitionRejected,
     PolicyDecided,
     SessionClosed,
     SessionEvent,
@@ -55,6 +56,7 @@ from projections.lifecycle import LIFECYCLE_EVENTS, state_from_dict, state_to_di
 from projections.policy import PolicyContext, PolicyDocument, evaluate, load_policy
 from streams.forwarder import Forwarder
 from streams.profiles import TenantProfiles
+from streams.stats import AgentStats
 
 __all__ = [
     "PRODUCER",
@@ -276,7 +278,8 @@ def process(
         "decisions": decisions,
         "plan": plan,
     }
-    if isinstance(event, SessionResumed) and new_state is not None:
+    resumed = not any(isinstance(d, InvalidTransitionRejected) for d in derived)
+    if isinstance(event, SessionResumed) and resumed:
         # The operator's resume lifts a budget suspension; admission still
         # refuses turns while the budget itself has no room.
         new_entry["budget"] = None
@@ -373,13 +376,6 @@ def process_signal(
 
 
 @dataclass
-class ProcessorStats:
-    processed: int = 0
-    skipped: int = 0
-    derived: int = 0
-
-
-@dataclass
 class SessionRuntime:
     """What the session processor shares with the admission API on the same worker."""
 
@@ -390,7 +386,7 @@ class SessionRuntime:
     # Decisions the admission API gave whose signal the agent has not applied
     # yet: the agent consults them, so stream and API agree per operation_key.
     pending_decisions: dict[str, PolicyDecided] = field(default_factory=dict)
-    stats: ProcessorStats = field(default_factory=ProcessorStats)
+    stats: AgentStats = field(default_factory=AgentStats)
 
 
 def register_processors(
@@ -444,17 +440,20 @@ def register_processors(
 
     @app.agent(source, concurrency=1, name="session-processor")
     async def session_processor(stream: faust.StreamT[bytes]) -> None:
-        async for value in stream:
-            if not profiles.ready.is_set():
-                await profiles.ready.wait()
+        async for record in stream.events():
+            value = record.value
+            # Record time of the event: the profile join is by log time (streams/profiles.py).
+            ts_ms = int(record.message.timestamp * 1000)
+            if profiles.fresh_until_ms < ts_ms:
+                await profiles.wait_fresh(ts_ms)
             try:
                 event = codec.decode(value).event
             except DecodeError as exc:
-                stats.skipped += 1  # the sink dead-letters it
+                stats.record(skipped=True)  # the sink dead-letters it
                 log.debug("session processor skips an undecodable record: %s", exc)
                 continue
             if not isinstance(event, SessionEvent):
-                stats.skipped += 1  # tenant profiles are not session input
+                stats.record(skipped=True)  # tenant profiles are not session input
                 continue
             entry = table.get(event.session_id)
             key = event.session_id.encode()
@@ -473,12 +472,12 @@ def register_processors(
                     policy=policy,
                     signing=signing,
                     now=datetime.now(UTC),
-                    profile=profiles.get(event.tenant_id),
+                    profile=profiles.get(event.tenant_id, ts_ms),
                     known_decision=pending.get,
                 )
                 forward = budget_inputs(event, entry, new_entry, out)
             else:
-                stats.skipped += 1
+                stats.record(skipped=True)
                 continue
             if new_entry is not entry:
                 table[event.session_id] = new_entry
@@ -486,8 +485,7 @@ def register_processors(
             tenant_key = event.tenant_id.encode()
             for item in forward:
                 data = value if item is event else codec.encode(item)
-                await forwarder.enqueue(topics.budget_input, tenant_key, data)
-            stats.processed += 1
-            stats.derived += len(out)
+                await forwarder.enqueue(topics.budget_input, tenant_key, data, ts_ms)
+            stats.record(len(out) + len(forward))
 
     return runtime

@@ -1,20 +1,31 @@
 """Tenant profiles, read from the compacted tenants topic into memory on every worker.
 
 A plain aiokafka consumer without a group: every worker reads every partition
-from the beginning and keeps the latest TenantProfileUpdated per tenant (a
-small table; the topic is compacted). The processors join against it at
-processing time, as a Kafka Streams GlobalKTable would: a decision uses the
-profile known when it is made, and decisions are stored, so a replay re-emits
-them instead of re-deciding under a newer profile.
+from the beginning and keeps the recent TenantProfileUpdated versions per
+tenant (a small table; the topic is compacted).
 
-`ready` is set once the reader has caught up with the end offsets it saw at
-start, so the first decisions after a restart already know every plan.
+The processors join against it by log time, so the result does not depend on
+how fast each topic happened to be read:
+
+- `get(tenant, as_of_ms)` is the newest profile whose record was appended to
+  the tenants topic at or before `as_of_ms` (the record timestamp of the event
+  being processed);
+- `wait_fresh(ts_ms)` holds an event back until this reader has read every
+  profile record that was in the topic at `ts_ms` (it snapshots the end
+  offsets with the wall clock, reads up to them, and then counts as fresh up
+  to that snapshot time).
+
+A backlog is never held back (its timestamps are in the past); a live event
+waits at most one refresh (about 0.1 s). A producer clock running ahead is
+capped at the time the event is seen, so it cannot stall a processor.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
+import time
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
@@ -27,37 +38,62 @@ from streams.admin import partitions_of
 log = logging.getLogger(__name__)
 
 NO_BUDGETS = TenantBudgets()
+VERSIONS_KEPT = 16  # per tenant: enough for any backlog a worker catches up on
+REFRESH_MS = 100
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 class TenantProfiles(Service):
-    """Latest TenantProfileUpdated per tenant_id, kept current in the background."""
+    """Profile versions per tenant_id, kept current in the background."""
 
     def __init__(self, *, bootstrap: str, topic: str, codec: Codec, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.bootstrap, self.topic, self.codec = bootstrap, topic, codec
-        self.profiles: dict[str, TenantProfileUpdated] = {}
-        self.ready = asyncio.Event()
+        # tenant -> [(record timestamp ms, profile)], oldest first
+        self.versions: dict[str, list[tuple[int, TenantProfileUpdated]]] = {}
+        self.fresh_until_ms = -1  # every profile appended up to this time has been read
+        self.ready = asyncio.Event()  # caught up once since start
+        self._fresher = asyncio.Event()
         self._consumer: AIOKafkaConsumer | None = None
 
-    def get(self, tenant_id: str) -> TenantProfileUpdated | None:
-        return self.profiles.get(tenant_id)
+    # --- reads ----------------------------------------------------------------------
 
-    def budgets(self, tenant_id: str) -> TenantBudgets:
-        profile = self.profiles.get(tenant_id)
+    def get(self, tenant_id: str, as_of_ms: int | None = None) -> TenantProfileUpdated | None:
+        versions = self.versions.get(tenant_id)
+        if not versions:
+            return None
+        if as_of_ms is None:
+            return versions[-1][1]
+        index = bisect.bisect_right(versions, as_of_ms, key=lambda v: v[0])
+        return versions[index - 1][1] if index else None
+
+    def budgets(self, tenant_id: str, as_of_ms: int | None = None) -> TenantBudgets:
+        profile = self.get(tenant_id, as_of_ms)
         return profile.budgets if profile is not None else NO_BUDGETS
 
-    def apply(self, value: bytes | None) -> None:
+    async def wait_fresh(self, ts_ms: int) -> None:
+        """Until every profile appended up to `ts_ms` (capped at now) has been read."""
+        target = min(ts_ms, _now_ms())
+        while self.fresh_until_ms < target:
+            await self._fresher.wait()
+
+    # --- the reader -----------------------------------------------------------------
+
+    def apply(self, value: bytes | None, timestamp_ms: int) -> None:
         if value is None:
-            return  # a tombstone for a key we never keyed by (profiles are never deleted)
+            return  # a tombstone: profiles are never deleted
         try:
             event = self.codec.decode(value).event
         except DecodeError as exc:
             log.warning("tenant profiles: skipping an undecodable record (%s)", exc)
             return
         if isinstance(event, TenantProfileUpdated):
-            current = self.profiles.get(event.tenant_id)
-            if current is None or current.occurred_at <= event.occurred_at:
-                self.profiles[event.tenant_id] = event
+            versions = self.versions.setdefault(event.tenant_id, [])
+            bisect.insort(versions, (timestamp_ms, event), key=lambda v: v[0])
+            del versions[:-VERSIONS_KEPT]
 
     async def on_start(self) -> None:
         self._consumer = AIOKafkaConsumer(
@@ -76,17 +112,26 @@ class TenantProfiles(Service):
         partitions = await partitions_of(self.bootstrap, [self.topic])
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
         while not self.should_stop:
-            for records in (await consumer.getmany(timeout_ms=200)).values():
-                for record in records:
-                    self.apply(record.value)
-            if not self.ready.is_set() and await self._caught_up(consumer, ends):
+            snapshot_ms = _now_ms()
+            ends = await consumer.end_offsets(partitions)
+            while not await self._reached(consumer, ends):
+                await self._read(consumer, REFRESH_MS)
+            self.fresh_until_ms = snapshot_ms
+            if not self.ready.is_set():
                 self.ready.set()
-                log.info("tenant profiles: %d loaded", len(self.profiles))
+                log.info("tenant profiles: %d tenants loaded", len(self.versions))
+            self._fresher.set()  # wake the waiters, then arm a new event
+            self._fresher = asyncio.Event()
+            await self._read(consumer, REFRESH_MS)
+
+    async def _read(self, consumer: AIOKafkaConsumer, timeout_ms: int) -> None:
+        for records in (await consumer.getmany(timeout_ms=timeout_ms)).values():
+            for record in records:
+                self.apply(record.value, record.timestamp)
 
     @staticmethod
-    async def _caught_up(consumer: AIOKafkaConsumer, ends: dict[Any, int]) -> bool:
+    async def _reached(consumer: AIOKafkaConsumer, ends: dict[Any, int]) -> bool:
         for tp, end in ends.items():
             if await consumer.position(tp) < end:
                 return False

@@ -4,6 +4,10 @@ Column lists are the single place the sink's view of each table is spelled;
 a test checks them against the tables the migrations create. The archive's
 payload is the event's JSON as an orjson.Fragment: inserted as JSON rows, it
 travels as a document rather than as a string escaped a second time.
+
+Turns carry their idempotency_key: the table deduplicates by (tenant_id,
+idempotency_key), so a runtime's retry (new event_id, same key) is one row
+(migration 0002).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ SESSION_COLUMNS = (
 TURN_COLUMNS = (
     "event_id", "occurred_at", "tenant_id", "session_id", "workflow_id", "environment",
     "model", "prompt_version", "input_tokens", "output_tokens", "cost_usd_micros",
-    "first_token_ms", "latency_ms", "outcome", "error_class", "attempt",
+    "first_token_ms", "latency_ms", "outcome", "error_class", "attempt", "idempotency_key",
 )  # fmt: skip
 DEAD_LETTER_COLUMNS = (
     "source_topic", "source_partition", "source_offset", "reason_code", "reason",
@@ -74,7 +78,7 @@ def _turn_row(e: TurnCompleted) -> tuple[Any, ...]:
     return (
         e.event_id, e.occurred_at, e.tenant_id, e.session_id, e.workflow_id, e.environment,
         e.model, e.prompt_version, e.input_tokens, e.output_tokens, e.cost_usd_micros,
-        e.first_token_ms, e.latency_ms, e.outcome, e.error_class, e.attempt,
+        e.first_token_ms, e.latency_ms, e.outcome, e.error_class, e.attempt, e.idempotency_key,
     )  # fmt: skip
 
 

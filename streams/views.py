@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from concurrent.futures import Executor
 from typing import Any
 
@@ -10,15 +11,29 @@ from faust.web import Request, Response, View
 
 from sql.client import ClickHouse, mount_owner_routes
 from streams.sink import SinkStats
+from streams.stats import AgentStats
 
 
 def register_views(
-    app: faust.App, *, clickhouse: ClickHouse, executor: Executor, stats: SinkStats
+    app: faust.App,
+    *,
+    clickhouse: ClickHouse,
+    executor: Executor,
+    stats: SinkStats,
+    agents: Mapping[str, AgentStats] | None = None,
 ) -> None:
+    agent_stats = dict(agents or {})
+
     @app.page("/v1/health")
     class Health(View):
         async def get(self, request: Request, **kwargs: Any) -> Response:
-            return self.json({"status": "ok", "sink": stats.as_dict()})
+            return self.json(
+                {
+                    "status": "ok",
+                    "sink": stats.as_dict(),
+                    "agents": {name: s.as_dict() for name, s in agent_stats.items()},
+                }
+            )
 
     # Faust's web server is aiohttp: the owner routes (SQL for other processes
     # while this one holds embedded ClickHouse) mount on it as they are.

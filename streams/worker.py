@@ -57,6 +57,7 @@ def run_worker(settings: Settings, *, loglevel: str = "warn") -> int:
     )
     services = []
     stats = SinkStats()
+    agents = {}
     if settings.worker_agents in ("all", "sink"):
         sink = ClickHouseSink(
             bootstrap=bootstrap,
@@ -88,6 +89,7 @@ def run_worker(settings: Settings, *, loglevel: str = "warn") -> int:
         }
         sessions = register_processors(app, **shared)
         budgets = register_budget(app, **shared)
+        agents = {"session-processor": sessions.stats, "budget-processor": budgets.stats}
         register_admission(
             app,
             settings=settings,
@@ -97,7 +99,10 @@ def run_worker(settings: Settings, *, loglevel: str = "warn") -> int:
             budgets=budgets,
             forwarder=forwarder,
         )
-    register_views(app, clickhouse=clickhouse, executor=executor, stats=stats)
+    register_views(app, clickhouse=clickhouse, executor=executor, stats=stats, agents=agents)
+    changelogs = tuple(t.changelog_topic.get_topic_name() for t in app.tables.values())
+    if changelogs:
+        asyncio.run(ensure_topics(bootstrap, topics, settings.topic_partitions, changelogs))
 
     owner_url = f"http://{settings.web_host}:{settings.web_port}"
     owner = register_owner(settings, owner_url) if settings.clickhouse_embedded else None

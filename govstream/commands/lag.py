@@ -1,9 +1,11 @@
 """`govstream lag`: consumer-group lag of the worker, optionally waiting for zero.
 
 Two groups consume the log: the sink (`<app id>.sink`; zero lag means every
-record is in ClickHouse) and the session processor (the Faust app id; zero lag
-means every event has been deduplicated, run through the lifecycle and
-decided). `--group` picks which to report or wait for; the sink by default.
+record is in ClickHouse) and the enforcement processors (the Faust app id;
+zero lag on the sessions, session-signals and budget-input topics means every
+event has been deduplicated, run through the lifecycle, decided and charged;
+a forward still in flight can add lag again, so wait for zero twice when it
+matters). `--group` picks which to report or wait for; the sink by default.
 """
 
 from __future__ import annotations
@@ -35,7 +37,10 @@ def _groups(settings: Settings, which: str) -> list[tuple[str, list[str]]]:
     if which in ("sink", "all"):
         chosen.append((settings.sink_group, [topics.sessions, topics.tenants]))
     if which in ("processors", "all"):
-        chosen.append((settings.consumer_group, [topics.sessions]))
+        # The enforcement agents: the session processor's inputs and the
+        # budget processor's repartition topic.
+        inputs = [topics.sessions, topics.session_signals, topics.budget_input]
+        chosen.append((settings.consumer_group, inputs))
     return chosen
 
 

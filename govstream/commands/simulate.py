@@ -20,7 +20,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from govstream.errors import GovstreamError, UsageError
-from govstream.simulate import MALFORMED_CODES, FleetConfig, Simulation, default_start, simulate
+from govstream.simulate import (
+    MALFORMED_CODES,
+    MAX_RETRIES,
+    FleetConfig,
+    Simulation,
+    default_start,
+    simulate,
+)
 
 if TYPE_CHECKING:
     from events.emitter import Emitter
@@ -28,6 +35,13 @@ if TYPE_CHECKING:
 
 # Unacknowledged records in flight before we wait for the broker.
 SEND_WINDOW = 2500
+# Record kinds that carry a valid event -> the name they are counted under.
+_EVENT_COUNTS = {
+    "event": "events",
+    "duplicate": "duplicates",
+    "redelivery": "redeliveries",
+    "retry": "retries",
+}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -60,6 +74,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=float,
         default=0.0,
         help="probability a malformed record follows an event (0..1, default 0)",
+    )
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=1,
+        metavar="N",
+        help=(
+            "retry storm: send every event N times, the original then alternately an exact "
+            "redelivery and a retry (same idempotency key, new event id, next attempt); "
+            "the ground truth does not change (default 1: each event once)"
+        ),
     )
     parser.add_argument("--environment", default="production", help="envelope environment")
     parser.add_argument(
@@ -102,6 +127,8 @@ def config_from_args(args: argparse.Namespace) -> FleetConfig:
     ):
         if not 0.0 <= rate <= 1.0:  # NaN fails this too
             raise UsageError(f"{flag} must be between 0 and 1, got {rate}")
+    if not 1 <= args.retries <= MAX_RETRIES:
+        raise UsageError(f"--retries must be between 1 and {MAX_RETRIES}, got {args.retries}")
     start = parse_start(args.start)
     try:
         return FleetConfig(
@@ -113,6 +140,7 @@ def config_from_args(args: argparse.Namespace) -> FleetConfig:
             duplicate_rate=args.duplicate_rate,
             malformed_rate=args.malformed_rate,
             environment=args.environment,
+            retries=args.retries,
         )
     except (ValueError, OverflowError) as exc:
         raise UsageError(str(exc)) from None
@@ -198,7 +226,8 @@ async def send_simulation(
     *,
     window: int = SEND_WINDOW,
 ) -> dict[str, int]:
-    """Send every record in order, pipelined; return counts by kind.
+    """Send every record in order, pipelined; return counts: records, then per kind
+    (events, duplicates, redeliveries, retries, malformed).
 
     Valid events are encoded and routed by the emitter (topics.route), raw
     malformed records go to the sessions topic keyed by their session id.
@@ -206,18 +235,18 @@ async def send_simulation(
     (per-session) order on the partition equals the simulation's order.
     """
     sessions_topic = emitter.topics.sessions
-    # A duplicate directly follows its event and reuses its bytes.
+    # A duplicate or redelivery directly follows what it repeats and reuses its bytes.
     last_event: object = None
     prepared: tuple[str, bytes, bytes] = ("", b"", b"")
     pending: list[Any] = []
-    counts = {"records": 0, "events": 0, "duplicates": 0, "malformed": 0}
+    counts = {"records": 0, **dict.fromkeys(_EVENT_COUNTS.values(), 0), "malformed": 0}
     for record in sim.records:
         if record.event is not None:
             if record.event is not last_event:
                 prepared = emitter.prepare(record.event)
                 last_event = record.event
             topic, key, value = prepared
-            counts["duplicates" if record.kind == "duplicate" else "events"] += 1
+            counts[_EVENT_COUNTS[record.kind]] += 1
         else:
             assert record.raw is not None
             topic, key, value = sessions_topic, record.key.encode(), record.raw
@@ -234,7 +263,7 @@ async def send_simulation(
         counts["records"] += len(pending)
         if on_progress:
             on_progress(counts["records"])
-    emitter.sent += counts["events"] + counts["duplicates"]
+    emitter.sent += sum(counts[name] for name in _EVENT_COUNTS.values())
     return counts
 
 
@@ -261,7 +290,8 @@ async def _send_to_kafka(
 def _write_jsonl(path: Path, sim: Simulation, progress: _Progress) -> dict[str, int]:
     from events.jsonl import to_json_line
 
-    counts = {"records": 0, "events": 0, "duplicates": 0, "malformed": 0, "skipped": 0}
+    counts = {"records": 0, **dict.fromkeys(_EVENT_COUNTS.values(), 0), "malformed": 0}
+    counts["skipped"] = 0
     last_event: object = None
     line = ""
     try:
@@ -271,12 +301,12 @@ def _write_jsonl(path: Path, sim: Simulation, progress: _Progress) -> dict[str, 
                 if record.event is None:
                     counts["skipped"] += 1  # raw bytes have no JSON form
                 else:
-                    if record.event is not last_event:  # a duplicate reuses its line
+                    if record.event is not last_event:  # a duplicate/redelivery reuses its line
                         line = to_json_line(record.event)
                         last_event = record.event
                     handle.write(line + "\n")
                     counts["records"] += 1
-                    counts["duplicates" if record.kind == "duplicate" else "events"] += 1
+                    counts[_EVENT_COUNTS[record.kind]] += 1
                 if n % 1000 == 0:
                     progress.update(n)
             progress.update(len(sim.records))
@@ -307,7 +337,9 @@ async def run_simulation(
 
     Prints the final summary line on stdout. With `out`, malformed records are
     skipped (JSON Lines cannot carry raw bytes) and the returned truth says so:
-    malformed_sent is zero and malformed_skipped holds what was left out.
+    malformed_sent is zero and malformed_skipped holds what was left out. A
+    retry storm (config.retries > 1) sends more records but leaves the truth
+    as it is: the summary line counts the redeliveries and retries.
     """
     registry = None
     codec = None
@@ -363,9 +395,14 @@ async def run_simulation(
     rate = counts["records"] / elapsed if elapsed > 0 else float("inf")
     verb = "sent" if out is None else f"wrote {out}:"
     print(f"ground truth: {path}")
+    storm = (
+        f"{counts['redeliveries']} redeliveries, {counts['retries']} retries, "
+        if config.retries > 1
+        else ""
+    )
     print(
         f"{verb} {counts['records']} records ({counts['events']} events, "
-        f"{counts['duplicates']} duplicates, {counts['malformed']} malformed) "
+        f"{counts['duplicates']} duplicates, {storm}{counts['malformed']} malformed) "
         f"in {elapsed:.1f}s ({rate:,.0f} rec/s)"
     )
     return truth

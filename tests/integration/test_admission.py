@@ -210,9 +210,9 @@ def test_200_concurrent_admissions_never_overspend(worker: tuple[Settings, str])
     assert (more["decision"], more["reason_code"]) == ("deny", "SESSION_TOKENS_EXHAUSTED")
 
     def recorded(events: list[SessionEvent]) -> bool:
-        return (
-            sum(isinstance(e, AdmissionDecided) and e.session_id == session for e in events) >= 201
-        )
+        ours = [e for e in events if e.session_id == session]
+        admissions = sum(isinstance(e, AdmissionDecided) for e in ours)
+        return admissions >= 201 and any(isinstance(e, BudgetExceeded) for e in ours)
 
     derived = _derived(settings, recorded)
     records = [e for e in derived if isinstance(e, AdmissionDecided) and e.session_id == session]

@@ -531,7 +531,9 @@ class _FakeProducer:
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes | None, bytes]] = []
 
-    async def send(self, topic: str, value: bytes, key: bytes | None = None) -> asyncio.Future:
+    async def send(
+        self, topic: str, value: bytes, key: bytes | None = None, timestamp_ms: int | None = None
+    ) -> asyncio.Future:
         self.sent.append((topic, key, value))
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         future.set_result(None)
