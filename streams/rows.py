@@ -6,8 +6,10 @@ payload is the event's JSON as an orjson.Fragment: inserted as JSON rows, it
 travels as a document rather than as a string escaped a second time.
 
 Turns carry their idempotency_key: the table deduplicates by (tenant_id,
-idempotency_key), so a runtime's retry (new event_id, same key) is one row
-(migration 0002).
+idempotency_key), so a runtime's retry (new event_id, same key) is one row.
+Turns and sessions carry their attempt: of the rows of one key, the lowest
+attempt stays (migration 0002), so a retried SessionStarted leaves the
+original's row.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ ARCHIVE_COLUMNS = (
 )  # fmt: skip
 SESSION_COLUMNS = (
     "session_id", "tenant_id", "workflow_id", "tier", "plan", "actor_id",
-    "policy_version", "environment", "started_at", "event_id",
+    "policy_version", "environment", "started_at", "event_id", "attempt",
 )  # fmt: skip
 TURN_COLUMNS = (
     "event_id", "occurred_at", "tenant_id", "session_id", "workflow_id", "environment",
@@ -70,7 +72,7 @@ def _archive_row(item: Ingested) -> tuple[Any, ...]:
 def _session_row(e: SessionStarted) -> tuple[Any, ...]:
     return (
         e.session_id, e.tenant_id, e.workflow_id, e.tier, e.plan, e.actor_id,
-        e.policy_version, e.environment, e.occurred_at, e.event_id,
+        e.policy_version, e.environment, e.occurred_at, e.event_id, e.attempt,
     )  # fmt: skip
 
 

@@ -39,8 +39,11 @@ from sql.client import (
     register_owner,
 )
 from sql.migrate import MIGRATIONS_TABLE, apply_migrations, checksum, load_migrations
+from streams.rows import TABLE_COLUMNS
 
 REPO = Path(__file__).resolve().parents[2]
+# The migration files in the package, found without the runner's loader.
+MIGRATION_FILES = sorted(path.name for path in (REPO / "sql/migrations").glob("*.sql"))
 DATABASE = "govstream_test"
 INJECTION = "x'; DROP TABLE turns; -- \" ` \\ {y:String} %(z)s"
 
@@ -149,6 +152,11 @@ def cli() -> list[str]:
     return [sys.executable, "-m", "govstream.cli"]
 
 
+def up_to_date() -> str:
+    n = len(MIGRATION_FILES)
+    return f"schema up to date ({n} migration{'' if n == 1 else 's'})"
+
+
 def run_cli(
     cli: list[str], home: Path, command: str, *args: str
 ) -> subprocess.CompletedProcess[str]:
@@ -166,11 +174,15 @@ def run_cli(
 
 
 def test_migrations_apply_once_then_are_a_no_op(engine: ClickHouse, migrated: list[str]) -> None:
-    assert migrated == ["0001_foundation.sql"]
+    migrations = load_migrations()
+    assert [m.name for m in migrations] == MIGRATION_FILES
+    assert MIGRATION_FILES[0] == "0001_foundation.sql"
+    assert migrated == MIGRATION_FILES
     assert apply_migrations(engine) == []
-    recorded = engine.query(f"SELECT version, name, checksum FROM {MIGRATIONS_TABLE}")
-    (foundation,) = load_migrations()
-    assert recorded.rows == [(1, "0001_foundation.sql", checksum(foundation.text))]
+    recorded = engine.query(
+        f"SELECT version, name, checksum FROM {MIGRATIONS_TABLE} ORDER BY version"
+    )
+    assert recorded.rows == [(m.version, m.name, checksum(m.text)) for m in migrations]
 
 
 def test_tables_exist_in_the_configured_database(engine: ClickHouse, migrated: list[str]) -> None:
@@ -188,15 +200,34 @@ def test_tables_exist_in_the_configured_database(engine: ClickHouse, migrated: l
     ]
 
 
+def test_the_sink_writes_columns_the_tables_have(engine: ClickHouse, migrated: list[str]) -> None:
+    # streams/rows.py spells each table's columns for the sink: each is a column
+    # the migrated table takes on insert, and each one it leaves out fills itself.
+    for table, written in TABLE_COLUMNS.items():
+        columns = engine.query(
+            "SELECT name, default_kind FROM system.columns"
+            " WHERE database = {db:String} AND table = {t:String} ORDER BY position",
+            {"db": DATABASE, "t": table},
+        ).rows
+        insertable = {name for name, kind in columns if kind not in ("MATERIALIZED", "ALIAS")}
+        assert len(set(written)) == len(written), table
+        assert set(written) <= insertable, (table, set(written) - insertable)
+        unwritten = {name: kind for name, kind in columns if name not in written}
+        assert all(unwritten.values()), (table, unwritten)
+
+
+@pytest.mark.parametrize("changed", MIGRATION_FILES)
 def test_a_changed_applied_migration_is_refused(
-    engine: ClickHouse, migrated: list[str], tmp_path: Path
+    engine: ClickHouse, migrated: list[str], tmp_path: Path, changed: str
 ) -> None:
-    (foundation,) = load_migrations()
-    (tmp_path / foundation.name).write_text(foundation.text + "\n-- an innocent edit\n")
+    # Every applied file is there, only one of them edited.
+    for migration in load_migrations():
+        edit = "\n-- an innocent edit\n" if migration.name == changed else ""
+        (tmp_path / migration.name).write_text(migration.text + edit)
     with pytest.raises(GovstreamError) as info:
         apply_migrations(engine, tmp_path)
     assert str(info.value) == (
-        "migration 0001_foundation.sql was changed after it was applied; "
+        f"migration {changed} was changed after it was applied; "
         "migrations are frozen: add a new file"
     )
 
@@ -204,21 +235,30 @@ def test_a_changed_applied_migration_is_refused(
 def test_a_new_migration_file_is_applied_after_the_old_ones(
     engine: ClickHouse, migrated: list[str], tmp_path: Path
 ) -> None:
-    (foundation,) = load_migrations()
-    (tmp_path / foundation.name).write_text(foundation.text)
-    (tmp_path / "0002_extra.sql").write_text(
-        "-- a second file\nCREATE TABLE IF NOT EXISTS extra_a (x UInt8) ENGINE = Memory;\n"
+    migrations = load_migrations()
+    for migration in migrations:
+        (tmp_path / migration.name).write_text(migration.text)
+    version = migrations[-1].version + 1
+    extra = f"{version:04d}_extra.sql"
+    (tmp_path / extra).write_text(
+        "-- one more file\nCREATE TABLE IF NOT EXISTS extra_a (x UInt8) ENGINE = Memory;\n"
         "CREATE TABLE IF NOT EXISTS extra_b (y String) ENGINE = Memory;\n"
     )
     try:
-        assert apply_migrations(engine, tmp_path) == ["0002_extra.sql"]
+        assert apply_migrations(engine, tmp_path) == [extra]
         assert apply_migrations(engine, tmp_path) == []
         assert engine.query("SELECT count() FROM extra_a").scalar() == 0
         assert engine.query("SELECT count() FROM extra_b").scalar() == 0
+        recorded = engine.query(
+            f"SELECT version, name FROM {MIGRATIONS_TABLE} ORDER BY version"
+        ).rows
+        assert recorded == [*((m.version, m.name) for m in migrations), (version, extra)]
     finally:
         engine.command("DROP TABLE IF EXISTS extra_a")
         engine.command("DROP TABLE IF EXISTS extra_b")
-        engine.command(f"DELETE FROM {MIGRATIONS_TABLE} WHERE version = 2")
+        engine.command(
+            f"DELETE FROM {MIGRATIONS_TABLE} WHERE version = {{v:UInt32}}", {"v": version}
+        )
 
 
 # --------------------------------------------------------------------------- parameters
@@ -301,6 +341,39 @@ def test_final_collapses_a_redelivered_archive_record(
         "AND offset = 10"
     )
     assert row.rows == [(at, '{"a": 1}')]
+
+
+def test_final_keeps_the_first_attempt_of_a_session_whatever_the_order(
+    engine: ClickHouse, migrated: list[str]
+) -> None:
+    columns = list(TABLE_COLUMNS["sessions"])
+    at = datetime(2026, 11, 23, 5, 0, tzinfo=UTC)
+    later = datetime(2026, 11, 23, 5, 0, 30, tzinfo=UTC)
+
+    def session(session_id: str, event_id: str, started: datetime, attempt: int) -> list[Any]:
+        return [session_id, "t-first", None, "A", "team", "u-1", "v1", "production", started,
+                event_id, attempt]  # fmt: skip
+
+    sends = [  # one insert each: the retry before or after its original
+        session("s-retry-last", "e-1", at, 1),
+        session("s-retry-first", "e-2r", later, 2),
+        session("s-retry-last", "e-1", at, 1),  # a redelivery
+        session("s-retry-last", "e-1r", later, 2),
+        session("s-retry-first", "e-2", at, 1),
+    ]
+    engine.command("SYSTEM STOP MERGES sessions")
+    try:
+        for row in sends:
+            engine.insert("sessions", [row], columns)
+        raw = engine.query("SELECT count() FROM sessions WHERE tenant_id = 't-first'")
+        final = engine.query(
+            "SELECT session_id, event_id, started_at, attempt FROM sessions FINAL"
+            " WHERE tenant_id = 't-first' ORDER BY session_id"
+        )
+    finally:
+        engine.command("SYSTEM START MERGES sessions")
+    assert raw.scalar() == 5
+    assert final.rows == [("s-retry-first", "e-2", at, 1), ("s-retry-last", "e-1", at, 1)]
 
 
 # --------------------------------------------------------------------------- owner proxy
@@ -394,7 +467,7 @@ def test_cli_sql_in_a_subprocess_goes_through_the_owner(
     assert broken.stderr.count("\n") == 1 and "Traceback" not in broken.stderr
     assert empty.returncode == 2 and "empty query" in empty.stderr
     assert migrate.returncode == 0, migrate.stderr
-    assert migrate.stdout.strip() == "schema up to date (1 migration)"
+    assert migrate.stdout.strip() == up_to_date()
 
 
 def test_cli_without_an_answering_owner_reports_the_holder(
@@ -414,13 +487,13 @@ def test_cli_opens_the_engine_directly_when_no_one_holds_it(cli: list[str], tmp_
     # A fresh home, never opened in this process: the subprocess owns it for its lifetime.
     first = run_cli(cli, tmp_path, "migrate")
     assert first.returncode == 0, first.stderr
-    assert first.stdout.splitlines() == ["applied 0001_foundation.sql"]
+    assert first.stdout.splitlines() == [f"applied {name}" for name in MIGRATION_FILES]
     assert first.stderr == ""
     second = run_cli(cli, tmp_path, "migrate")
-    assert second.stdout.strip() == "schema up to date (1 migration)"
+    assert second.stdout.strip() == up_to_date()
     count = run_cli(cli, tmp_path, "sql", "--json", "SELECT count() AS n FROM schema_migrations")
     assert count.returncode == 0, count.stderr
-    assert json.loads(count.stdout) == {"n": 1}
+    assert json.loads(count.stdout) == {"n": len(MIGRATION_FILES)}
 
 
 def test_owner_answers_while_busy_with_parallel_clients(

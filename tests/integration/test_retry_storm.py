@@ -14,9 +14,10 @@ threshold of three) and one with three (quarantined, then a proposal).
 
 After both workers have consumed everything (sink and session processor lag
 zero), both runs must equal the ground truth (which does not change with
-retries) and each other: ClickHouse totals, the turns rows themselves, and
-the derived events apart from the DuplicateSuppressed a retry earns. The
-archive keeps every record by design, so it must hold 3 records per event.
+retries) and each other: ClickHouse totals, the turns and sessions rows
+themselves, and the derived events apart from the DuplicateSuppressed a
+retry earns. The archive keeps every record by design, so it must hold 3
+records per event.
 """
 
 from __future__ import annotations
@@ -161,20 +162,18 @@ QUERIES = {
         "SELECT tenant_id, toString(toDate(occurred_at)), sum(cost_usd_micros) FROM turns FINAL"
         " GROUP BY tenant_id, toDate(occurred_at) ORDER BY 1, 2"
     ),
-    "sessions": f"SELECT count(), uniqExact(session_id) FROM sessions FINAL WHERE {_FLEET}",
+    "sessions": (
+        f"SELECT count(), uniqExact(session_id), max(attempt) FROM sessions FINAL WHERE {_FLEET}"
+    ),
     "sessions_per_tier": (
         f"SELECT tier, count() FROM sessions FINAL WHERE {_FLEET} GROUP BY tier ORDER BY tier"
     ),
     "sessions_per_tenant": (
         "SELECT tenant_id, count() FROM sessions FINAL GROUP BY tenant_id ORDER BY tenant_id"
     ),
-    # Everything a session row says except started_at and event_id: sessions is
-    # keyed by (tenant_id, session_id) with no version, so the last SessionStarted
-    # inserted stays, which in a storm is the retry (later started_at, new id).
-    "session_rows": (
-        "SELECT session_id, tenant_id, workflow_id, tier, plan, actor_id, policy_version,"
-        " environment FROM sessions FINAL ORDER BY session_id"
-    ),
+    # Every column: sessions keeps the lowest attempt of each (tenant_id,
+    # session_id) (migration 0002), so a storm leaves the original SessionStarted.
+    "session_rows": "SELECT * FROM sessions FINAL ORDER BY tenant_id, session_id",
     "dead_letters": (
         "SELECT reason_code, count() FROM dead_letters FINAL GROUP BY reason_code ORDER BY 1"
     ),
@@ -270,8 +269,9 @@ def test_events_per_type_equal_the_truth(runs: dict[str, Run], name: str) -> Non
     assert turns == keys == ids == run.truth["events_by_type"]["TurnCompleted"]
     assert turns == run.truth["turns"]["count"]
     assert max_attempt == 1  # the original stays, the retry collapses into it
-    sessions, distinct = run.clickhouse["sessions"][0]
+    sessions, distinct, max_attempt = run.clickhouse["sessions"][0]
     assert sessions == distinct == run.truth["events_by_type"]["SessionStarted"]
+    assert max_attempt == 1  # the original SessionStarted stays, not the retry
     # The demo's summary counts events by idempotency key, so a storm is not inflated.
     by_topic = {row[0]: row[2] for row in run.clickhouse["summary_events"]}
     misbehaving = len(_misbehaving_sessions())
@@ -330,7 +330,10 @@ def test_the_storm_leaves_the_same_rows(runs: dict[str, Run]) -> None:
     # Row for row: same event_id, occurred_at and attempt as the single send.
     assert storm["turn_rows"] == single["turn_rows"]
     assert len(single["turn_rows"]) == runs["single"].truth["turns"]["count"]
+    # The same for sessions: event_id, started_at and attempt of the original.
     assert storm["session_rows"] == single["session_rows"]
+    sessions = runs["single"].truth["events_by_type"]["SessionStarted"] + 2  # + misbehaving
+    assert len(single["session_rows"]) == sessions
 
 
 def test_the_archive_keeps_every_record(runs: dict[str, Run]) -> None:
@@ -436,21 +439,25 @@ def test_the_same_derived_events_apart_from_suppressions(runs: dict[str, Run]) -
     )
 
 
-# --- the migration on a table 0001 filled ------------------------------------------
+# --- the migration on tables 0001 filled -------------------------------------------
 
 _UPGRADE = """
-import json, shutil, sys
+import json, sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from sql.client import Embedded
 from sql.migrate import apply_migrations, load_migrations
 
 root = Path(sys.argv[1])
-only_0001 = root / "0001"
-only_0001.mkdir()
-(only_0001 / "0001_foundation.sql").write_text(load_migrations()[0].text)
 ch = Embedded(root / "db", "upgrade")
-first = apply_migrations(ch, only_0001)
+def upto(version):
+    folder = root / f"upto-{version}"
+    folder.mkdir()
+    for m in load_migrations():
+        if m.version <= version:
+            (folder / m.name).write_text(m.text)
+    return apply_migrations(ch, folder)
+first = upto(1)
 at = datetime(2026, 11, 22, tzinfo=UTC)
 old = ["event_id", "occurred_at", "tenant_id", "session_id", "workflow_id", "environment",
        "model", "prompt_version", "input_tokens", "output_tokens", "cost_usd_micros",
@@ -460,7 +467,18 @@ def turn(event_id, attempt, seconds, cost):
             "gpt-4o", "v1", 10, 5, cost, 100, 200, "ok", None, attempt]
 ch.insert("turns", [turn("e-1", 1, 0, 100), turn("e-2", 1, 1, 200)], old)
 ch.insert("turns", [turn("e-1", 1, 0, 100)], old)  # a redelivery under 0001
-then = apply_migrations(ch)
+old_s = ["session_id", "tenant_id", "workflow_id", "tier", "plan", "actor_id",
+         "policy_version", "environment", "started_at", "event_id"]
+def session(session_id, event_id, seconds):
+    return [session_id, "t-1", None, "A", "team", "u-1", "v1", "production",
+            at + timedelta(seconds=seconds), event_id]
+# Under 0001 the SessionStarted inserted last stays: s-1's retry.
+ch.insert("sessions", [session("s-1", "e-s1", 0), session("s-2", "e-s2", 1)], old_s)
+ch.insert("sessions", [session("s-1", "e-s1r", 5)], old_s)
+SESSIONS = ("SELECT session_id, event_id, toString(started_at), attempt FROM sessions FINAL"
+            " ORDER BY session_id")
+then = upto(2)
+copied = ch.query(SESSIONS).rows
 # After 0002: a retry (new event id, same key, later) and an old-style insert.
 new = old + ["idempotency_key"]
 ch.insert("turns", [turn("e-3", 1, 2, 300) + ["k-3"]], new)
@@ -468,13 +486,21 @@ ch.insert("turns", [turn("e-3r", 2, 3, 300) + ["k-3"]], new)
 ch.insert("turns", [turn("e-4", 1, 4, 400)], old)
 rows = ch.query("SELECT event_id, idempotency_key, attempt, cost_usd_micros FROM turns FINAL"
                 " ORDER BY event_id").rows
-engine = ch.query("SELECT engine_full FROM system.tables WHERE database = 'upgrade'"
-                  " AND name = 'turns'").rows[0][0]
-print(json.dumps({"first": first, "then": then, "rows": rows, "engine": engine}))
+new_s = old_s + ["attempt"]
+ch.insert("sessions", [session("s-1", "e-s1", 0) + [1]], new_s)  # the original, sent again
+ch.insert("sessions", [session("s-2", "e-s2r", 6) + [2]], new_s)  # a late retry
+ch.insert("sessions", [session("s-3", "e-s3r", 7) + [2]], new_s)  # the retry first,
+ch.insert("sessions", [session("s-3", "e-s3", 2) + [1]], new_s)  # then its original
+ch.insert("sessions", [session("s-4", "e-s4", 3)], old_s)
+sessions = ch.query(SESSIONS).rows
+engines = dict(ch.query("SELECT name, engine_full FROM system.tables"
+                        " WHERE database = 'upgrade'").rows)
+print(json.dumps({"first": first, "then": then, "rows": rows, "copied": copied,
+                  "sessions": sessions, "engines": engines}))
 """
 
 
-def test_0002_rebuilds_a_filled_0001_turns_table(tmp_path: Path) -> None:
+def test_0002_rebuilds_filled_0001_turns_and_sessions(tmp_path: Path) -> None:
     # Its own process: chDB opens one data directory per process.
     result = subprocess.run(
         [sys.executable, "-c", _UPGRADE, str(tmp_path)],
@@ -483,13 +509,27 @@ def test_0002_rebuilds_a_filled_0001_turns_table(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     got = json.loads(result.stdout.strip().splitlines()[-1])
     assert got["first"] == ["0001_foundation.sql"]
-    assert got["then"] == ["0002_turns_by_idempotency_key.sql"]
-    assert got["engine"].startswith(
+    assert got["then"] == ["0002_first_attempt_wins.sql"]
+    assert got["engines"]["turns"].startswith(
         "ReplacingMergeTree(first_attempt_version) ORDER BY (tenant_id, idempotency_key)"
+    )
+    assert got["engines"]["sessions"].startswith(
+        "ReplacingMergeTree(first_attempt_version) ORDER BY (tenant_id, session_id)"
     )
     assert got["rows"] == [
         ["e-1", "e-1", 1, 100],  # 0001 rows keep their event id as the key
         ["e-2", "e-2", 1, 200],
         ["e-3", "k-3", 1, 300],  # the retry e-3r collapsed into its original
         ["e-4", "e-4", 1, 400],  # a writer without the column: keyed by event id
+    ]
+    # The rows 0001 showed, as attempt 1 (0001 did not store the attempt).
+    assert got["copied"] == [
+        ["s-1", "e-s1r", "2026-11-22 00:00:05.000000", 1],
+        ["s-2", "e-s2", "2026-11-22 00:00:01.000000", 1],
+    ]
+    assert got["sessions"] == [
+        ["s-1", "e-s1", "2026-11-22 00:00:00.000000", 1],  # the original replaced its retry
+        ["s-2", "e-s2", "2026-11-22 00:00:01.000000", 1],  # a later retry does not win
+        ["s-3", "e-s3", "2026-11-22 00:00:02.000000", 1],  # nor one that came first
+        ["s-4", "e-s4", "2026-11-22 00:00:03.000000", 1],  # a writer without the column
     ]

@@ -20,7 +20,7 @@ def _raw(value: bytes | None, offset: int) -> tuple[str, int, int, int, bytes | 
 
 def test_prepare_serializes_each_table_and_encodes_dead_letters() -> None:
     records = [
-        _raw(CODEC.encode(session_started()), 0),
+        _raw(CODEC.encode(session_started(attempt=2)), 0),
         _raw(CODEC.encode(turn(input_tokens=7)), 1),
         _raw(CODEC.encode(turn(input_tokens=8)), 2),
         _raw(CODEC.encode(tenant_profile()), 3),
@@ -32,10 +32,13 @@ def test_prepare_serializes_each_table_and_encodes_dead_letters() -> None:
     turns = [json.loads(line) for line in batch.bodies["turns"].splitlines()]
     columns = TABLE_COLUMNS["turns"]
     assert [dict(zip(columns, row, strict=True))["input_tokens"] for row in turns] == [7, 8]
+    (session,) = [json.loads(line) for line in batch.bodies["sessions"].splitlines()]
+    session_row = dict(zip(TABLE_COLUMNS["sessions"], session, strict=True))
+    assert (session_row["session_id"], session_row["attempt"]) == ("s-1", 2)  # first attempt wins
     archive = [json.loads(line) for line in batch.bodies["events_archive"].splitlines()]
     payload = archive[1][TABLE_COLUMNS["events_archive"].index("payload")]
     assert payload["input_tokens"] == 7  # a JSON document, not a string escaped twice
-    (key, value), = batch.dead_letters
+    ((key, value),) = batch.dead_letters
     letter = CODEC.decode(value).event
     assert isinstance(letter, RecordDeadLettered)
     assert (key, letter.source_offset, letter.reason_code) == (b"s-1", 4, "bad_framing")
