@@ -35,4 +35,7 @@ class AgentStats:
             "emitted": self.emitted,
             # first record -> latest record: the agent's busy span
             "active_seconds": round(active, 4),
+            # the worker's monotonic clock, to line agents up against each other
+            "first_at": self.first_at or 0.0,
+            "last_at": self.last_at or 0.0,
         }
