@@ -59,23 +59,23 @@ _TOOL_OUTCOME: dict[str, Literal["allow", "deny", "defer"]] = {
 _Id = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@/-]+$")
 
 
-class TurnBody(BaseModel):
+class _SessionRequest(BaseModel):
+    """What every admission request names: who asks, for which session."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     tenant: str = _Id
     session: str = _Id
     workflow: str | None = Field(default=None, min_length=1, max_length=128)
-    model: str = Field(min_length=1, max_length=128)
-    estimated_tokens: int = Field(ge=0, le=10_000_000)
     environment: str = Field(default="production", min_length=1, max_length=64)
 
 
-class ToolBody(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class TurnBody(_SessionRequest):
+    model: str = Field(min_length=1, max_length=128)
+    estimated_tokens: int = Field(ge=0, le=10_000_000)
 
-    tenant: str = _Id
-    session: str = _Id
-    workflow: str | None = Field(default=None, min_length=1, max_length=128)
+
+class ToolBody(_SessionRequest):
     tool: str = Field(min_length=1, max_length=128)
     action: str = Field(min_length=1, max_length=128)
     operation_key: str = _Id
@@ -83,7 +83,6 @@ class ToolBody(BaseModel):
     method: str = Field(default="POST", min_length=1, max_length=16)
     payload_bytes: int = Field(default=0, ge=0, le=2**31 - 1)
     risk_level: Literal["low", "medium", "high", "critical"]
-    environment: str = Field(default="production", min_length=1, max_length=64)
 
 
 class Refusal(Exception):

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord
 
+from events.codec import Codec
+from events.models import SessionEvent
+from events.registry import EmbeddedRegistry
 from streams.admin import partitions_of
 
 
@@ -34,3 +39,24 @@ async def read_topic(bootstrap: str, topic: str, *, timeout: float = 20.0) -> li
         return records
     finally:
         await consumer.stop()
+
+
+def read_events_until(
+    bootstrap: str,
+    topic: str,
+    done: Callable[[list[SessionEvent]], bool],
+    timeout: float = 60.0,
+) -> list[SessionEvent]:
+    """Decode `topic` from the beginning, again and again, until `done(events)` or timeout.
+
+    Committed records only (read_committed): what a downstream consumer sees.
+    """
+    codec = Codec(EmbeddedRegistry())
+    deadline = time.monotonic() + timeout
+    while True:
+        records = asyncio.run(read_topic(bootstrap, topic))
+        decoded = (codec.decode(r.value).event for r in records)
+        events = [e for e in decoded if isinstance(e, SessionEvent)]
+        if done(events) or time.monotonic() >= deadline:
+            return events
+        time.sleep(0.3)

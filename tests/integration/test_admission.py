@@ -13,7 +13,6 @@ from typing import Any
 import httpx
 import pytest
 
-from events.codec import Codec
 from events.emitter import Emitter
 from events.models import (
     AdmissionDecided,
@@ -25,14 +24,13 @@ from events.models import (
     TenantBudgets,
     TenantProfileUpdated,
 )
-from events.registry import EmbeddedRegistry
 from events.signing import verify_decision
 from events.topics import Topics
 from govstream.processes import WorkerProcess
 from govstream.settings import Settings
 from tests.conftest import BACKENDS, Backend, isolated_settings
 from tests.factories import session_started, tenant_profile, tool_proposal, turn
-from tests.kafka_io import read_topic
+from tests.kafka_io import read_events_until
 
 pytestmark = pytest.mark.integration
 KEY_A, KEY_B, KEY_OPS = "key-tenant-a", "key-tenant-b", "key-operator"
@@ -53,7 +51,6 @@ def worker(
         brokers.bootstrap(backend.kafka),
         clickhouse_servers.url(backend.clickhouse),
         api_keys=f"{KEY_A}:t-a,{KEY_B}:t-b,{KEY_OPS}:*",
-
     )
     process = WorkerProcess(settings, log_path=base / "worker.log", loglevel="info")
     try:
@@ -89,16 +86,8 @@ def _send(settings: Settings, events: list[Any]) -> None:
 def _derived(
     settings: Settings, done: Callable[[list[SessionEvent]], bool], topic: str = "derived"
 ) -> list[SessionEvent]:
-    codec = Codec(EmbeddedRegistry())
     name = getattr(Topics(settings.topic_prefix), topic)
-    deadline = time.monotonic() + WAIT_SECONDS
-    while True:
-        records = asyncio.run(read_topic(settings.kafka_bootstrap or "", name))
-        events = [codec.decode(r.value).event for r in records]
-        found: list[SessionEvent] = [e for e in events if isinstance(e, SessionEvent)]
-        if done(found) or time.monotonic() >= deadline:
-            return found
-        time.sleep(0.3)
+    return read_events_until(settings.kafka_bootstrap or "", name, done, WAIT_SECONDS)
 
 
 def _profile(tenant: str, **budgets: int) -> TenantProfileUpdated:

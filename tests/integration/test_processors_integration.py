@@ -6,13 +6,12 @@ import asyncio
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from events.codec import Codec
 from events.emitter import Emitter
 from events.models import (
     DuplicateSuppressed,
@@ -23,14 +22,13 @@ from events.models import (
     ToolCallCompleted,
     ToolCallProposed,
 )
-from events.registry import EmbeddedRegistry
 from events.signing import verify_decision
 from events.topics import Topics
 from govstream.processes import WorkerProcess
 from govstream.settings import Settings
 from tests.conftest import BACKENDS, Backend, isolated_settings
 from tests.factories import session_started, turn
-from tests.kafka_io import read_topic
+from tests.kafka_io import read_events_until
 
 pytestmark = pytest.mark.integration
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
@@ -65,23 +63,6 @@ def _send(settings: Settings, events: list[SessionEvent]) -> None:
             await em.emit_many(events)
 
     asyncio.run(go())
-
-
-def _read_until(
-    bootstrap: str,
-    topic: str,
-    done: Callable[[list[SessionEvent]], bool],
-    timeout: float = WAIT_SECONDS,
-) -> list[SessionEvent]:
-    """Read `topic` from the beginning (read_committed) until `done(events)` or timeout."""
-    codec = Codec(EmbeddedRegistry())
-    deadline = time.monotonic() + timeout
-    while True:
-        records = asyncio.run(read_topic(bootstrap, topic))
-        events: list[SessionEvent] = [codec.decode(r.value).event for r in records]  # type: ignore[misc]
-        if done(events) or time.monotonic() >= deadline:
-            return events
-        time.sleep(0.5)
 
 
 def _envelope(session_id: str, seconds: float, **overrides: Any) -> dict[str, Any]:
@@ -135,7 +116,9 @@ def test_session_is_deduped_quarantined_and_decided(settings: Settings) -> None:
 
     events = _of(
         sid,
-        _read_until(settings.kafka_bootstrap or "", Topics(settings.topic_prefix).derived, done),
+        read_events_until(
+            settings.kafka_bootstrap or "", Topics(settings.topic_prefix).derived, done
+        ),
     )
     kinds = [type(e).__name__ for e in events]
     assert kinds == [
@@ -169,7 +152,7 @@ def test_session_is_deduped_quarantined_and_decided(settings: Settings) -> None:
         verify_decision(decided, keys, decided.occurred_at)
 
     # The deny is also on the review topic.
-    review = _read_until(
+    review = read_events_until(
         settings.kafka_bootstrap or "",
         Topics(settings.topic_prefix).review,
         lambda evs: any(e.session_id == sid for e in evs),
@@ -196,7 +179,9 @@ def test_processor_throughput(settings: Settings, record_property: Any) -> None:
             >= sessions
         )
 
-    out = _read_until(settings.kafka_bootstrap or "", Topics(settings.topic_prefix).derived, done)
+    out = read_events_until(
+        settings.kafka_bootstrap or "", Topics(settings.topic_prefix).derived, done
+    )
     elapsed = time.monotonic() - started
     decided = [e for e in out if isinstance(e, PolicyDecided) and e.session_id.startswith("s-tp-")]
     assert len(decided) == sessions
