@@ -132,6 +132,7 @@ class Admission:
         await self.forwarder.send(topic, key.encode(), self.codec.encode(event))
 
     def mount(self, router: web.UrlDispatcher) -> None:
+        """Add the endpoints to Faust's web server (before it starts)."""
         router.add_post("/v1/admission/turn", self._endpoint(TurnBody, self.admit_turn, "budget"))
         router.add_post("/v1/admission/tool", self._endpoint(ToolBody, self.admit_tool, "session"))
         router.add_get("/v1/budgets/{tenant}", self.budgets_of)
@@ -389,27 +390,3 @@ class Admission:
             self.sessions.pending_decisions.pop(body.operation_key, None)
             log.exception("admission: recording the tool decision failed")
             raise Refusal(503, "could not record the decision; retry") from None
-
-
-def register_admission(
-    app: faust.App,
-    *,
-    settings: Settings,
-    topics: Topics,
-    codec: Codec,
-    sessions: SessionRuntime,
-    budgets: BudgetRuntime,
-    forwarder: Forwarder,
-) -> Admission:
-    """Mount the endpoints on Faust's web server."""
-    admission = Admission(
-        app,
-        settings=settings,
-        topics=topics,
-        codec=codec,
-        sessions=sessions,
-        budgets=budgets,
-        forwarder=forwarder,
-    )
-    admission.mount(app.web.web_app.router)  # type: ignore[attr-defined]
-    return admission

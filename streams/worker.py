@@ -25,7 +25,7 @@ from govstream.settings import Settings
 from sql.client import open_clickhouse, register_owner
 from sql.migrate import apply_migrations
 from streams.admin import ensure_topics
-from streams.admission import register_admission
+from streams.admission import Admission
 from streams.app import create_app
 from streams.budget import register_budget
 from streams.forwarder import Forwarder
@@ -90,15 +90,11 @@ def run_worker(settings: Settings, *, loglevel: str = "warn") -> int:
         sessions = register_processors(app, **shared)
         budgets = register_budget(app, **shared)
         agents = {"session-processor": sessions.stats, "budget-processor": budgets.stats}
-        register_admission(
-            app,
-            settings=settings,
-            topics=topics,
-            codec=codec,
-            sessions=sessions,
-            budgets=budgets,
-            forwarder=forwarder,
-        )
+        admission = Admission(
+            app, settings=settings, topics=topics, codec=codec,
+            sessions=sessions, budgets=budgets, forwarder=forwarder,
+        )  # fmt: skip
+        admission.mount(app.web.web_app.router)  # type: ignore[attr-defined]
     register_views(app, clickhouse=clickhouse, executor=executor, stats=stats, agents=agents)
     changelogs = tuple(t.changelog_topic.get_topic_name() for t in app.tables.values())
     if changelogs:
