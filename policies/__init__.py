@@ -1,1 +1,4 @@
-"""Policy documents shipped with govstream (data only: policies/example.yaml)."""
+"""Documents shipped with govstream (data only).
+
+example.yaml: the example policy; slo.yaml: the default SLO targets.
+"""

@@ -576,17 +576,15 @@ def apply(
             )
             fresh = False
             session_balance = balance_key(tenant, session_scope(session), partition)
-            for key, amount in amounts.items():
-                if key.split("|")[2] in _ROLLED and not _current_period(step, view, key):
+            scopes = _turn_scopes(tenant, session, meta.get("workflow_id"), event.occurred_at)
+            for scope in scopes:
+                key = balance_key(tenant, scope, partition)
+                if scope.kind in _ROLLED and not _current_period(step, view, key):
                     continue
-                raw = view.get(key)
-                balance = (
-                    Balance.from_dict(raw)
-                    if raw is not None
-                    else Balance(key_bound=config.key_bound)
-                )
+                # The plan's limit, so a balance first touched by a hold shows it.
+                balance = _balance(view, key, _limit(scope, budgets, config), config)
                 # The API checked the limit, counting reservations not yet applied.
-                held = hold(balance, rid, amount, event.occurred_at)
+                held = hold(balance, rid, amounts[key], event.occurred_at)
                 if key == session_balance:
                     # The session balance lives as long as the session and
                     # remembers settled ids: it tells a new hold from a repeat.

@@ -257,8 +257,9 @@ class Admission:
             if k.lower() in ("authorization", "x-api-key", "content-type")
         }
         headers[FORWARDED] = "1"
-        async with self.app.http_client.post(
-            f"{base.rstrip('/')}{request.path}", data=raw, headers=headers
+        url = f"{base.rstrip('/')}{request.path_qs}"
+        async with self.app.http_client.request(
+            request.method, url, data=raw, headers=headers
         ) as response:
             return web.Response(
                 body=await response.read(), status=response.status, content_type="application/json"

@@ -27,11 +27,14 @@ def register_views(
     @app.page("/v1/health")
     class Health(View):
         async def get(self, request: Request, **kwargs: Any) -> Response:
+            assigned = sorted([tp.topic, tp.partition] for tp in app.assignor.assigned_actives())
             return self.json(
                 {
                     "status": "ok",
                     "sink": stats.as_dict(),
                     "agents": {name: s.as_dict() for name, s in agent_stats.items()},
+                    # the Faust partitions this worker owns (its agents' and tables')
+                    "assigned": assigned,
                 }
             )
 
