@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "lag",
     "demo",
     "schemas",
+    "slo",
 )
 
 

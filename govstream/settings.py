@@ -79,6 +79,11 @@ class Settings(BaseSettings):
         default=1000, ge=1, description="idempotency keys remembered per session (FIFO)"
     )
 
+    # SLOs
+    slo_path: Path | None = Field(
+        default=None, description="SLO document; unset = the packaged policies/slo.yaml"
+    )
+
     # Budgets and admission
     api_keys: str = Field(
         default="",
@@ -131,6 +136,13 @@ class Settings(BaseSettings):
         if self.policy_path is not None:
             return self.policy_path
         return Path(__file__).parents[1] / "policies" / "example.yaml"
+
+    @property
+    def resolved_slo_path(self) -> Path:
+        """The SLO document `govstream slo` evaluates (the packaged default if unset)."""
+        if self.slo_path is not None:
+            return self.slo_path
+        return Path(__file__).parents[1] / "policies" / "slo.yaml"
 
     @property
     def broker_dir(self) -> Path:
