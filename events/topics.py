@@ -12,6 +12,13 @@ from pydantic import BaseModel
 
 from events.models import DERIVED_EVENTS, SessionEvent, TenantProfileUpdated
 
+DERIVED_SUFFIX = ".derived"
+
+
+def is_derived_topic(topic: str) -> bool:
+    """Is `topic` the derived topic of some prefix (records the processors wrote)?"""
+    return topic.endswith(DERIVED_SUFFIX)
+
 
 @dataclass(frozen=True)
 class Topics:
@@ -30,7 +37,7 @@ class Topics:
     @property
     def derived(self) -> str:
         """Facts the processors derive (decisions, budget events), keyed by session_id."""
-        return f"{self.prefix}.derived"
+        return f"{self.prefix}{DERIVED_SUFFIX}"
 
     @property
     def review(self) -> str:
@@ -62,6 +69,13 @@ class Topics:
             self.session_signals,
             self.deadletter,
         )
+
+    def sink_inputs(self) -> tuple[str, ...]:
+        """What the ClickHouse sink reads: producer events and the processors' facts.
+
+        Not review: it repeats the denials the derived topic already holds.
+        """
+        return (self.sessions, self.tenants, self.derived)
 
     def compacted(self) -> tuple[str, ...]:
         return (self.tenants,)

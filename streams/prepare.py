@@ -28,8 +28,21 @@ from streams.rows import build_batch
 RawRecord = tuple[str, int, int, int, bytes | None, bytes | None]
 
 # Tables whose rows travel as JSON; dead_letters carry raw bytes, which JSON
-# cannot hold, so their rows go through the driver's binary insert.
-JSON_TABLES = ("turns", "sessions", "events_archive")
+# cannot hold, so their rows go through the driver's binary insert. The sink
+# inserts them in this order: the archive, the record of what has been sunk,
+# last.
+JSON_TABLES = (
+    "turns",
+    "sessions",
+    "tool_proposals",
+    "tool_completions",
+    "policy_decisions",
+    "admission_decisions",
+    "session_transitions",
+    "budget_events",
+    "duplicates_suppressed",
+    "events_archive",
+)
 
 
 @dataclass

@@ -10,6 +10,13 @@ idempotency_key), so a runtime's retry (new event_id, same key) is one row.
 Turns and sessions carry their attempt: of the rows of one key, the lowest
 attempt stays (migration 0002), so a retried SessionStarted leaves the
 original's row.
+
+The analytics facts (migration 0003): tool proposals and completions, policy
+and admission decisions, session transitions (runtime lifecycle events, the
+processors' suspensions and quarantines, rejected transitions), budget events
+and suppressed duplicates. Rows of the derived topic say so in
+session_transitions.source; every record, derived ones too, is archived with
+its topic/partition/offset.
 """
 
 from __future__ import annotations
@@ -20,7 +27,27 @@ from typing import Any
 
 import orjson
 
-from events.models import Event, SessionEvent, SessionStarted, TurnCompleted
+from events.models import (
+    AdmissionDecided,
+    BudgetExceeded,
+    BudgetWarning,
+    CheckpointCreated,
+    DuplicateSuppressed,
+    Event,
+    InvalidTransitionRejected,
+    PolicyDecided,
+    SessionClosed,
+    SessionEvent,
+    SessionFailed,
+    SessionQuarantined,
+    SessionResumed,
+    SessionStarted,
+    SessionSuspended,
+    ToolCallCompleted,
+    ToolCallProposed,
+    TurnCompleted,
+)
+from events.topics import is_derived_topic
 from streams.ingest import Ingested, Rejected
 
 ARCHIVE_COLUMNS = (
@@ -41,12 +68,65 @@ DEAD_LETTER_COLUMNS = (
     "schema_id", "raw_value",
 )  # fmt: skip
 
+TOOL_PROPOSAL_COLUMNS = (
+    "tenant_id", "operation_key", "session_id", "workflow_id", "environment", "event_id",
+    "proposed_at", "tool", "action", "destination_host", "method", "payload_bytes",
+    "risk_level", "attempt",
+)  # fmt: skip
+TOOL_COMPLETION_COLUMNS = (
+    "tenant_id", "operation_key", "session_id", "event_id", "completed_at", "status",
+    "latency_ms", "result_ref", "attempt",
+)  # fmt: skip
+POLICY_DECISION_COLUMNS = (
+    "tenant_id", "operation_key", "session_id", "workflow_id", "environment", "event_id",
+    "decided_at", "tool", "action", "decision", "reason_code", "rule_id", "policy_version",
+    "evaluation_us", "key_id", "expires_at",
+)  # fmt: skip
+ADMISSION_DECISION_COLUMNS = (
+    "tenant_id", "decided_at", "event_id", "session_id", "workflow_id", "environment",
+    "request_kind", "decision", "reason_code", "model", "estimated_tokens",
+    "remaining_tokens", "reservation_id",
+)  # fmt: skip
+SESSION_TRANSITION_COLUMNS = (
+    "tenant_id", "session_id", "idempotency_key", "event_id", "occurred_at", "workflow_id",
+    "environment", "event_type", "outcome", "source", "from_state", "reason", "error_class",
+    "causation_id", "attempt",
+)  # fmt: skip
+BUDGET_EVENT_COLUMNS = (
+    "tenant_id", "occurred_at", "event_id", "session_id", "workflow_id", "environment",
+    "event_type", "scope", "scope_key", "budget_limit", "used", "threshold_pct", "action",
+    "fallback_model",
+)  # fmt: skip
+DUPLICATE_SUPPRESSED_COLUMNS = (
+    "tenant_id", "occurred_at", "event_id", "session_id", "workflow_id", "environment",
+    "duplicate_event_id", "original_event_id", "duplicate_attempt", "original_attempt",
+    "suppressed_by",
+)  # fmt: skip
+
 TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
     "events_archive": ARCHIVE_COLUMNS,
     "sessions": SESSION_COLUMNS,
     "turns": TURN_COLUMNS,
     "dead_letters": DEAD_LETTER_COLUMNS,
+    "tool_proposals": TOOL_PROPOSAL_COLUMNS,
+    "tool_completions": TOOL_COMPLETION_COLUMNS,
+    "policy_decisions": POLICY_DECISION_COLUMNS,
+    "admission_decisions": ADMISSION_DECISION_COLUMNS,
+    "session_transitions": SESSION_TRANSITION_COLUMNS,
+    "budget_events": BUDGET_EVENT_COLUMNS,
+    "duplicates_suppressed": DUPLICATE_SUPPRESSED_COLUMNS,
 }
+
+# Lifecycle facts: each one is a row of session_transitions (outcome "applied").
+LIFECYCLE_EVENTS: tuple[type[SessionEvent], ...] = (
+    SessionStarted,
+    CheckpointCreated,
+    SessionSuspended,
+    SessionResumed,
+    SessionClosed,
+    SessionFailed,
+    SessionQuarantined,
+)
 
 
 @dataclass
@@ -84,6 +164,70 @@ def _turn_row(e: TurnCompleted) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
+def _tool_proposal_row(e: ToolCallProposed) -> tuple[Any, ...]:
+    return (
+        e.tenant_id, e.operation_key, e.session_id, e.workflow_id, e.environment, e.event_id,
+        e.occurred_at, e.tool, e.action, e.destination_host, e.method, e.payload_bytes,
+        e.risk_level, e.attempt,
+    )  # fmt: skip
+
+
+def _tool_completion_row(e: ToolCallCompleted) -> tuple[Any, ...]:
+    return (
+        e.tenant_id, e.operation_key, e.session_id, e.event_id, e.occurred_at, e.status,
+        e.latency_ms, e.result_ref, e.attempt,
+    )  # fmt: skip
+
+
+def _policy_decision_row(e: PolicyDecided) -> tuple[Any, ...]:
+    return (
+        e.tenant_id, e.operation_key, e.session_id, e.workflow_id, e.environment, e.event_id,
+        e.occurred_at, e.tool, e.action, e.decision, e.reason_code, e.rule_id,
+        e.policy_version, e.evaluation_us, e.key_id, e.expires_at,
+    )  # fmt: skip
+
+
+def _admission_decision_row(e: AdmissionDecided) -> tuple[Any, ...]:
+    return (
+        e.tenant_id, e.occurred_at, e.event_id, e.session_id, e.workflow_id, e.environment,
+        e.request_kind, e.decision, e.reason_code, e.model, e.estimated_tokens,
+        e.remaining_tokens, e.reservation_id,
+    )  # fmt: skip
+
+
+def _transition_row(e: SessionEvent, source: str) -> tuple[Any, ...]:
+    """A lifecycle fact (applied) or an InvalidTransitionRejected (rejected)."""
+    if isinstance(e, InvalidTransitionRejected):
+        event_type, outcome, from_state, reason = e.attempted, "rejected", e.from_state, e.reason
+    else:
+        event_type, outcome, from_state = e.event_type(), "applied", ""
+        reason = getattr(e, "reason", "")
+    return (
+        e.tenant_id, e.session_id, e.idempotency_key, e.event_id, e.occurred_at, e.workflow_id,
+        e.environment, event_type, outcome, source, from_state, reason,
+        getattr(e, "error_class", None), e.causation_id, e.attempt,
+    )  # fmt: skip
+
+
+def _budget_event_row(e: BudgetWarning | BudgetExceeded) -> tuple[Any, ...]:
+    warning = isinstance(e, BudgetWarning)
+    return (
+        e.tenant_id, e.occurred_at, e.event_id, e.session_id, e.workflow_id, e.environment,
+        e.event_type(), e.scope, e.scope_key, e.limit, e.used,
+        e.threshold_pct if warning else None,
+        None if warning else e.action,
+        None if warning else e.fallback_model,
+    )  # fmt: skip
+
+
+def _duplicate_suppressed_row(e: DuplicateSuppressed) -> tuple[Any, ...]:
+    return (
+        e.tenant_id, e.occurred_at, e.event_id, e.session_id, e.workflow_id, e.environment,
+        e.duplicate_event_id, e.original_event_id, e.duplicate_attempt, e.original_attempt,
+        e.suppressed_by,
+    )  # fmt: skip
+
+
 def _dead_letter_row(item: Rejected) -> tuple[Any, ...]:
     d = item.dead_letter
     return (
@@ -103,6 +247,22 @@ def build_batch(items: Iterable[Ingested | Rejected]) -> Batch:
         event = item.decoded.event
         if isinstance(event, TurnCompleted):
             rows["turns"].append(_turn_row(event))
-        elif isinstance(event, SessionStarted):
-            rows["sessions"].append(_session_row(event))
+        elif isinstance(event, ToolCallProposed):
+            rows["tool_proposals"].append(_tool_proposal_row(event))
+        elif isinstance(event, ToolCallCompleted):
+            rows["tool_completions"].append(_tool_completion_row(event))
+        elif isinstance(event, PolicyDecided):
+            rows["policy_decisions"].append(_policy_decision_row(event))
+        elif isinstance(event, AdmissionDecided):
+            rows["admission_decisions"].append(_admission_decision_row(event))
+        elif isinstance(event, BudgetWarning | BudgetExceeded):
+            rows["budget_events"].append(_budget_event_row(event))
+        elif isinstance(event, DuplicateSuppressed):
+            rows["duplicates_suppressed"].append(_duplicate_suppressed_row(event))
+        elif isinstance(event, (*LIFECYCLE_EVENTS, InvalidTransitionRejected)):
+            assert isinstance(event, SessionEvent)
+            source = "processor" if is_derived_topic(item.source.topic) else "runtime"
+            rows["session_transitions"].append(_transition_row(event, source))
+            if isinstance(event, SessionStarted):
+                rows["sessions"].append(_session_row(event))
     return batch

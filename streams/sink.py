@@ -17,6 +17,15 @@ Delivery is at-least-once: a batch's offsets are committed only after its rows
 are in ClickHouse and its dead letters are acknowledged by Kafka. A replayed
 batch changes nothing: tables are ReplacingMergeTree keyed by row identity and
 dead letters carry ids derived from their source position.
+
+It reads the producer topics and the derived topic (Topics.sink_inputs), where
+the processors write partly inside Kafka transactions: read_committed, and
+what it commits is the consumer's position after a fetch, not the last
+record's offset + 1. A transaction's commit marker takes an offset of its own
+after the last record, which the consumer steps over; committing last + 1
+would leave the group one behind the end offset for ever (phantom lag). A
+marker that arrives in a fetch with no records moves the position alone, so
+when idle the sink commits the positions it has not committed yet.
 """
 
 from __future__ import annotations
@@ -155,6 +164,7 @@ class ClickHouseSink(Service):
         self._inserting: _Inserting | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
+        self._committed: dict[TopicPartition, int] = {}  # positions this sink committed
 
     async def on_start(self) -> None:
         if self.processes > 0:
@@ -193,7 +203,7 @@ class ClickHouseSink(Service):
             fetch_max_bytes=32 * 1024 * 1024,
         )
         self._consumer.subscribe(
-            [self.topics.sessions, self.topics.tenants], listener=_CommitBeforeRevoke(self)
+            list(self.topics.sink_inputs()), listener=_CommitBeforeRevoke(self)
         )
         await self._consumer.start()
 
@@ -235,7 +245,7 @@ class ClickHouseSink(Service):
             if fetched:
                 if self.stats.first_fetch is None:
                     self.stats.first_fetch = time.monotonic()
-                self._fetched.append(self._submit(fetched))
+                self._fetched.append(await self._submit(fetched))
             try:
                 async with self._pipeline:
                     # Keep `depth` batches preparing; when idle, finish everything.
@@ -247,6 +257,7 @@ class ClickHouseSink(Service):
                         await self._insert_next()
                     if not fetched:
                         await self._finish_insert()
+                        await self._commit_positions()
                 backoff = 0.0
             except RegistryUnavailable as exc:
                 # Not the records' fault: read them again once the registry answers.
@@ -256,7 +267,8 @@ class ClickHouseSink(Service):
                     await self._rewind()
                 await self.sleep(backoff)
 
-    def _submit(self, fetched: dict[TopicPartition, list[Any]]) -> _Fetched:
+    async def _submit(self, fetched: dict[TopicPartition, list[Any]]) -> _Fetched:
+        assert self._consumer is not None
         records: list[RawRecord] = []
         offsets: dict[TopicPartition, int] = {}
         first: dict[TopicPartition, int] = {}
@@ -265,7 +277,9 @@ class ClickHouseSink(Service):
                 (tp.topic, tp.partition, r.offset, r.timestamp, r.key, r.value) for r in batch
             )
             first[tp] = batch[0].offset
-            offsets[tp] = batch[-1].offset + 1
+            # The position, not batch[-1].offset + 1: past any transaction
+            # marker the fetch stepped over after the last record.
+            offsets[tp] = max(batch[-1].offset + 1, await self._consumer.position(tp))
         return _Fetched(self._prepare(records), offsets, first)
 
     async def _rewind(self) -> None:
@@ -310,19 +324,43 @@ class ClickHouseSink(Service):
         if inserting is None:
             return
         self.stats.insert_seconds += await inserting.future
-        assert self._consumer is not None
-        try:
-            await self._consumer.commit(inserting.offsets)
-        except (CommitFailedError, IllegalStateError) as exc:
-            # The group moved on; the new owner re-reads these records and the
-            # idempotent tables absorb the repeat.
-            log.warning("sink commit skipped after rebalance: %s", exc)
+        await self._commit(inserting.offsets)
         batch = inserting.batch
         self.stats.records += batch.records
         self.stats.dead_letters += len(batch.dead_letters)
         self.stats.events = self.stats.records - self.stats.dead_letters
         self.stats.batches += 1
         self.stats.last_commit = time.monotonic()
+
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        assert self._consumer is not None
+        try:
+            await self._consumer.commit(offsets)
+        except (CommitFailedError, IllegalStateError) as exc:
+            # The group moved on; the new owner re-reads these records and the
+            # idempotent tables absorb the repeat.
+            log.warning("sink commit skipped after rebalance: %s", exc)
+            return
+        self._committed.update(offsets)
+
+    async def _commit_positions(self) -> None:
+        """Idle, everything inserted: commit positions that moved without records.
+
+        A fetch that held only a transaction marker (or aborted records)
+        advances the position and returns nothing; without this the group
+        would lag by that marker until the partition's next record.
+        """
+        assert self._consumer is not None
+        moved: dict[TopicPartition, int] = {}
+        for tp in self._consumer.assignment():
+            try:
+                position = await asyncio.wait_for(self._consumer.position(tp), 1.0)
+            except (IllegalStateError, TimeoutError):
+                continue  # being revoked, or no position yet: nothing read to commit
+            if self._committed.get(tp, -1) < position:
+                moved[tp] = position
+        if moved:
+            await self._commit(moved)
 
     @property
     def busy(self) -> bool:

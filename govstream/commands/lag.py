@@ -35,7 +35,7 @@ def _groups(settings: Settings, which: str) -> list[tuple[str, list[str]]]:
     topics = Topics(settings.topic_prefix)
     chosen = []
     if which in ("sink", "all"):
-        chosen.append((settings.sink_group, [topics.sessions, topics.tenants]))
+        chosen.append((settings.sink_group, list(topics.sink_inputs())))
     if which in ("processors", "all"):
         # The enforcement agents: the session processor's inputs and the
         # budget processor's repartition topic.

@@ -192,10 +192,18 @@ def test_tables_exist_in_the_configured_database(engine: ClickHouse, migrated: l
         {"db": DATABASE},
     )
     assert tables.rows == [
+        ("admission_decisions", "ReplacingMergeTree"),
+        ("budget_events", "ReplacingMergeTree"),
         ("dead_letters", "ReplacingMergeTree"),
+        ("duplicates_suppressed", "ReplacingMergeTree"),
         ("events_archive", "ReplacingMergeTree"),
+        ("policy_decisions", "ReplacingMergeTree"),
         ("schema_migrations", "MergeTree"),
+        ("session_transitions", "ReplacingMergeTree"),
         ("sessions", "ReplacingMergeTree"),
+        ("tool_calls", "View"),
+        ("tool_completions", "ReplacingMergeTree"),
+        ("tool_proposals", "ReplacingMergeTree"),
         ("turns", "ReplacingMergeTree"),
     ]
 

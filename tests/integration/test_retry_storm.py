@@ -128,26 +128,30 @@ def _misbehaving_records(retries: int) -> list[SimRecord]:
 # archive payload is the event's JSON.
 _KEY = "JSONExtractString(payload, 'idempotency_key')"
 _FLEET = f"tenant_id != '{MISBEHAVING}'"
+# The archive also holds the derived topic (the processors' facts); the
+# producer records are the rest.
+_PRODUCED = "NOT endsWith(topic, '.derived')"
 QUERIES = {
     "events_by_type": (
         f"SELECT event_type, uniqExact(tenant_id, {_KEY}) FROM events_archive FINAL"
-        f" WHERE {_FLEET} GROUP BY event_type ORDER BY event_type"
+        f" WHERE {_FLEET} AND {_PRODUCED} GROUP BY event_type ORDER BY event_type"
     ),
     "archive_by_type": (
         "SELECT event_type, count(), uniqExact(event_id) FROM events_archive FINAL"
-        f" WHERE {_FLEET} GROUP BY event_type ORDER BY event_type"
+        f" WHERE {_FLEET} AND {_PRODUCED} GROUP BY event_type ORDER BY event_type"
     ),
     # How each event arrived: (records, distinct event ids, attempts) -> events.
     "archive_per_event": (
         "SELECT records, ids, attempts, count() FROM ("
         " SELECT count() AS records, uniqExact(event_id) AS ids,"
         "  arraySort(groupUniqArray(JSONExtractUInt(payload, 'attempt'))) AS attempts"
-        f" FROM events_archive FINAL WHERE {_FLEET} GROUP BY tenant_id, event_type, {_KEY}"
+        f" FROM events_archive FINAL WHERE {_FLEET} AND {_PRODUCED}"
+        f" GROUP BY tenant_id, event_type, {_KEY}"
         ") GROUP BY records, ids, attempts ORDER BY records, ids"
     ),
     "misbehaving_archive": (
         f"SELECT count(), uniqExact(event_id), uniqExact(tenant_id, {_KEY}) FROM events_archive"
-        f" FINAL WHERE NOT {_FLEET}"
+        f" FINAL WHERE NOT {_FLEET} AND {_PRODUCED}"
     ),
     "turns": (
         "SELECT count(), uniqExact(tenant_id, idempotency_key), uniqExact(event_id),"
