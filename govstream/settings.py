@@ -79,6 +79,10 @@ class Settings(BaseSettings):
         default=1000, ge=1, description="idempotency keys remembered per session (FIFO)"
     )
 
+    backlog_interval_seconds: float = Field(
+        default=15.0, ge=0, description="consumer backlog samples into ClickHouse; 0 = none"
+    )
+
     # SLOs
     slo_path: Path | None = Field(
         default=None, description="SLO document; unset = the packaged policies/slo.yaml"

@@ -14,6 +14,7 @@ from aiokafka.errors import (
 )
 
 from events.topics import Topics
+from govstream.settings import Settings
 
 
 async def ensure_topics(
@@ -112,3 +113,17 @@ async def group_lag(bootstrap: str, group: str, topic_names: list[str]) -> list[
     finally:
         await consumer.stop()
         await admin.close()
+
+
+def worker_groups(settings: Settings, which: str = "all") -> list[tuple[str, list[str]]]:
+    """(consumer group, its input topics) of a worker: "sink", "processors" or "all"."""
+    topics = Topics(settings.topic_prefix)
+    chosen = []
+    if which in ("sink", "all"):
+        chosen.append((settings.sink_group, list(topics.sink_inputs())))
+    if which in ("processors", "all"):
+        # The enforcement agents: the session processor's inputs and the
+        # budget processor's repartition topic.
+        inputs = [topics.sessions, topics.session_signals, topics.budget_input]
+        chosen.append((settings.consumer_group, inputs))
+    return chosen

@@ -24,9 +24,10 @@ from govstream.broker import resolve_bootstrap
 from govstream.settings import Settings
 from sql.client import open_clickhouse, register_owner
 from sql.migrate import apply_migrations
-from streams.admin import ensure_topics
+from streams.admin import ensure_topics, worker_groups
 from streams.admission import Admission
 from streams.app import create_app
+from streams.backlog import BacklogRecorder
 from streams.budget import register_budget
 from streams.forwarder import Forwarder
 from streams.processors import register_processors
@@ -95,6 +96,16 @@ def run_worker(settings: Settings, *, loglevel: str = "warn") -> int:
             sessions=sessions, budgets=budgets, forwarder=forwarder,
         )  # fmt: skip
         admission.mount(app.web.web_app.router)  # type: ignore[attr-defined]
+    if settings.backlog_interval_seconds > 0:
+        services.append(
+            BacklogRecorder(
+                bootstrap=bootstrap,
+                groups=worker_groups(settings, settings.worker_agents),
+                clickhouse=clickhouse,
+                executor=executor,
+                interval=settings.backlog_interval_seconds,
+            )
+        )
     register_views(app, clickhouse=clickhouse, executor=executor, stats=stats, agents=agents)
     changelogs = tuple(t.changelog_topic.get_topic_name() for t in app.tables.values())
     if changelogs:

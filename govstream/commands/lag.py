@@ -29,28 +29,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=_run)
 
 
-def _groups(settings: Settings, which: str) -> list[tuple[str, list[str]]]:
-    from events.topics import Topics
-
-    topics = Topics(settings.topic_prefix)
-    chosen = []
-    if which in ("sink", "all"):
-        chosen.append((settings.sink_group, list(topics.sink_inputs())))
-    if which in ("processors", "all"):
-        # The enforcement agents: the session processor's inputs and the
-        # budget processor's repartition topic.
-        inputs = [topics.sessions, topics.session_signals, topics.budget_input]
-        chosen.append((settings.consumer_group, inputs))
-    return chosen
-
-
 async def total_lag(
     settings: Settings, bootstrap: str, which: str = "sink"
 ) -> tuple[int, list]:  # type: ignore[type-arg]
-    from streams.admin import group_lag
+    from streams.admin import group_lag, worker_groups
 
     rows = []
-    for group, topic_names in _groups(settings, which):
+    for group, topic_names in worker_groups(settings, which):
         rows.extend((group, row) for row in await group_lag(bootstrap, group, topic_names))
     return sum(row.lag for _, row in rows), rows
 

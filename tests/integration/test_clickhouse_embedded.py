@@ -194,6 +194,7 @@ def test_tables_exist_in_the_configured_database(engine: ClickHouse, migrated: l
     assert tables.rows == [
         ("admission_decisions", "ReplacingMergeTree"),
         ("budget_events", "ReplacingMergeTree"),
+        ("consumer_backlog", "MergeTree"),
         ("dead_letters", "ReplacingMergeTree"),
         ("duplicates_suppressed", "ReplacingMergeTree"),
         ("events_archive", "ReplacingMergeTree"),
