@@ -1,0 +1,22 @@
+-- panel: Cost per workflow
+-- unit: USD micro-dollars (integer), tokens and turns (count)
+-- params: from DateTime64(6), to DateTime64(6), tenant String ('' = all tenants)
+--
+-- Model cost of the turns with from <= occurred_at < to that belong to a
+-- workflow, per (tenant, workflow); turns outside any workflow (workflow_id
+-- NULL, or '' as the sink may store it) are left out.
+-- sessions = distinct sessions with a turn in the range. turns FINAL: one row
+-- per (tenant, idempotency key), the first attempt.
+SELECT
+    tenant_id,
+    assumeNotNull(workflow_id) AS workflow_id,
+    uniqExact(session_id) AS sessions,
+    count() AS turns,
+    sum(input_tokens + output_tokens) AS tokens,
+    sum(cost_usd_micros) AS cost_usd_micros
+FROM turns FINAL
+WHERE occurred_at >= {from:DateTime64(6)} AND occurred_at < {to:DateTime64(6)}
+  AND ({tenant:String} = '' OR tenant_id = {tenant:String})
+  AND ifNull(workflow_id, '') != ''
+GROUP BY tenant_id, workflow_id
+ORDER BY cost_usd_micros DESC, tenant_id, workflow_id
