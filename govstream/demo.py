@@ -91,6 +91,7 @@ def run_demo(
 ) -> int:
     from events.topics import Topics
     from govstream.broker import ensure_broker, stop_broker
+    from govstream.commands.dashboard import write_dashboard
     from govstream.commands.lag import wait_for_zero_lag
     from govstream.commands.simulate import run_simulation
     from govstream.simulate import FleetConfig
@@ -113,20 +114,20 @@ def run_demo(
     try:
         if settings.kafka_bootstrap:
             bootstrap = settings.kafka_bootstrap
-            say(f"[1/5] using the Kafka broker at {bootstrap}")
+            say(f"[1/6] using the Kafka broker at {bootstrap}")
         else:
-            say("[1/5] starting a local Apache Kafka broker ...")
+            say("[1/6] starting a local Apache Kafka broker ...")
             handle = ensure_broker(settings)
             bootstrap, broker_started = handle.bootstrap, handle.started
         asyncio.run(
             ensure_topics(bootstrap, Topics(settings.topic_prefix), settings.topic_partitions)
         )
-        say("[2/5] starting a worker (migrations, ingest, ClickHouse sink) ...")
+        say("[2/6] starting a worker (migrations, ingest, ClickHouse sink) ...")
         worker = WorkerProcess(settings, log_path=demo_dir / f"worker-{run_id}.log")
         waited = worker.wait_ready()
         say(f"      worker ready in {waited:.1f}s at {worker.url}")
 
-        say(f"[3/5] simulating {tenants} tenants, {sessions:,} sessions (seed {seed}) ...")
+        say(f"[3/6] simulating {tenants} tenants, {sessions:,} sessions (seed {seed}) ...")
         start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=1)
         config = FleetConfig(
             seed=seed, tenants=tenants, sessions=sessions, start=start, malformed_rate=0.001
@@ -136,11 +137,19 @@ def run_demo(
                 settings, config, truth_path=demo_dir / f"truth-{run_id}.json", progress=progress
             )
         )
-        say("[4/5] waiting for the worker to catch up (lag 0) ...")
+        say("[4/6] waiting for the worker to catch up (lag 0) ...")
         waited = asyncio.run(wait_for_zero_lag(settings, bootstrap, timeout=300))
         say(f"      caught up {waited:.1f}s after the last send")
-        say("[5/5] summary from ClickHouse SQL")
+        say("[5/6] summary from ClickHouse SQL")
         mismatches = summarize(settings, truth)
+        say("[6/6] dashboards: waiting for the enforcement processors, then every panel ...")
+        for _ in range(2):  # a forward still in flight can add lag back once
+            asyncio.run(wait_for_zero_lag(settings, bootstrap, timeout=300, which="all"))
+            time.sleep(1)
+        page, failed = write_dashboard(settings, demo_dir / "dashboard")
+        say(f"      dashboard: {page}")
+        if failed:
+            mismatches.append(f"{failed} dashboard panels failed (see {page})")
     finally:
         if worker is not None:
             worker.stop()

@@ -70,7 +70,10 @@ def fleet_run(
 ) -> Iterator[Run]:
     """Run `fleet` through a fresh worker (own topics, groups and database)."""
     bootstrap = brokers.bootstrap(backend.kafka)
-    settings = isolated_settings(base, bootstrap, clickhouse_servers.url(backend.clickhouse))
+    # Backlog samples every second: the backlog panel has rows by the time the run is read.
+    settings = isolated_settings(
+        base, bootstrap, clickhouse_servers.url(backend.clickhouse), backlog_interval_seconds=1
+    )
     worker = WorkerProcess(settings, log_path=base / "worker.log")
     try:
         worker.wait_ready()

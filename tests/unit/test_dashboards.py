@@ -55,19 +55,27 @@ def test_there_are_dashboard_files() -> None:
     assert set(load_panels()) == {f.stem for f in FILES}
 
 
+WORKER_WIDE = {"consumer_backlog_age"}  # a backlog belongs to the worker, not a tenant
+
+
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
 def test_every_file_names_panel_unit_and_params(path: Path) -> None:
     text = path.read_text()
     title, unit, params = parse_header(text, path.name)
     assert title and unit and params
     assert text.startswith("-- panel: ")
-    # Every panel takes the time range and the optional tenant filter, as bound parameters.
+    # Every panel takes the time range, and all but the worker-wide backlog panel the
+    # optional tenant filter, as bound parameters.
     types = {p.name: p.type for p in params}
     assert types["from"] == types["to"] == "DateTime64(6)"
+    panel = parse_panel(path.stem, text)  # header and query agree
+    assert set(placeholders(text)) == set(types)
+    if path.stem in WORKER_WIDE:
+        assert "tenant" not in types and "Not per tenant" in text
+        assert panel.param_names[:2] == RANGE_AND_TENANT[:2]
+        return
     assert types["tenant"] == "String"
     assert "all" in next(p.note for p in params if p.name == "tenant")
-    assert set(placeholders(text)) == set(types)
-    panel = parse_panel(path.stem, text)  # header and query agree
     assert panel.param_names[:3] == RANGE_AND_TENANT
 
 
