@@ -445,30 +445,36 @@ def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
-def load_policy(path: str | Path) -> PolicyDocument:
-    """Read and validate a policy document (.yaml, .yml or .json).
+def read_document(path: str | Path, error: type[ContractError] = ContractError) -> Any:
+    """The data of a .yaml, .yml or .json document, duplicate keys refused.
 
-    The only I/O of the policy engine. Raises ContractError with a one-line
-    message naming the file and the offending field.
+    Shared by policy and SLO documents. Raises `error` with a one-line message
+    naming the file: a duplicate key silently winning is how a tightened rule
+    gets lost in a long file.
     """
     path = Path(path)
     source = str(path)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ContractError(f"{source}: cannot read: {exc}") from None
+        raise error(f"{source}: cannot read: {exc}") from None
     try:
         if path.suffix == ".json":
-            data = json.loads(text, object_pairs_hook=_unique_pairs)
-        elif path.suffix in (".yaml", ".yml"):
-            data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
-        else:
-            raise ContractError(f"{source}: expected a .yaml, .yml or .json file")
-    except ContractError as exc:
+            return json.loads(text, object_pairs_hook=_unique_pairs)
+        if path.suffix in (".yaml", ".yml"):
+            return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
+        raise error(f"{source}: expected a .yaml, .yml or .json file")
+    except ContractError as exc:  # duplicate keys, or the suffix check above
         message = str(exc)
-        raise ContractError(
-            message if message.startswith(source) else f"{source}: {message}"
-        ) from None
+        raise error(message if message.startswith(source) else f"{source}: {message}") from None
     except (yaml.YAMLError, json.JSONDecodeError) as exc:
-        raise ContractError(" ".join(f"{source}: not valid YAML/JSON: {exc}".split())) from None
-    return parse_policy(data, source)
+        raise error(" ".join(f"{source}: not valid YAML/JSON: {exc}".split())) from None
+
+
+def load_policy(path: str | Path) -> PolicyDocument:
+    """Read and validate a policy document (.yaml, .yml or .json).
+
+    The only I/O of the policy engine. Raises ContractError with a one-line
+    message naming the file and the offending field.
+    """
+    return parse_policy(read_document(path), str(path))

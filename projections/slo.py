@@ -58,7 +58,6 @@ None; no NaN or infinity): see `slo_status` for its keys.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -68,7 +67,6 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -80,7 +78,7 @@ from pydantic import (
     model_validator,
 )
 
-from projections.policy_contract import ContractError, _unique_pairs, _UniqueKeyLoader
+from projections.policy_contract import ContractError, read_document
 
 __all__ = [
     "DEFAULT_SLO_PATH",
@@ -325,27 +323,7 @@ def load_slo(path: str | Path = DEFAULT_SLO_PATH) -> SloDocument:
     Duplicate keys are errors, as in policy documents (the last one silently
     winning is how a tightened objective gets lost in a long file).
     """
-    path = Path(path)
-    source = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SloConfigError(f"{source}: cannot read: {exc}") from None
-    try:
-        if path.suffix == ".json":
-            data = json.loads(text, object_pairs_hook=_unique_pairs)
-        elif path.suffix in (".yaml", ".yml"):
-            data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
-        else:
-            raise SloConfigError(f"{source}: expected a .yaml, .yml or .json file")
-    except ContractError as exc:  # duplicate keys, or the suffix check above
-        message = str(exc)
-        raise SloConfigError(
-            message if message.startswith(source) else f"{source}: {message}"
-        ) from None
-    except (yaml.YAMLError, json.JSONDecodeError) as exc:
-        raise SloConfigError(" ".join(f"{source}: not valid YAML/JSON: {exc}".split())) from None
-    return parse_slo(data, source)
+    return parse_slo(read_document(path, SloConfigError), str(path))
 
 
 # --- burn-rate arithmetic ------------------------------------------------------------
