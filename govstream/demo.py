@@ -86,9 +86,7 @@ def summarize(settings: Settings, truth: dict[str, Any]) -> list[str]:
     return mismatches
 
 
-def run_demo(
-    settings: Settings, *, tenants: int, sessions: int, seed: int, progress: bool
-) -> int:
+def run_demo(settings: Settings, *, tenants: int, sessions: int, seed: int, progress: bool) -> int:
     from events.topics import Topics
     from govstream.broker import ensure_broker, stop_broker
     from govstream.commands.dashboard import write_dashboard

@@ -16,6 +16,7 @@ from typing import Any
 
 from govstream.commands.slo import parse_at
 from govstream.dashboard_html import Page, PanelResult, render_page
+from govstream.errors import UsageError
 from govstream.settings import Settings, load
 
 # Values for the parameters a panel may declare beyond the common ones.
@@ -24,7 +25,10 @@ EXTRA_DEFAULTS: dict[str, Any] = {"top": 10}
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("dashboard", help="write the dashboards as one HTML page")
-    parser.add_argument("--out", type=Path, required=True, help="directory for dashboard.html")
+    parser.add_argument("--out", type=Path, help="directory for dashboard.html")
+    parser.add_argument(
+        "--grafana", type=Path, help="write the Grafana dashboard JSON here instead (no SQL run)"
+    )
     parser.add_argument("--from", dest="start", help="UTC start (ISO 8601); default: first turn")
     parser.add_argument("--to", dest="end", help="UTC end, exclusive; default: after the last turn")
     parser.add_argument("--tenant", default="", help="one tenant; default all")
@@ -88,6 +92,15 @@ def write_dashboard(
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.grafana is not None:
+        from govstream.grafana import dashboard_json
+        from sql.dashboards import load_panels
+
+        args.grafana.write_text(dashboard_json(load_panels().values()), encoding="utf-8")
+        print(f"grafana dashboard: {args.grafana}")
+        return 0
+    if args.out is None:
+        raise UsageError("give --out DIR (the HTML page) or --grafana FILE")
     settings = load()
     start = parse_at(args.start) if args.start else None
     end = parse_at(args.end) if args.end else None

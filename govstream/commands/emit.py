@@ -41,9 +41,7 @@ def _run(args: argparse.Namespace) -> int:
             print(f"govstream: {error}", file=sys.stderr)
         if len(errors) > 50:
             print(f"govstream: ... and {len(errors) - 50} more invalid lines", file=sys.stderr)
-        print(
-            f"govstream: {len(errors)} invalid line(s); nothing was sent", file=sys.stderr
-        )
+        print(f"govstream: {len(errors)} invalid line(s); nothing was sent", file=sys.stderr)
         return 2
     if not events:
         print("no events to send", file=sys.stderr)

@@ -29,9 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=_run)
 
 
-async def total_lag(
-    settings: Settings, bootstrap: str, which: str = "sink"
-) -> tuple[int, list]:  # type: ignore[type-arg]
+async def total_lag(settings: Settings, bootstrap: str, which: str = "sink") -> tuple[int, list]:  # type: ignore[type-arg]
     from streams.admin import group_lag, worker_groups
 
     rows = []
