@@ -79,6 +79,10 @@ class Settings(BaseSettings):
         default=1000, ge=1, description="idempotency keys remembered per session (FIFO)"
     )
 
+    retention_days: dict[str, int] = Field(
+        default_factory=dict,
+        description='JSON table -> days, e.g. {"turns": 400}; 0 removes a TTL (sql/retention.py)',
+    )
     backlog_interval_seconds: float = Field(
         default=15.0, ge=0, description="consumer backlog samples into ClickHouse; 0 = none"
     )
@@ -191,8 +195,12 @@ def load(**overrides: Any) -> Settings:
 
 def as_environment(settings: Settings) -> dict[str, str]:
     """GOVSTREAM_* variables that reproduce these settings in a child process."""
+    import json
+
     env = {}
     for name, value in settings.model_dump().items():
         if value is not None:
-            env[f"GOVSTREAM_{name.upper()}"] = str(value)
+            # Complex values travel as JSON, which is how pydantic-settings reads them.
+            text = json.dumps(value) if isinstance(value, dict | list) else str(value)
+            env[f"GOVSTREAM_{name.upper()}"] = text
     return env

@@ -24,6 +24,7 @@ from govstream.broker import resolve_bootstrap
 from govstream.settings import Settings
 from sql.client import open_clickhouse, register_owner
 from sql.migrate import apply_migrations
+from sql.retention import apply_retention
 from streams.admin import ensure_topics, worker_groups
 from streams.admission import Admission
 from streams.app import create_app
@@ -50,6 +51,7 @@ def run_worker(settings: Settings, *, loglevel: str = "warn") -> int:
     applied = apply_migrations(clickhouse)
     for name in applied:
         print(f"applied migration {name}", flush=True)
+    apply_retention(clickhouse, settings.retention_days)
 
     app = create_app(settings, bootstrap)
     codec = Codec(
