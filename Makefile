@@ -26,6 +26,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.dashboards
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
