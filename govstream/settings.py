@@ -47,6 +47,11 @@ class Settings(BaseSettings):
         default=None, description="http(s)://user:pass@host:port; unset = embedded chDB"
     )
     clickhouse_database: str = "govstream"
+    clickhouse_cluster: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="migrate ON CLUSTER with Replicated engines (a ClickHouse server cluster)",
+    )
     clickhouse_path: Path | None = Field(
         default=None, description="embedded data directory; default <home>/clickhouse"
     )

@@ -161,21 +161,39 @@ def pending(migrations: Iterable[Migration], applied: Iterable[Applied]) -> list
     return [m for v, m in sorted(by_version.items()) if v not in done]
 
 
-def applied_migrations(ch: ClickHouse) -> list[Applied]:
-    ch.command(_CREATE_TABLE)
+def _for(cluster: str | None, statement: str) -> str:
+    """The statement as this deployment runs it: as written, or for a cluster."""
+    if cluster is None:
+        return statement
+    from sql.cluster import render_statement  # sql.cluster imports this module
+
+    return render_statement(statement, cluster)
+
+
+def applied_migrations(ch: ClickHouse, cluster: str | None = None) -> list[Applied]:
+    ch.command(_for(cluster, _CREATE_TABLE))
     result = ch.query(
         f"SELECT version, name, checksum FROM {MIGRATIONS_TABLE} ORDER BY version, applied_at"
     )
     return [Applied(int(v), str(name), str(sha)) for v, name, sha in result.rows]
 
 
-def apply_migrations(ch: ClickHouse, directory: Path | Traversable | None = None) -> list[str]:
-    """Apply every migration not yet applied, in order; the names applied ([] = up to date)."""
+def apply_migrations(
+    ch: ClickHouse,
+    directory: Path | Traversable | None = None,
+    *,
+    cluster: str | None = None,
+) -> list[str]:
+    """Apply every migration not yet applied, in order; the names applied ([] = up to date).
+
+    With `cluster` (GOVSTREAM_CLICKHOUSE_CLUSTER) every statement runs ON
+    CLUSTER with Replicated engines (sql/cluster.py), the bookkeeping table too.
+    """
     migrations = load_migrations(directory)
-    todo = pending(migrations, applied_migrations(ch))
+    todo = pending(migrations, applied_migrations(ch, cluster))
     done: list[str] = []
     for migration in todo:
-        statements = migration.statements
+        statements = [_for(cluster, s) for s in migration.statements]
         for index, statement in enumerate(statements, start=1):
             try:
                 ch.command(statement)

@@ -63,9 +63,15 @@ def retention_statements(retention: Mapping[str, int]) -> list[str]:
     return statements
 
 
-def apply_retention(clickhouse: ClickHouse, retention: Mapping[str, int]) -> list[str]:
-    """Set the configured TTLs; return the statements run."""
+def apply_retention(
+    clickhouse: ClickHouse, retention: Mapping[str, int], cluster: str | None = None
+) -> list[str]:
+    """Set the configured TTLs (ON CLUSTER when given); return the statements run."""
+    from sql.cluster import render_statement
+
     statements = retention_statements(retention)
+    if cluster is not None:
+        statements = [render_statement(s, cluster) for s in statements]
     for statement in statements:
         clickhouse.command(statement)
     return statements

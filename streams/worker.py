@@ -48,10 +48,10 @@ def run_worker(settings: Settings, *, loglevel: str = "warn") -> int:
     # One thread: chDB is driven from exactly one thread, off the event loop.
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
     clickhouse = open_clickhouse(settings, role="owner")
-    applied = apply_migrations(clickhouse)
+    applied = apply_migrations(clickhouse, cluster=settings.clickhouse_cluster)
     for name in applied:
         print(f"applied migration {name}", flush=True)
-    apply_retention(clickhouse, settings.retention_days)
+    apply_retention(clickhouse, settings.retention_days, settings.clickhouse_cluster)
 
     app = create_app(settings, bootstrap)
     codec = Codec(

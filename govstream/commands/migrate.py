@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from govstream.settings import load
@@ -18,6 +19,12 @@ def register(subparsers: Any) -> None:
             "the engine, and opens the engine directly otherwise."
         ),
     )
+    parser.add_argument(
+        "--render-cluster",
+        metavar="NAME",
+        help="write the migrations rendered for cluster NAME (ON CLUSTER, Replicated) to --out",
+    )
+    parser.add_argument("--out", type=Path, help="directory for --render-cluster")
     parser.set_defaults(func=_run)
 
 
@@ -27,10 +34,12 @@ def _run(args: argparse.Namespace) -> int:
     from sql.migrate import apply_migrations, load_migrations
     from sql.retention import apply_retention
 
+    if args.render_cluster is not None:
+        return _render(args.render_cluster, args.out)
     settings = load()
     with open_clickhouse(settings, role="client") as ch:
-        applied = apply_migrations(ch)
-        retention = apply_retention(ch, settings.retention_days)
+        applied = apply_migrations(ch, cluster=settings.clickhouse_cluster)
+        retention = apply_retention(ch, settings.retention_days, settings.clickhouse_cluster)
     for name in applied:
         print(f"applied {name}")
     for statement in retention:
@@ -38,4 +47,22 @@ def _run(args: argparse.Namespace) -> int:
     if not applied:
         count = len(load_migrations())
         print(f"schema up to date ({count} migration{'' if count == 1 else 's'})")
+    return 0
+
+
+def _render(cluster: str, out: Path | None) -> int:
+    from govstream.errors import UsageError
+    from sql.cluster import render_migration
+    from sql.migrate import load_migrations
+
+    if out is None:
+        raise UsageError("--render-cluster needs --out DIR")
+    out.mkdir(parents=True, exist_ok=True)
+    for migration in load_migrations():
+        try:
+            text = render_migration(migration, cluster)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        (out / migration.name).write_text(text, encoding="utf-8")
+        print(f"wrote {out / migration.name}")
     return 0
