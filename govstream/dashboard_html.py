@@ -152,9 +152,11 @@ def _bar_chart(panel: PanelResult) -> str:
     value_index = next(
         i for i in range(1, len(panel.columns)) if all(_is_number(r[i]) for r in panel.rows)
     )
+    # The label: every leading column that is not a number (tenant and scope, say).
+    label_columns = [i for i in range(value_index) if not _is_number(panel.rows[0][i])]
     bars = sorted(panel.rows, key=lambda r: -float(r[value_index]))[:MAX_BARS]
     top = max((float(r[value_index]) for r in bars), default=0.0) or 1.0
-    row_h, label_w = 18, 160
+    row_h, label_w = 18, 200
     height = len(bars) * row_h + 8
     parts = []
     for n, row in enumerate(bars):
@@ -162,7 +164,8 @@ def _bar_chart(panel: PanelResult) -> str:
         width = max(1.0, value / top * (WIDTH - label_w - 80))
         y = 4 + n * row_h
         parts.append(
-            f'<text x="{label_w - 6}" y="{y + 12}" text-anchor="end">{_e(row[0])}</text>'
+            f'<text x="{label_w - 6}" y="{y + 12}" text-anchor="end">'
+            f"{' · '.join(_e(row[i]) for i in label_columns)}</text>"
             f'<rect x="{label_w}" y="{y + 2}" width="{width:.1f}" height="{row_h - 5}" '
             f'fill="{PALETTE[0]}"/>'
             f'<text x="{label_w + width + 4:.1f}" y="{y + 12}">{_e(row[value_index])}</text>'

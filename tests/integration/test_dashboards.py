@@ -20,6 +20,7 @@ for what the processors decided, from the derived topic read back from Kafka:
 from __future__ import annotations
 
 import re
+import struct
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -67,6 +68,8 @@ ALL = {"from": datetime(2000, 1, 1, tzinfo=UTC), "to": datetime(2200, 1, 1, tzin
 # A window inside the simulated day, to check the range filter: [from, to).
 WINDOW = {"from": FLEET.start + timedelta(hours=6), "to": FLEET.start + timedelta(hours=13)}
 PANELS = load_panels()
+# Where the browser check leaves its screenshot for people to look at.
+ARTIFACTS = Path(__file__).parents[2] / ".govstream" / "test-artifacts"
 INJECTIONS = (
     "' OR 1=1 --",
     "x'; DROP TABLE turns; --",
@@ -514,3 +517,24 @@ def test_the_html_page_shows_every_panel_with_data(run: Run) -> None:
     empty = re.findall(r'<section class="panel empty"><h2>([^<]+)</h2>', text)
     assert empty == [], empty
     assert "query failed" not in text
+
+
+def test_a_browser_draws_every_panel(run: Run, tmp_path: Path) -> None:
+    """Headless Chromium screenshots the page; the PNG is kept for people to look at."""
+    from govstream.browser import ensure_chromium
+    from govstream.commands.dashboard import data_range, render
+
+    start, end = data_range(run.ch)
+    text, failed = render(run.ch, start, end, "", datetime(2026, 11, 23, 12, 0))
+    assert failed == 0
+    page = tmp_path / "dashboard.html"
+    page.write_text(text)
+    chromium = ensure_chromium(run.settings.cache_dir)
+    shot = chromium.screenshot(page, ARTIFACTS / "dashboard.png", width=1400, height=9000)
+    png = shot.read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", png[16:24])
+    assert (width, height) == (1400, 9000)
+    # Every panel drew a chart or table (the HTML check above), and the browser drew
+    # a page that is not blank: a PNG of a white page compresses to a few KB.
+    assert len(png) > 100_000, len(png)
