@@ -104,9 +104,7 @@ class Codec:
         writer = registered.parsed
         local = schema_for(model)
         # Same schema on both sides needs no resolution (the fast path).
-        reader_schema = None if local == registered.schema else fastavro.parse_schema(
-            local
-        )
+        reader_schema = None if local == registered.schema else fastavro.parse_schema(local)
         reader = (model, writer, reader_schema)
         self._readers[schema_id] = reader
         return reader

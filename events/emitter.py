@@ -116,13 +116,16 @@ class Emitter:
         key: bytes | None = None,
         *,
         timestamp_ms: int | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
     ) -> Awaitable[Any]:
         """Hand a record to the producer without waiting; returns its delivery future.
 
         Records handed over in order keep that order per partition (the
         idempotent producer never reorders), so callers can pipeline.
         """
-        return await self._producer.send(topic, value=value, key=key, timestamp_ms=timestamp_ms)
+        return await self._producer.send(
+            topic, value=value, key=key, timestamp_ms=timestamp_ms, headers=headers
+        )
 
     async def send_raw(self, topic: str, value: bytes, key: bytes | None = None) -> None:
         """Send bytes as they are (tests and drills that need malformed records)."""

@@ -328,8 +328,7 @@ DERIVED_EVENTS: tuple[type[SessionEvent], ...] = (
 )
 TENANT_EVENTS: tuple[type[Event], ...] = (TenantProfileUpdated,)
 CATALOG: dict[str, type[BaseModel]] = {
-    m.__name__: m
-    for m in (*SESSION_EVENTS, *DERIVED_EVENTS, *TENANT_EVENTS, RecordDeadLettered)
+    m.__name__: m for m in (*SESSION_EVENTS, *DERIVED_EVENTS, *TENANT_EVENTS, RecordDeadLettered)
 }
 
 

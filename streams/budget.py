@@ -21,7 +21,7 @@ from events.topics import Topics
 from govstream.settings import Settings
 from projections.budget import BudgetConfig, apply
 from projections.pricing import DEFAULT_PRICES
-from streams.forwarder import Forwarder
+from streams.forwarder import Forwarder, SourcePosition
 from streams.profiles import TenantProfiles
 from streams.stats import AgentStats
 
@@ -119,6 +119,15 @@ def register_budget(
                 stats.record(skipped=True)
                 continue
             partition = record.message.partition
+            source = SourcePosition.from_headers(record.message.headers)
+            if source is not None:
+                # A re-forward after the session processor crashed: applied already.
+                mark = f"w|{partition}|{source.partition}"
+                last = table.get(mark)
+                if last is not None and source <= SourcePosition(*last):
+                    stats.record(skipped=True)
+                    continue
+                table[mark] = [source.partition, source.offset, source.index]
             budgets = profiles.budgets(event.tenant_id, ts_ms)
             step = apply(table, event, budgets, partition, config)
             for key, value in step.changes.items():

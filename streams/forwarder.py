@@ -13,14 +13,19 @@ So these records go through one idempotent producer (acks=all), and
 `install` makes every Faust transaction commit flush it first: a record
 forwarded while processing an event is on the broker before that event's
 offset is committed. A crash between the two re-processes the event and
-forwards it again; the receivers are idempotent (ledger keys, reservation and
-holder ids, signal idempotency keys), so a repeat changes nothing.
+forwards it again. Each forward carries its source position (header
+govstream-source: partition, offset, index), and the budget processor keeps
+per source partition the highest position it applied: a re-forward is
+recognised exactly, however many events ago it was first applied. The
+receivers are idempotent besides (ledger keys, reservation and holder ids,
+signal idempotency keys).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
+from dataclasses import dataclass
 from typing import Any
 
 import faust
@@ -28,6 +33,34 @@ from mode import Service
 
 from events.emitter import Emitter
 from govstream.settings import Settings
+
+SOURCE_HEADER = "govstream-source"
+
+
+@dataclass(frozen=True, order=True)
+class SourcePosition:
+    """Where a forwarded record came from: source partition, offset, and its index
+    among the records forwarded for that offset (an event and its decision)."""
+
+    partition: int
+    offset: int
+    index: int = 0
+
+    def encode(self) -> bytes:
+        return f"{self.partition}:{self.offset}:{self.index}".encode()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> SourcePosition:
+        partition, offset, index = (int(part) for part in raw.decode().split(":"))
+        return cls(partition, offset, index)
+
+    @classmethod
+    def from_headers(cls, headers: Any) -> SourcePosition | None:
+        items = headers.items() if isinstance(headers, dict) else (headers or ())
+        for name, raw in items:
+            if name == SOURCE_HEADER and raw is not None:
+                return cls.decode(raw)
+        return None
 
 
 class Forwarder(Service):
@@ -54,15 +87,22 @@ class Forwarder(Service):
         return self._emitter
 
     async def enqueue(
-        self, topic: str, key: bytes, value: bytes, timestamp_ms: int | None = None
+        self,
+        topic: str,
+        key: bytes,
+        value: bytes,
+        timestamp_ms: int | None = None,
+        source: SourcePosition | None = None,
     ) -> Awaitable[Any]:
         """Hand a record over; delivered before the next transaction commit.
 
         `timestamp_ms` keeps the log time of the event forwarded (the profile
-        join downstream is by log time).
+        join downstream is by log time); `source` its position in the source
+        topic, so the receiver can drop a re-forward after a crash.
         """
         emitter = await self._ensure_emitter()
-        return await emitter.enqueue(topic, value, key, timestamp_ms=timestamp_ms)
+        headers = [(SOURCE_HEADER, source.encode())] if source is not None else None
+        return await emitter.enqueue(topic, value, key, timestamp_ms=timestamp_ms, headers=headers)
 
     async def send(self, topic: str, key: bytes, value: bytes) -> None:
         """Send and wait for the broker's ack."""

@@ -54,7 +54,7 @@ from events.topics import Topics
 from govstream.settings import Settings
 from projections.lifecycle import LIFECYCLE_EVENTS, state_from_dict, state_to_dict, step
 from projections.policy import PolicyContext, PolicyDocument, evaluate, load_policy
-from streams.forwarder import Forwarder
+from streams.forwarder import Forwarder, SourcePosition
 from streams.profiles import TenantProfiles
 from streams.stats import AgentStats
 
@@ -483,9 +483,11 @@ def register_processors(
                 table[event.session_id] = new_entry
             await emit(key, out)
             tenant_key = event.tenant_id.encode()
-            for item in forward:
+            message = record.message
+            for index, item in enumerate(forward):
                 data = value if item is event else codec.encode(item)
-                await forwarder.enqueue(topics.budget_input, tenant_key, data, ts_ms)
+                source = SourcePosition(message.partition, message.offset, index)
+                await forwarder.enqueue(topics.budget_input, tenant_key, data, ts_ms, source)
             stats.record(len(out) + len(forward))
 
     return runtime
