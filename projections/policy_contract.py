@@ -70,7 +70,7 @@ from dataclasses import dataclass
 from datetime import date
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import idna
 import yaml
@@ -102,6 +102,9 @@ RiskTier = Literal["low", "medium", "high", "critical"]
 RISK_ORDER: dict[str, int] = {"low": 0, "medium": 1, "high": 2, "critical": 3}
 ToolPermission = Literal["low", "medium", "high", "critical", "deny"]
 ApprovalMode = Literal["none", "async", "human"]
+
+
+DocumentT = TypeVar("DocumentT", bound=BaseModel)
 
 
 class ContractError(ValueError):
@@ -396,24 +399,40 @@ class PolicyDocument(_Strict):
 # --- loading -------------------------------------------------------------------------
 
 
-def _one_line(error: ValidationError, source: str) -> str:
+def one_line(error: ValidationError, source: str, root: str | None = "<document>") -> str:
+    """A validation error as one line naming the file and the first field at fault.
+
+    `root` names a problem of the whole document (an empty location); None
+    leaves it unnamed, for checks whose message already names their fields.
+    """
     problems = []
     for item in error.errors():
-        where = ".".join(str(part) for part in item["loc"]) or "<document>"
         message = item["msg"].removeprefix("Value error, ")
-        problems.append(f"{where}: {message}")
+        where = ".".join(str(part) for part in item["loc"]) or root
+        problems.append(f"{where}: {message}" if where else message)
     more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
     return " ".join(f"{source}: {problems[0]}{more}".split())
 
 
+def validate_document(
+    model: type[DocumentT],
+    data: Any,
+    source: str,
+    error: type[ContractError] = ContractError,
+    root: str | None = "<document>",
+) -> DocumentT:
+    """Validate an already-decoded document against `model`; `error` (one line) if not."""
+    if not isinstance(data, Mapping):
+        raise error(f"{source}: <document>: must be a mapping, got {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise error(one_line(exc, source, root)) from None
+
+
 def parse_policy(data: Any, source: str = "policy") -> PolicyDocument:
     """Validate an already-decoded document; raises ContractError (one line)."""
-    if not isinstance(data, Mapping):
-        raise ContractError(f"{source}: <document>: must be a mapping, got {type(data).__name__}")
-    try:
-        return PolicyDocument.model_validate(data)
-    except ValidationError as exc:
-        raise ContractError(_one_line(exc, source)) from None
+    return validate_document(PolicyDocument, data, source)
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

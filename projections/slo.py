@@ -73,12 +73,11 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    ValidationError,
     field_validator,
     model_validator,
 )
 
-from projections.policy_contract import ContractError, read_document
+from projections.policy_contract import ContractError, read_document, validate_document
 
 __all__ = [
     "DEFAULT_SLO_PATH",
@@ -295,25 +294,10 @@ class SloDocument(_Strict):
 # --- loading -------------------------------------------------------------------------
 
 
-def _one_line(error: ValidationError, source: str) -> str:
-    problems = []
-    for item in error.errors():
-        message = item["msg"].removeprefix("Value error, ")
-        where = ".".join(str(part) for part in item["loc"])
-        # Cross-field checks on the whole document name their field in the message.
-        problems.append(f"{where}: {message}" if where else message)
-    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-    return " ".join(f"{source}: {problems[0]}{more}".split())
-
-
 def parse_slo(data: Any, source: str = "slo") -> SloDocument:
     """Validate an already-decoded document; raises SloConfigError (one line)."""
-    if not isinstance(data, Mapping):
-        raise SloConfigError(f"{source}: <document>: must be a mapping, got {type(data).__name__}")
-    try:
-        return SloDocument.model_validate(data)
-    except ValidationError as exc:
-        raise SloConfigError(_one_line(exc, source)) from None
+    # Cross-field checks on the whole document name their field in the message.
+    return validate_document(SloDocument, data, source, SloConfigError, root=None)
 
 
 def load_slo(path: str | Path = DEFAULT_SLO_PATH) -> SloDocument:
