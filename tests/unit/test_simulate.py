@@ -532,7 +532,12 @@ class _FakeProducer:
         self.sent: list[tuple[str, bytes | None, bytes]] = []
 
     async def send(
-        self, topic: str, value: bytes, key: bytes | None = None, timestamp_ms: int | None = None
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None = None,
+        timestamp_ms: int | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
     ) -> asyncio.Future:
         self.sent.append((topic, key, value))
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
