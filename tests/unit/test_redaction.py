@@ -1,0 +1,359 @@
+"""Redaction of content fields (issue 5, item 3): planted corpora, false positives, idempotence."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import string
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from projections.redaction import Redaction, Redactor, luhn_ok, placeholder, redact
+
+KINDS = ("email", "phone", "card", "api_key", "bearer_token")
+WORDS = [
+    "agent",
+    "fleet",
+    "turn",
+    "tool",
+    "call",
+    "budget",
+    "policy",
+    "session",
+    "tenant",
+    "model",
+    "reply",
+    "prompt",
+    "stream",
+    "memory",
+    "window",
+    "cache",
+    "ledger",
+    "admit",
+    "deny",
+    "reserve",
+    "commit",
+    "release",
+    "the",
+    "a",
+    "of",
+    "and",
+    "to",
+    "in",
+    "for",
+    "with",
+    "on",
+    "at",
+    "by",
+    "from",
+    "please",
+    "send",
+    "check",
+    "note",
+    "see",
+    "call",
+    "reach",
+]
+ALNUM = string.ascii_letters + string.digits
+
+
+def _chars(rng: random.Random, alphabet: str, n: int) -> str:
+    return "".join(rng.choice(alphabet) for _ in range(n))
+
+
+def _luhn_complete(body: str) -> str:
+    for check in "0123456789":
+        if luhn_ok(body + check):
+            return body + check
+    raise AssertionError("unreachable")
+
+
+def make_card(rng: random.Random) -> str:
+    style = rng.choice(["visa", "mc", "amex", "visa19"])
+    if style == "amex":
+        digits = _luhn_complete(rng.choice(["34", "37"]) + _chars(rng, string.digits, 12))
+        sep = rng.choice([" ", "-", ""])
+        return sep.join([digits[:4], digits[4:10], digits[10:]])
+    prefix = "4" if style.startswith("visa") else str(rng.randint(51, 55))
+    length = 19 if style == "visa19" else 16
+    digits = _luhn_complete(prefix + _chars(rng, string.digits, length - 1 - len(prefix)))
+    sep = rng.choice([" ", "-", ""])
+    return sep.join(digits[i : i + 4] for i in range(0, len(digits), 4))
+
+
+def make_phone(rng: random.Random) -> str:
+    d = lambda n: _chars(rng, string.digits, n)  # noqa: E731
+    nz = lambda: str(rng.randint(2, 9))  # noqa: E731
+    return rng.choice(
+        [
+            f"+1 {nz()}{d(2)} {nz()}{d(2)} {d(4)}",
+            f"+1{nz()}{d(2)}{nz()}{d(2)}{d(4)}",
+            f"+44 20 {d(4)} {d(4)}",
+            f"+49 30 {d(8)}",
+            f"+1 ({nz()}{d(2)}) {nz()}{d(2)}-{d(4)}",
+            f"({nz()}{d(2)}) {nz()}{d(2)}-{d(4)}",
+            f"{nz()}{d(2)}-{nz()}{d(2)}-{d(4)}",
+            f"{nz()}{d(2)}.{nz()}{d(2)}.{d(4)}",
+            f"020 {d(4)} {d(4)}",
+            f"0{nz()} {d(2)} {d(2)} {d(2)} {d(2)}",
+        ]
+    )
+
+
+def make_email(rng: random.Random) -> str:
+    local = rng.choice(string.ascii_lowercase) + _chars(rng, string.ascii_lowercase + "._+0123", 8)
+    local = local.rstrip(".")
+    domain = _chars(rng, string.ascii_lowercase, 6)
+    return f"{local}@{domain}.{rng.choice(['com', 'io', 'co.uk', 'example'])}"
+
+
+def make_api_key(rng: random.Random) -> tuple[str, str]:
+    """(text to plant, secret that must not survive)."""
+    upper = string.ascii_uppercase + string.digits
+    choice = rng.randrange(9)
+    if choice == 0:
+        key = "sk-" + _chars(rng, ALNUM, 40)
+    elif choice == 1:
+        key = rng.choice(["sk_live_", "pk_live_", "sk_test_"]) + _chars(rng, ALNUM, 24)
+    elif choice == 2:
+        key = "AKIA" + _chars(rng, upper, 16)
+    elif choice == 3:
+        key = rng.choice(["ghp_", "gho_"]) + _chars(rng, ALNUM, 36)
+    elif choice == 4:
+        key = "github_pat_" + _chars(rng, ALNUM + "_", 60)
+    elif choice == 5:
+        key = "xox" + rng.choice("baprs") + "-" + _chars(rng, string.digits + "-", 20) + "x"
+    elif choice == 6:
+        key = "AIza" + _chars(rng, ALNUM + "_-", 35)
+    else:
+        key = _chars(rng, ALNUM, 24)
+        name = rng.choice(["api_key", "API-KEY", "apikey", "apiKey"])
+        return f"{name}{rng.choice(['=', ': ', ' = '])}{key}", key
+    return key, key
+
+
+def make_bearer(rng: random.Random) -> tuple[str, str]:
+    if rng.random() < 0.5:
+        token = _chars(rng, ALNUM + "-._~", 30) + str(rng.randint(0, 9))
+        return f"{rng.choice(['Bearer', 'bearer', 'BEARER'])} {token}", token
+    b64 = ALNUM + "-_"
+    jwt = f"eyJ{_chars(rng, b64, 20)}.eyJ{_chars(rng, b64, 40)}.{_chars(rng, b64, 43)}"
+    return jwt, jwt
+
+
+def make_planted(rng: random.Random, kind: str) -> tuple[str, str]:
+    if kind == "email":
+        v = make_email(rng)
+        return v, v
+    if kind == "phone":
+        v = make_phone(rng)
+        return v, v
+    if kind == "card":
+        v = make_card(rng)
+        return v, v
+    if kind == "api_key":
+        return make_api_key(rng)
+    return make_bearer(rng)
+
+
+def make_corpus(seed: int, per_kind: int) -> tuple[str, list[tuple[str, str]]]:
+    """Random prose with `per_kind` planted values of every kind, in random order.
+
+    Returns the text and (kind, secret) for every planted value."""
+    rng = random.Random(seed)
+    plan = [k for k in KINDS for _ in range(per_kind)]
+    rng.shuffle(plan)
+    parts: list[str] = []
+    planted: list[tuple[str, str]] = []
+    for kind in plan:
+        parts.extend(rng.choice(WORDS) for _ in range(rng.randint(1, 6)))
+        text, secret = make_planted(rng, kind)
+        parts.append(text + rng.choice(["", "", ",", ".", ";"]))
+        planted.append((kind, secret))
+    parts.extend(rng.choice(WORDS) for _ in range(rng.randint(1, 4)))
+    return " ".join(parts), planted
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_planted_corpus_is_fully_redacted_with_exact_counts(seed: int) -> None:
+    text, planted = make_corpus(seed, per_kind=6)
+    out = redact(text)
+    for kind, secret in planted:
+        assert secret not in out.text, (kind, secret)
+    expected = {k: sum(1 for kk, _ in planted if kk == k) for k in KINDS}
+    assert dict(out.record.counts) == expected, out.text
+    assert out.record.total == len(planted)
+    serialised = json.dumps(out.record.to_dict()) + repr(out.record) + repr(out)
+    for _, secret in planted:
+        assert secret not in serialised.replace(out.text, "")
+    assert out.record.sha256 == hashlib.sha256(text.encode()).hexdigest()
+    # The same input is recognisable by its hash; a different one is not.
+    assert redact(text).record == out.record
+    assert redact(text + " ").record.sha256 != out.record.sha256
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        ("mail ops@example.com now", "email"),
+        ("call +14155552671 today", "phone"),
+        ("call +44 20 7946 0958 today", "phone"),
+        ("call (415) 555-2671 today", "phone"),
+        ("call 415-555-2671 today", "phone"),
+        ("card 4111 1111 1111 1111 ok", "card"),
+        ("card 4111-1111-1111-1111 ok", "card"),
+        ("card 378282246310005 ok", "card"),
+        ("key AKIAIOSFODNN7EXAMPLE ok", "api_key"),
+        ("export OPENAI=sk-proj-abcdefghijklmnopqrstuvwx", "api_key"),
+        ('{"apiKey": "9f8e7d6c5b4a39281706"}', "api_key"),
+        ("Authorization: Bearer abc.def-123_456", "bearer_token"),
+    ],
+)
+def test_each_kind_is_recognised(text: str, kind: str) -> None:
+    out = redact(text)
+    assert out.record.counts == ((kind, 1),)
+    assert placeholder(kind) in out.text
+
+
+def test_key_name_and_scheme_stay_readable() -> None:
+    out = redact("api_key=9f8e7d6c5b4a39281706 and Authorization: Bearer tok3n-abcdefgh")
+    assert out.text == (
+        "api_key=[REDACTED:api_key] and Authorization: Bearer [REDACTED:bearer_token]"
+    )
+
+
+def _non_luhn_16(rng: random.Random) -> str:
+    body = "4" + _chars(rng, string.digits, 14)
+    good = _luhn_complete(body)
+    bad = body + str((int(good[-1]) + rng.randint(1, 9)) % 10)
+    assert not luhn_ok(bad)
+    return bad
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "released on 2024-01-15 at 12:30:45",
+        "deadline 15.01.2024 or 01/15/2024",
+        "upgrade from 1.2.3 to 10.20.30 and 2.0.0-rc.1",
+        "python 3.11.4, node v20.11.1",
+        "order 58213 and ORD-2024-001234 and #100234",
+        "invoice INV-2024-0042-17 shipped",
+        "in 2023 we had 12345 turns and 999999 tokens",
+        "pin 4821 and code 123456",
+        "host 192.168.100.200 and 10.0.0.1",
+        "ratio 0.4111111111111111 is fine",
+        "the bearer of this note; bearer bonds; api key: none",
+        "install pkg@1.2.3 and use @property",
+        "task-force-alpha-bravo-charlie-delta and desk-12345678901234567890",
+        "a plain 4111111111111112 non-luhn number",
+        "trace 1234567890123456789012345 long id",
+    ],
+)
+def test_false_positives_stay_untouched(text: str) -> None:
+    out = redact(text)
+    assert out.text == text
+    assert out.record.counts == ()
+    assert out.record.total == 0
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_random_non_luhn_16_digit_numbers_stay(seed: int) -> None:
+    rng = random.Random(seed)
+    numbers = [_non_luhn_16(rng) for _ in range(20)]
+    text = " ".join(f"id {n}" for n in numbers)
+    assert redact(text).text == text
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_idempotent_on_corpus(seed: int) -> None:
+    text, _ = make_corpus(seed, per_kind=3)
+    once = redact(text)
+    twice = redact(once.text)
+    assert twice.text == once.text
+    assert twice.record.total == 0
+
+
+def test_overlap_earliest_longest_wins_and_nothing_leaks() -> None:
+    # The AWS key id contains a Luhn-valid digit run; the key starts first and wins.
+    key = "AKIA4111111111111111"
+    out = redact(f"k {key} end")
+    assert out.text == "k [REDACTED:api_key] end"
+    assert out.record.counts == (("api_key", 1),)
+    # A Bearer header carrying a JWT is one bearer_token, not two.
+    jwt = "eyJhbGciOi.eyJzdWIiOiIx.c2lnbmF0dXJl"
+    out = redact(f"Authorization: Bearer {jwt}")
+    assert out.record.counts == (("bearer_token", 1),)
+    assert jwt not in out.text
+
+
+def test_extra_patterns() -> None:
+    r = Redactor.build({"employee_id": r"\bEMP-\d{6}\b", "api_key": r"\bint_[a-f0-9]{16}\b"})
+    out = r.redact("EMP-123456 used int_0123456789abcdef and ops@example.com")
+    assert out.text == "[REDACTED:employee_id] used [REDACTED:api_key] and [REDACTED:email]"
+    assert dict(out.record.counts) == {"employee_id": 1, "api_key": 1, "email": 1}
+    assert "employee_id" in r.kinds
+    assert r.redact(out.text).text == out.text
+    # The defaults do not know the extra kind.
+    assert redact("EMP-123456").text == "EMP-123456"
+
+
+def test_extra_pattern_with_value_group_redacts_only_the_value() -> None:
+    r = Redactor.build({"password": r"(?i)password\s*=\s*(?P<value>\S+)"})
+    assert r.redact("password = hunter2!").text == "password = [REDACTED:password]"
+
+
+@pytest.mark.parametrize(
+    ("patterns", "fragment"),
+    [
+        ({"broken": r"(unclosed"}, "'broken': invalid regex"),
+        ({"Bad Name": r"x"}, "'Bad Name': name must match"),
+        ({"empty": r"a*"}, "'empty': matches the empty string"),
+    ],
+)
+def test_invalid_extra_patterns_raise_one_line_errors(
+    patterns: dict[str, str], fragment: str
+) -> None:
+    with pytest.raises(ValueError) as info:
+        Redactor.build(patterns)
+    assert fragment in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_record_is_frozen_and_has_no_values() -> None:
+    out = redact("ops@example.com")
+    assert isinstance(out.record, Redaction)
+    with pytest.raises(AttributeError):
+        out.record.sha256 = "x"  # type: ignore[misc]
+    assert "ops@example.com" not in json.dumps(out.record.to_dict())
+
+
+_prose = st.text(alphabet=string.ascii_letters + " ,;:!?()", max_size=30)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(KINDS), st.integers(0, 2**32), _prose), min_size=1, max_size=8
+    ),
+    _prose,
+)
+def test_property_output_never_contains_a_planted_secret(
+    items: list[tuple[str, int, str]], tail: str
+) -> None:
+    parts: list[str] = []
+    secrets: list[str] = []
+    for kind, seed, prose in items:
+        text, secret = make_planted(random.Random(seed), kind)
+        parts.extend([prose, text])
+        secrets.append(secret)
+    parts.append(tail)
+    source = " ".join(parts)
+    out = redact(source)
+    for secret in secrets:
+        assert secret not in out.text
+        assert secret not in json.dumps(out.record.to_dict())
+    assert redact(out.text).text == out.text
