@@ -43,11 +43,13 @@ from events.models import (
     SessionResumed,
     SessionStarted,
     SessionSuspended,
+    TaskSummaryUpdated,
     ToolCallCompleted,
     ToolCallProposed,
     TurnCompleted,
 )
 from events.topics import is_derived_topic
+from projections.redaction import redact
 from streams.ingest import Ingested, Rejected
 
 ARCHIVE_COLUMNS = (
@@ -145,8 +147,39 @@ def _archive_row(item: Ingested) -> tuple[Any, ...]:
     return (
         item.source.topic, item.source.partition, item.source.offset, event.event_id,
         item.decoded.event_type, item.decoded.schema_id, event.tenant_id, session_id,
-        event.occurred_at, orjson.Fragment(event.model_dump_json()),
+        event.occurred_at, archived_payload(event),
     )  # fmt: skip
+
+
+def archived_payload(event: Event) -> orjson.Fragment:
+    """The event's JSON for the archive, its free-text fields redacted.
+
+    Turn content and task summaries can carry what a user typed: emails,
+    card numbers, keys. They are redacted before ClickHouse sees them; the
+    payload then records what was redacted (counts per kind and a hash of the
+    original text), never the values. Events without such text pass as they are.
+    """
+    if isinstance(event, TurnCompleted) and event.content:
+        redacted = redact(event.content)
+        if redacted.record.total:
+            data = event.model_dump(mode="json")
+            data["content"] = redacted.text
+            data["redaction"] = {"content": redacted.record.to_dict()}
+            return orjson.Fragment(orjson.dumps(data))
+    elif isinstance(event, TaskSummaryUpdated):
+        data = event.model_dump(mode="json")
+        records = {}
+        for name in ("objective", "decisions", "facts"):
+            texts = data[name] if isinstance(data[name], list) else [data[name]]
+            results = [redact(text) for text in texts]
+            if any(r.record.total for r in results):
+                cleaned = [r.text for r in results]
+                data[name] = cleaned if isinstance(data[name], list) else cleaned[0]
+                records[name] = [r.record.to_dict() for r in results if r.record.total]
+        if records:
+            data["redaction"] = records
+            return orjson.Fragment(orjson.dumps(data))
+    return orjson.Fragment(event.model_dump_json())
 
 
 def _session_row(e: SessionStarted) -> tuple[Any, ...]:

@@ -210,3 +210,18 @@ def test_transactional_records_leave_no_phantom_lag(run: Run) -> None:
     assert rows == [("op-committed",)]  # read_committed: the aborted one never arrives
     ((archived,),) = run.rows("SELECT count() FROM events_archive FINAL WHERE tenant_id = 't-txn'")
     assert archived == 1
+
+
+def test_no_planted_email_reaches_clickhouse(run: Run) -> None:
+    # The simulator plants "jane.doe@example.com" in some turns' content: every one
+    # reaches the archive redacted, none raw.
+    leaked = run.rows(
+        "SELECT count() FROM events_archive FINAL"
+        " WHERE position(payload, 'jane.doe@example.com') > 0"
+    )[0][0]
+    redacted = run.rows(
+        "SELECT count() FROM events_archive FINAL"
+        " WHERE event_type = 'TurnCompleted' AND position(payload, '[REDACTED:email]') > 0"
+    )[0][0]
+    assert leaked == 0
+    assert redacted > 0
