@@ -33,7 +33,8 @@ class LatencyFigures:
         return self.requests / self.seconds
 
 
-def _quantile(sorted_ms: list[float], q: float) -> float:
+def nearest_rank(sorted_ms: list[float], q: float) -> float:
+    """The q-quantile of sorted values by nearest rank (what the benchmarks report)."""
     index = min(len(sorted_ms) - 1, max(0, round(q * len(sorted_ms)) - 1))
     return sorted_ms[index]
 
@@ -70,7 +71,7 @@ async def measure(
         clients=len(bodies),
         seconds=seconds,
         p50_ms=statistics.median(ordered),
-        p99_ms=_quantile(ordered, 0.99),
+        p99_ms=nearest_rank(ordered, 0.99),
         max_ms=ordered[-1],
         decisions=decisions,
     )

@@ -21,6 +21,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench.admission import nearest_rank
 from govstream.settings import Settings
 from sql.client import ClickHouse, open_clickhouse
 from sql.dashboards import load_panels, run_panel
@@ -148,7 +149,7 @@ def time_panels(ch: ClickHouse, runs: int) -> list[tuple[str, str, float, float,
                 rows = len(run_panel(ch, panel, values).rows)
                 timings.append((time.perf_counter() - started) * 1000)
             timings.sort()
-            p95 = timings[min(len(timings) - 1, max(0, round(0.95 * len(timings)) - 1))]
+            p95 = nearest_rank(timings, 0.95)
             results.append((panel.title, scope, statistics.median(timings), p95, rows))
     return results
 

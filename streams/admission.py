@@ -362,7 +362,7 @@ class Admission:
         runtime = self.sessions
         return decide_proposal(
             proposal,
-            {**entry, "plan": entry.get("plan")},
+            entry,
             status,
             policy=runtime.policy,
             signing=runtime.signing,

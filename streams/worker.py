@@ -1,8 +1,9 @@
 """`govstream worker`: the composition root of one stream-processing worker.
 
-Start-up, in order: resolve the broker, create the topics, open ClickHouse as
-the owner of the embedded engine (or a server client), apply migrations, then
-run Faust with the sink agent and the web views. With embedded ClickHouse this
+Start-up, in order: resolve the broker, open ClickHouse as the owner of the
+embedded engine (or a server client), apply migrations, register the sink,
+the enforcement agents and the web views, create the topics (the tables'
+changelogs included), then run Faust. With embedded ClickHouse this
 process is the engine's only owner: it serves SQL to the CLI over its web port
 and registers itself in the owner file until it stops.
 """
@@ -42,9 +43,6 @@ log = logging.getLogger(__name__)
 def run_worker(settings: Settings, *, loglevel: str = "warn") -> int:
     bootstrap = resolve_bootstrap(settings)
     topics = Topics(settings.topic_prefix)
-    created = asyncio.run(ensure_topics(bootstrap, topics, settings.topic_partitions))
-    if created:
-        print(f"created topics: {', '.join(created)}", flush=True)
     # One thread: chDB is driven from exactly one thread, off the event loop.
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
     clickhouse = open_clickhouse(settings, role="owner")
@@ -109,9 +107,11 @@ def run_worker(settings: Settings, *, loglevel: str = "warn") -> int:
             )
         )
     register_views(app, clickhouse=clickhouse, executor=executor, stats=stats, agents=agents)
+    # Once, with the tables' changelogs: the agents have registered their tables now.
     changelogs = tuple(t.changelog_topic.get_topic_name() for t in app.tables.values())
-    if changelogs:
-        asyncio.run(ensure_topics(bootstrap, topics, settings.topic_partitions, changelogs))
+    created = asyncio.run(ensure_topics(bootstrap, topics, settings.topic_partitions, changelogs))
+    if created:
+        print(f"created topics: {', '.join(created)}", flush=True)
 
     owner_url = f"http://{settings.web_host}:{settings.web_port}"
     owner = register_owner(settings, owner_url) if settings.clickhouse_embedded else None
