@@ -75,6 +75,7 @@ class LogRecord:
     offset: int
     timestamp_ms: int
     value: bytes
+    key: bytes | None = None  # not part of an export: its events carry their ids
 
     @property
     def position(self) -> str:
