@@ -112,6 +112,35 @@ class Settings(BaseSettings):
         default=256, ge=1, description="idempotency keys remembered per budget balance (FIFO)"
     )
 
+    # Memory projections (projections/memory.py) and the context endpoint
+    memory_turn_retention_hours: float = Field(
+        default=24.0, gt=0, description="turn memory keeps turns this far back from the newest"
+    )
+    memory_task_retention_days: float = Field(
+        default=30.0, gt=0, description="task memory keeps objectives, decisions, facts this long"
+    )
+    memory_tenant_versions: int = Field(
+        default=16, ge=1, description="tenant profile versions kept in tenant memory"
+    )
+    compaction_threshold_tokens: int = Field(
+        default=100_000, ge=1, description="turn-memory tokens that request a context compaction"
+    )
+    context_token_budget: int = Field(
+        default=8_000, ge=0, description="tokens of recent turns the context endpoint returns"
+    )
+    redaction_patterns: dict[str, str] = Field(
+        default_factory=dict,
+        description='JSON kind -> regex redacted in memory and ClickHouse, {"tkt": "TKT-[0-9]+"}',
+    )
+
+    @field_validator("redaction_patterns")
+    @classmethod
+    def _redaction_patterns_compile(cls, value: dict[str, str]) -> dict[str, str]:
+        from projections.redaction import Redactor
+
+        Redactor.build(value)  # a bad pattern fails at start-up, naming itself
+        return value
+
     @field_validator("api_keys")
     @classmethod
     def _api_keys_parse(cls, value: str) -> str:

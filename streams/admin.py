@@ -89,14 +89,44 @@ class PartitionLag:
     partition: int
     committed: int  # -1 when the group has committed nothing yet
     end: int
+    markers: int = 0  # offsets after `committed` that hold only transaction markers
 
     @property
     def lag(self) -> int:
-        return self.end - max(self.committed, 0)
+        return self.end - max(self.committed, 0) - self.markers
+
+
+# A consumer that commits "last record + 1" (Faust) stops before the commit
+# marker of a transaction that ended a partition: lag 1 that is no record.
+# Tails this short are read to tell markers from records.
+_MARKER_PROBE = 8
+
+
+async def _marker_tail(bootstrap: str, tp: TopicPartition, start: int, end: int) -> int:
+    """`end - start` when no committed record sits in [start, end), else 0."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed"
+    )
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        consumer.seek(tp, start)
+        for _ in range(5):
+            batch = await consumer.getmany(tp, timeout_ms=200)
+            if any(m.offset < end for m in batch.get(tp, [])):
+                return 0
+            if await consumer.position(tp) >= end:
+                return end - start
+        return 0  # an open transaction: records may still come
+    finally:
+        await consumer.stop()
 
 
 async def group_lag(bootstrap: str, group: str, topic_names: list[str]) -> list[PartitionLag]:
-    """Committed offset vs log end for each partition of the given topics."""
+    """Committed offset vs log end for each partition of the given topics.
+
+    A short tail of transaction markers after the committed offset is not lag.
+    """
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="govstream-lag")
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await admin.start()
@@ -108,7 +138,11 @@ async def group_lag(bootstrap: str, group: str, topic_names: list[str]) -> list[
         rows = []
         for tp in tps:
             meta = committed.get(tp)
-            rows.append(PartitionLag(tp.topic, tp.partition, meta.offset if meta else -1, ends[tp]))
+            at = meta.offset if meta else -1
+            markers = 0
+            if 0 <= at < ends[tp] <= at + _MARKER_PROBE:
+                markers = await _marker_tail(bootstrap, tp, at, ends[tp])
+            rows.append(PartitionLag(tp.topic, tp.partition, at, ends[tp], markers))
         return rows
     finally:
         await consumer.stop()
@@ -122,8 +156,14 @@ def worker_groups(settings: Settings, which: str = "all") -> list[tuple[str, lis
     if which in ("sink", "all"):
         chosen.append((settings.sink_group, list(topics.sink_inputs())))
     if which in ("processors", "all"):
-        # The enforcement agents: the session processor's inputs and the
-        # budget processor's repartition topic.
-        inputs = [topics.sessions, topics.session_signals, topics.budget_input]
+        # The enforcement agents (the session processor's inputs, the budget
+        # processor's repartition topic) and the memory agents' inputs.
+        inputs = [
+            topics.sessions,
+            topics.session_signals,
+            topics.budget_input,
+            topics.derived,
+            topics.tenants,
+        ]
         chosen.append((settings.consumer_group, inputs))
     return chosen

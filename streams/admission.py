@@ -45,7 +45,7 @@ from projections.budget import ADMISSION_REASONS, TurnRequest, admission_event, 
 from projections.lifecycle import state_from_dict
 from streams.budget import BudgetRuntime
 from streams.forwarder import Forwarder
-from streams.processors import SessionRuntime, decide_proposal
+from streams.processors import SessionRuntime, decide_proposal, read_entry
 
 log = logging.getLogger(__name__)
 
@@ -141,10 +141,10 @@ class Admission:
         """GET /v1/budgets/{tenant}: the tenant's balances and gauges, as the owner holds them."""
         tenant = request.match_info["tenant"]
         try:
-            self._authorize(request, tenant)
-            forward_to = self._owner(self.topics.budget_input, tenant, request)
+            self.authorize(request, tenant)
+            forward_to = self.owner_of(self.topics.budget_input, tenant, request)
             if forward_to is not None:
-                return await self._forward(forward_to, request, b"")
+                return await self.forward(forward_to, request, b"")
         except Refusal as refusal:
             return _json({"error": str(refusal)}, status=refusal.status)
         now = datetime.now(UTC)
@@ -191,12 +191,12 @@ class Admission:
             try:
                 raw = await request.read()
                 body = self._parse(body_type, raw)
-                self._authorize(request, body.tenant)  # type: ignore[attr-defined]
+                self.authorize(request, body.tenant)  # type: ignore[attr-defined]
                 topic = self.topics.budget_input if owner == "budget" else self.topics.sessions
                 key = body.tenant if owner == "budget" else body.session  # type: ignore[attr-defined]
-                forward_to = self._owner(topic, key, request)
+                forward_to = self.owner_of(topic, key, request)
                 if forward_to is not None:
-                    return await self._forward(forward_to, request, raw)
+                    return await self.forward(forward_to, request, raw)
                 return _json(await handler(body))
             except Refusal as refusal:
                 return _json({"error": str(refusal)}, status=refusal.status)
@@ -218,7 +218,8 @@ class Admission:
             where = ".".join(str(p) for p in error["loc"]) or "body"
             raise Refusal(422, f"{where}: {error['msg']}") from None
 
-    def _authorize(self, request: web.Request, tenant: str) -> None:
+    def authenticate(self, request: web.Request) -> str:
+        """The tenant the request's API key acts for ("*" = any); 401 without a known key."""
         header = request.headers.get("Authorization", "")
         key = (
             header[7:].strip()
@@ -230,10 +231,15 @@ class Admission:
         allowed = self.keys.get(key)
         if allowed is None:
             raise Refusal(401, "unknown API key")
+        return allowed
+
+    def authorize(self, request: web.Request, tenant: str) -> None:
+        """401 without a known key, 403 when the key may not act for `tenant`."""
+        allowed = self.authenticate(request)
         if allowed not in ("*", tenant):
             raise Refusal(403, f"this API key may not act for tenant {tenant!r}")
 
-    def _owner(self, topic: str, key: str, request: web.Request) -> str | None:
+    def owner_of(self, topic: str, key: str, request: web.Request) -> str | None:
         """None when this worker owns `key`; else the owner's base URL."""
         tp = TP(topic, partition_for(key, self.partitions))
         if self.app.assignor.is_active(tp):
@@ -250,7 +256,7 @@ class Admission:
     def _recovered(self) -> bool:
         return bool(self.app.tables.recovery.completed.is_set())
 
-    async def _forward(self, base: str, request: web.Request, raw: bytes) -> web.Response:
+    async def forward(self, base: str, request: web.Request, raw: bytes) -> web.Response:
         headers = {
             k: v
             for k, v in request.headers.items()
@@ -316,11 +322,11 @@ class Admission:
 
     async def admit_tool(self, body: ToolBody) -> dict[str, Any]:
         runtime = self.sessions
-        entry = runtime.table.get(body.session) or {}
+        entry = read_entry(runtime.table.get(body.session)) or {}
         stored = (entry.get("decisions") or {}).get(body.operation_key)
         known = runtime.pending_decisions.get(body.operation_key)
         if stored is not None:
-            decided = PolicyDecided.model_validate_json(stored)
+            decided = PolicyDecided.model_validate(stored)
         elif known is not None:
             decided = known
         else:

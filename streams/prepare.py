@@ -21,8 +21,9 @@ import orjson
 
 from events.codec import Codec
 from events.registry import registry_from_settings
+from projections.redaction import Redactor
 from streams.ingest import Rejected, SourceRecord, ingest
-from streams.rows import build_batch
+from streams.rows import build_batch, use_redactor
 
 # (topic, partition, offset, timestamp_ms, key, value): cheap to pickle.
 RawRecord = tuple[str, int, int, int, bytes | None, bytes | None]
@@ -74,11 +75,16 @@ def _exit_with_parent() -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-def init_process(schema_registry_url: str | None, max_record_bytes: int) -> None:
-    """Pool initializer: one codec (and schema cache) per process."""
+def init_process(
+    schema_registry_url: str | None,
+    max_record_bytes: int,
+    redaction_patterns: dict[str, str] | None = None,
+) -> None:
+    """Pool initializer: one codec (and schema cache) per process, the redaction rules."""
     global _codec
     _exit_with_parent()
     _codec = Codec(registry_from_settings(schema_registry_url), max_record_bytes=max_record_bytes)
+    use_redactor(Redactor.build(redaction_patterns))
 
 
 def prepare_batch(records: list[RawRecord], codec: Codec | None = None) -> PreparedBatch:

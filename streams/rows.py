@@ -49,7 +49,7 @@ from events.models import (
     TurnCompleted,
 )
 from events.topics import is_derived_topic
-from projections.redaction import redact
+from projections.redaction import DEFAULT_REDACTOR, Redactor
 from streams.ingest import Ingested, Rejected
 
 ARCHIVE_COLUMNS = (
@@ -151,6 +151,15 @@ def _archive_row(item: Ingested) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
+_redactor: Redactor = DEFAULT_REDACTOR
+
+
+def use_redactor(redactor: Redactor) -> None:
+    """The rules archived payloads are redacted with (the settings' extra patterns)."""
+    global _redactor
+    _redactor = redactor
+
+
 def archived_payload(event: Event) -> orjson.Fragment:
     """The event's JSON for the archive, its free-text fields redacted.
 
@@ -160,7 +169,7 @@ def archived_payload(event: Event) -> orjson.Fragment:
     original text), never the values. Events without such text pass as they are.
     """
     if isinstance(event, TurnCompleted) and event.content:
-        redacted = redact(event.content)
+        redacted = _redactor.redact(event.content)
         if redacted.record.total:
             data = event.model_dump(mode="json")
             data["content"] = redacted.text
@@ -171,7 +180,7 @@ def archived_payload(event: Event) -> orjson.Fragment:
         records = {}
         for name in ("objective", "decisions", "facts"):
             texts = data[name] if isinstance(data[name], list) else [data[name]]
-            results = [redact(text) for text in texts]
+            results = [_redactor.redact(text) for text in texts]
             if any(r.record.total for r in results):
                 cleaned = [r.text for r in results]
                 data[name] = cleaned if isinstance(data[name], list) else cleaned[0]

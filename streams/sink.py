@@ -47,9 +47,10 @@ from mode import Service
 from events.codec import Codec
 from events.registry import RegistryUnavailable
 from events.topics import Topics
+from projections.redaction import Redactor
 from sql.client import ClickHouse
 from streams.prepare import JSON_TABLES, PreparedBatch, RawRecord, init_process, prepare_batch
-from streams.rows import TABLE_COLUMNS
+from streams.rows import TABLE_COLUMNS, use_redactor
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +143,7 @@ class ClickHouseSink(Service):
         flush_seconds: float,
         processes: int,
         schema_registry_url: str | None,
+        redaction_patterns: dict[str, str] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -155,6 +157,9 @@ class ClickHouseSink(Service):
         self.flush_seconds = flush_seconds
         self.processes = processes
         self.schema_registry_url = schema_registry_url
+        self.redaction_patterns = dict(redaction_patterns or {})
+        # In-process batches (processes=0) redact here; pool processes in init_process.
+        use_redactor(Redactor.build(self.redaction_patterns))
         self.stats = SinkStats()
         self._pool: ProcessPoolExecutor | None = None
         self._fetched: deque[_Fetched] = deque()
@@ -173,7 +178,11 @@ class ClickHouseSink(Service):
                 max_workers=self.processes,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=init_process,
-                initargs=(self.schema_registry_url, self.codec.max_record_bytes),
+                initargs=(
+                    self.schema_registry_url,
+                    self.codec.max_record_bytes,
+                    self.redaction_patterns,
+                ),
             )
             # Start the decoders now (spawn + imports take a second or two), not
             # on the first batch.

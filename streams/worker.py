@@ -32,6 +32,7 @@ from streams.app import create_app
 from streams.backlog import BacklogRecorder
 from streams.budget import register_budget
 from streams.forwarder import Forwarder
+from streams.memory import mount_context, register_memory
 from streams.processors import register_processors
 from streams.profiles import TenantProfiles
 from streams.sink import ClickHouseSink, SinkStats
@@ -71,6 +72,7 @@ def run_worker(settings: Settings, *, loglevel: str = "warn") -> int:
             flush_seconds=settings.sink_flush_seconds,
             processes=settings.sink_processes,
             schema_registry_url=settings.schema_registry_url,
+            redaction_patterns=settings.redaction_patterns,
         )
         services.append(sink)
         stats = sink.stats
@@ -90,12 +92,22 @@ def run_worker(settings: Settings, *, loglevel: str = "warn") -> int:
         }
         sessions = register_processors(app, **shared)
         budgets = register_budget(app, **shared)
-        agents = {"session-processor": sessions.stats, "budget-processor": budgets.stats}
+        memory = register_memory(app, settings=settings, topics=topics, codec=codec)
+        agents = {
+            "session-processor": sessions.stats,
+            "budget-processor": budgets.stats,
+            "session-memory": memory.stats,
+        }
         admission = Admission(
             app, settings=settings, topics=topics, codec=codec,
             sessions=sessions, budgets=budgets, forwarder=forwarder,
         )  # fmt: skip
-        admission.mount(app.web.web_app.router)  # type: ignore[attr-defined]
+        router = app.web.web_app.router  # type: ignore[attr-defined]
+        admission.mount(router)
+        mount_context(
+            router, admission=admission, memory=memory, session_table=sessions.table,
+            settings=settings, topics=topics,
+        )  # fmt: skip
     if settings.backlog_interval_seconds > 0:
         services.append(
             BacklogRecorder(
