@@ -9,10 +9,15 @@ decision logic lives in `process` and the pure modules it calls
 Table entry (JSON, one per session_id; the applied idempotency keys live in the
 same entry as the state they protect, DESIGN pitfalls):
 
-    {"lifecycle": state_to_dict(state) | None,
+    {"version":   ENTRY_VERSION,
+     "lifecycle": state_to_dict(state) | None,
      "applied":   {idempotency_key: [event_id, attempt]},   # FIFO, <= dedupe_window
-     "decisions": {operation_key: PolicyDecided.model_dump_json()},
-     "plan":      plan of the SessionStarted | None}
+     "decisions": {operation_key: PolicyDecided.model_dump(mode="json")},
+     "plan":      plan of the SessionStarted | None,
+     "budget":    the gating BudgetExceeded verdict | None}
+
+Entries are versioned: `read_entry` migrates a stored older layout when it is
+read (version 1, without "version", held each decision as a JSON string).
 
 Outputs: every derived event to the derived topic, keyed by session_id, Avro
 with Confluent framing. Denied PolicyDecided events also go to
@@ -21,6 +26,7 @@ with Confluent framing. Denied PolicyDecided events also go to
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
@@ -59,6 +65,7 @@ from streams.profiles import TenantProfiles
 from streams.stats import AgentStats
 
 __all__ = [
+    "ENTRY_VERSION",
     "PRODUCER",
     "SUPPRESSED_BY",
     "SessionRuntime",
@@ -69,6 +76,7 @@ __all__ = [
     "policy_context",
     "process",
     "process_signal",
+    "read_entry",
     "register_processors",
 ]
 
@@ -105,8 +113,44 @@ class Signing:
         )
 
 
+ENTRY_VERSION = 2
+
+
 def empty_entry() -> dict[str, Any]:
-    return {"lifecycle": None, "applied": {}, "decisions": {}, "plan": None, "budget": None}
+    return {
+        "version": ENTRY_VERSION,
+        "lifecycle": None,
+        "applied": {},
+        "decisions": {},
+        "plan": None,
+        "budget": None,
+    }
+
+
+def _entry_v1_to_v2(entry: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 stored each decision as a JSON string inside the JSON entry."""
+    decisions = {
+        key: json.loads(value) if isinstance(value, str) else value
+        for key, value in (entry.get("decisions") or {}).items()
+    }
+    return {**empty_entry(), **entry, "decisions": decisions, "version": 2}
+
+
+ENTRY_MIGRATIONS = {1: _entry_v1_to_v2}
+
+
+def read_entry(stored: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A stored table entry in the current layout (older versions migrated)."""
+    if stored is None:
+        return None
+    version = int(stored.get("version", 1))
+    if version > ENTRY_VERSION:
+        raise ValueError(f"session entry version {version} is newer than this code's")
+    entry = stored
+    while version < ENTRY_VERSION:
+        entry = ENTRY_MIGRATIONS[version](entry)
+        version = int(entry["version"])
+    return entry
 
 
 # --- the pure part ------------------------------------------------------------------
@@ -245,13 +289,13 @@ def process(
     plan = entry.get("plan")
     if isinstance(event, SessionStarted) and state is None and new_state is not None:
         plan = event.plan
-    decisions: dict[str, str] = dict(entry.get("decisions") or {})
+    decisions: dict[str, Any] = dict(entry.get("decisions") or {})
 
     # 3. policy (ToolCallProposed only): the first decision per operation_key is kept
     if isinstance(event, ToolCallProposed):
         stored = decisions.get(event.operation_key)
         if stored is not None:
-            out.append(PolicyDecided.model_validate_json(stored))
+            out.append(PolicyDecided.model_validate(stored))
         else:
             decided = (known_decision(event.operation_key) if known_decision else None) or (
                 decide_proposal(
@@ -264,7 +308,7 @@ def process(
                     profile=profile,
                 )
             )
-            decisions[event.operation_key] = decided.model_dump_json()
+            decisions[event.operation_key] = decided.model_dump(mode="json")
             out.append(decided)
 
     new_applied = _remember(
@@ -364,7 +408,7 @@ def process_signal(
     elif isinstance(signal, PolicyDecided):
         decisions = dict(entry.get("decisions") or {})
         if signal.operation_key not in decisions:
-            decisions[signal.operation_key] = signal.model_dump_json()
+            decisions[signal.operation_key] = signal.model_dump(mode="json")
             out.append(signal)
         new_entry["decisions"] = decisions
     elif isinstance(signal, AdmissionDecided):
@@ -455,7 +499,7 @@ def register_processors(
             if not isinstance(event, SessionEvent):
                 stats.record(skipped=True)  # tenant profiles are not session input
                 continue
-            entry = table.get(event.session_id)
+            entry = read_entry(table.get(event.session_id))
             key = event.session_id.encode()
             if isinstance(event, SIGNALS):
                 new_entry, out = process_signal(entry, event, dedupe_window=signing.dedupe_window)

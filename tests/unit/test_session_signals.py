@@ -222,7 +222,7 @@ def test_first_decision_per_operation_wins(policy: PolicyDocument) -> None:
     assert (allow.decision, deny.decision) == ("allow", "deny")
     entry, out = process_signal(entry, allow, dedupe_window=WINDOW)
     assert out == [allow]
-    assert PolicyDecided.model_validate_json(entry["decisions"]["op-7"]) == allow
+    assert PolicyDecided.model_validate(entry["decisions"]["op-7"]) == allow
     late = deny.model_copy(update={"idempotency_key": "PolicyDecided/late"})
     after, out = process_signal(entry, late, dedupe_window=WINDOW)
     assert out == []
@@ -243,7 +243,7 @@ def test_signal_after_the_stream_decided_is_not_stored(policy: PolicyDocument) -
     api = _api_decision(policy, "op-3", active(policy), tool="shell")
     after, out = process_signal(entry, api, dedupe_window=WINDOW)
     assert out == []
-    assert after["decisions"]["op-3"] == stream_decision.model_dump_json()
+    assert after["decisions"]["op-3"] == stream_decision.model_dump(mode="json")
 
 
 def test_admission_decided_signal_is_recorded_as_it_is() -> None:
@@ -268,7 +268,7 @@ def test_known_decision_is_used_instead_of_evaluating(policy: PolicyDocument) ->
     entry, out = step(entry, proposal("op-5"), policy, known_decision=lookup)
     assert (known.decision, known.reason_code) == ("deny", "TOOL_NOT_PERMITTED")
     assert out[-1] == known  # the proposal itself would have been allowed
-    assert entry["decisions"]["op-5"] == known.model_dump_json()
+    assert entry["decisions"]["op-5"] == known.model_dump(mode="json")
     _, out = step(entry, proposal("op-6", 6), policy, known_decision=lookup)
     assert decisions_of(out) == [("allow", "ALLOWED")]
     assert asked == ["op-5", "op-6"]
