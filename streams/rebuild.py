@@ -1,0 +1,310 @@
+"""`govstream replay rebuild`: every memory projection again from offset zero, diffed with live.
+
+The live tables (streams/memory.py) and this rebuild run the same pure folds
+(projections/memory.py) over the same records, so their state must be equal
+byte for byte. The rebuild:
+
+1. reads the processors group's committed offsets on the memory agents'
+   inputs (sessions, derived, tenants): the exact log prefix live state has
+   folded, because under exactly_once the tables' changelog records commit in
+   the same transaction as those offsets;
+2. folds that prefix from offset zero into its own namespace (a directory of
+   canonical JSON lines, `<home>/rebuild/<run>/` unless --out says where);
+3. reads the live state from the tables' changelog topics (the last committed
+   value per key);
+4. reads the committed offsets again: if the worker committed meanwhile the
+   snapshot is torn and the whole comparison is retried;
+5. compares key by key, and also the ContextCompactionRequested events the
+   live agent wrote against the ones the rebuild asks for.
+
+Exit 0 when every key is byte-identical, 1 on any divergence (the first
+differing key and the first differing field are printed), 2 on usage errors.
+Records of types no stratum reads are skipped by their schema id, unread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from aiokafka.structs import TopicPartition
+
+from events.codec import Codec, DecodeError
+from events.models import (
+    CheckpointCreated,
+    ContextCompactionRequested,
+    PolicyDecided,
+    SessionEvent,
+    TaskSummaryUpdated,
+    TenantProfileUpdated,
+    TurnCompleted,
+)
+from events.registry import registry_from_settings
+from events.topics import Topics
+from govstream.errors import GovstreamError
+from govstream.settings import Settings
+from projections.memory import MemoryConfig, canonical_json, session_step, tenant_step
+from streams.admin import group_lag
+from streams.log_reader import read_topics
+from streams.memory import SESSION_TABLE, TENANT_TABLE, changelog_topic, memory_config
+
+__all__ = [
+    "Divergence",
+    "LogFold",
+    "RebuildReport",
+    "first_difference",
+    "fold_log",
+    "rebuild",
+    "run_cli",
+]
+
+SESSION_INPUTS = (TurnCompleted, TaskSummaryUpdated, CheckpointCreated, PolicyDecided)
+COMPACTIONS = "compaction-requests"
+ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class Divergence:
+    projection: str
+    key: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.projection}/{self.key}: {self.detail}"
+
+
+@dataclass
+class RebuildReport:
+    records: int = 0  # log records read
+    folded: int = 0  # records a stratum applied or checked
+    keys: dict[str, int] = field(default_factory=dict)  # projection -> keys compared
+    fold_seconds: float = 0.0
+    divergences: list[Divergence] = field(default_factory=list)
+    out_dir: Path | None = None
+
+    @property
+    def rate(self) -> float:
+        return self.records / self.fold_seconds if self.fold_seconds > 0 else 0.0
+
+
+def first_difference(live: Any, rebuilt: Any, path: str = "$") -> str:
+    """Where two JSON values first differ, as a JSON path and both values."""
+    if isinstance(live, dict) and isinstance(rebuilt, dict):
+        for key in sorted(set(live) | set(rebuilt)):
+            if key not in live:
+                return f"{path}.{key} only in rebuilt"
+            if key not in rebuilt:
+                return f"{path}.{key} only in live"
+            if live[key] != rebuilt[key]:
+                return first_difference(live[key], rebuilt[key], f"{path}.{key}")
+    elif isinstance(live, list) and isinstance(rebuilt, list):
+        for index, (a, b) in enumerate(zip(live, rebuilt, strict=False)):
+            if a != b:
+                return first_difference(a, b, f"{path}[{index}]")
+        if len(live) != len(rebuilt):
+            return f"{path} has {len(live)} items live, {len(rebuilt)} rebuilt"
+    if live == rebuilt:
+        return f"{path}: same value, different bytes (not canonical JSON)"
+    return f"{path}: live {json.dumps(live)[:120]} != rebuilt {json.dumps(rebuilt)[:120]}"
+
+
+class LogFold:
+    """The rebuild's own namespace: the folds' state, keyed as the live tables key it."""
+
+    def __init__(self, codec: Codec, config: MemoryConfig) -> None:
+        self.codec, self.config = codec, config
+        self.sessions: dict[str, dict[str, Any]] = {}
+        self.tenants: dict[str, dict[str, Any]] = {}
+        self.requested: set[str] = set()  # compaction event ids the fold asks for
+        self.written: set[str] = set()  # compaction event ids live wrote
+        self.records = self.folded = 0
+        # Schema ids worth decoding; any other id is skipped unread.
+        wanted = (*SESSION_INPUTS, ContextCompactionRequested, TenantProfileUpdated)
+        self._wanted_names = {m.__name__ for m in wanted}
+        self._wanted_ids: dict[int, bool] = {}
+
+    def _wanted(self, value: bytes) -> bool:
+        if len(value) < 5 or value[0] != 0:
+            return False
+        schema_id = int.from_bytes(value[1:5], "big")
+        known = self._wanted_ids.get(schema_id)
+        if known is None:
+            try:
+                name = self.codec.registry.by_id(schema_id).record_name
+            except Exception:  # unknown schema: the sink dead-letters it, no stratum reads it
+                name = ""
+            known = self._wanted_ids[schema_id] = name.rsplit(".", 1)[-1] in self._wanted_names
+        return known
+
+    def fold(self, batch: Iterable[Any]) -> None:
+        sessions, config = self.sessions, self.config
+        for record in batch:
+            self.records += 1
+            if not record.value or not self._wanted(record.value):
+                continue
+            try:
+                event = self.codec.decode(record.value).event
+            except DecodeError:
+                continue
+            self.folded += 1
+            if isinstance(event, TenantProfileUpdated):
+                state = tenant_step(self.tenants.get(event.tenant_id), event, config)
+                if state is not None:
+                    self.tenants[event.tenant_id] = state
+            elif isinstance(event, ContextCompactionRequested):
+                self.written.add(event.event_id)
+            elif isinstance(event, SessionEvent):
+                state, out = session_step(sessions.get(event.session_id), event, config)
+                if state is not None:
+                    sessions[event.session_id] = state
+                self.requested.update(e.event_id for e in out)
+
+
+async def _committed(
+    settings: Settings, bootstrap: str, topics: list[str]
+) -> dict[TopicPartition, int]:
+    rows = await group_lag(bootstrap, settings.consumer_group, topics)
+    return {TopicPartition(r.topic, r.partition): max(r.committed, 0) for r in rows}
+
+
+async def _live_table(bootstrap: str, topic: str) -> dict[str, bytes]:
+    """The last committed value per key of a table's changelog (a tombstone removes it)."""
+    state: dict[str, bytes] = {}
+    try:
+        async for batch in read_topics(bootstrap, [topic]):
+            for record in batch:
+                key = json.loads(record.key) if record.key else None
+                if key is None:
+                    continue
+                if record.value:
+                    state[str(key)] = record.value
+                else:
+                    state.pop(str(key), None)
+    except GovstreamError:
+        return {}  # no changelog yet: no live state
+    return state
+
+
+def _write_namespace(out_dir: Path, name: str, state: Mapping[str, Any]) -> None:
+    with (out_dir / f"{name}.jsonl").open("wb") as fh:
+        for key in sorted(state):
+            fh.write(canonical_json({"key": key, "value": state[key]}) + b"\n")
+
+
+def _compare(
+    projection: str, live: Mapping[str, bytes], rebuilt: Mapping[str, Any], report: RebuildReport
+) -> None:
+    report.keys[projection] = len(set(live) | set(rebuilt))
+    for key in sorted(set(live) | set(rebuilt)):
+        if key not in live:
+            report.divergences.append(Divergence(projection, key, "only in rebuilt state"))
+            continue
+        if key not in rebuilt:
+            report.divergences.append(Divergence(projection, key, "only in live state"))
+            continue
+        expected = canonical_json(rebuilt[key])
+        if live[key] != expected:
+            detail = first_difference(json.loads(live[key]), rebuilt[key])
+            report.divergences.append(Divergence(projection, key, detail))
+
+
+def memory_inputs(settings: Settings) -> list[str]:
+    topics = Topics(settings.topic_prefix)
+    return [topics.sessions, topics.derived, topics.tenants]
+
+
+async def fold_log(
+    settings: Settings,
+    bootstrap: str,
+    stop_at: Mapping[TopicPartition, int] | None = None,
+    progress: Any = None,
+) -> tuple[LogFold, float]:
+    """Fold the memory agents' inputs from offset zero to `stop_at` (default: the end).
+
+    Returns the fold and the seconds it took (reading, decoding and folding).
+    """
+    codec = Codec(registry_from_settings(settings.schema_registry_url))
+    folder = LogFold(codec, memory_config(settings))
+    started = time.perf_counter()
+    async for batch in read_topics(bootstrap, memory_inputs(settings), stop_at=stop_at):
+        folder.fold(batch)
+        if progress is not None:
+            progress(folder.records)
+    return folder, time.perf_counter() - started
+
+
+async def rebuild(
+    settings: Settings,
+    bootstrap: str,
+    *,
+    out_dir: Path | None = None,
+    progress: Any = None,
+) -> RebuildReport:
+    """Fold the committed log prefix into a fresh namespace and diff it with live state."""
+    inputs = memory_inputs(settings)
+    for _attempt in range(ATTEMPTS):
+        before = await _committed(settings, bootstrap, inputs)
+        folder, fold_seconds = await fold_log(settings, bootstrap, before, progress)
+        live_sessions = await _live_table(bootstrap, changelog_topic(settings, SESSION_TABLE))
+        live_tenants = await _live_table(bootstrap, changelog_topic(settings, TENANT_TABLE))
+        after = await _committed(settings, bootstrap, inputs)
+        if after == before:
+            break
+    else:
+        raise GovstreamError(
+            f"the worker kept committing during {ATTEMPTS} attempts; "
+            "rebuild when the log is idle (govstream lag --group processors --wait-zero)"
+        )
+    report = RebuildReport(records=folder.records, folded=folder.folded, fold_seconds=fold_seconds)
+    _compare(SESSION_TABLE, live_sessions, folder.sessions, report)
+    _compare(TENANT_TABLE, live_tenants, folder.tenants, report)
+    report.keys[COMPACTIONS] = len(folder.requested | folder.written)
+    for event_id in sorted(folder.requested ^ folder.written):
+        where = "rebuilt" if event_id in folder.requested else "live"
+        report.divergences.append(Divergence(COMPACTIONS, event_id, f"only in {where}"))
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _write_namespace(out_dir, SESSION_TABLE, folder.sessions)
+        _write_namespace(out_dir, TENANT_TABLE, folder.tenants)
+        report.out_dir = out_dir
+    return report
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    from govstream.broker import resolve_bootstrap
+    from govstream.commands.lag import wait_for_zero_lag
+    from govstream.settings import load
+
+    settings = load(app_id=getattr(args, "app_id", None))
+    bootstrap = resolve_bootstrap(settings)
+    timeout = float(getattr(args, "timeout", 120.0) or 120.0)
+    if timeout <= 0:
+        raise GovstreamError("--timeout must be positive")
+    out = getattr(args, "out", None)
+    run = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out_dir = Path(out) if out else settings.home / "rebuild" / run
+
+    async def main() -> RebuildReport:
+        await wait_for_zero_lag(settings, bootstrap, timeout, "processors")
+        return await rebuild(settings, bootstrap, out_dir=out_dir)
+
+    report = asyncio.run(main())
+    keys = ", ".join(f"{name} {count}" for name, count in report.keys.items())
+    print(
+        f"rebuilt from offset zero: {report.records:,} records "
+        f"({report.folded:,} folded) in {report.fold_seconds:.2f} s "
+        f"({report.rate:,.0f} records/s) into {report.out_dir}"
+    )
+    print(f"compared keys: {keys}")
+    if report.divergences:
+        print(f"DIVERGED: {len(report.divergences)} key(s); first: {report.divergences[0]}")
+        return 1
+    print("live state equals rebuilt state, byte for byte")
+    return 0
