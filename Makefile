@@ -27,6 +27,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.dashboards
+	$(BIN)/python -m bench.replay
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

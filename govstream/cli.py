@@ -26,6 +26,11 @@ COMMAND_MODULES = (
     "schemas",
     "slo",
     "dashboard",
+    "policy",
+    "reprice",
+    "replay",
+    "export",
+    "verify",
 )
 
 

@@ -86,6 +86,45 @@ def summarize(settings: Settings, truth: dict[str, Any]) -> list[str]:
     return mismatches
 
 
+INCIDENT_SQL = """
+SELECT session_id, event_type
+FROM events_archive
+WHERE event_type IN ('BudgetExceeded', 'SessionQuarantined') AND session_id != ''
+ORDER BY event_type = 'BudgetExceeded' DESC, occurred_at, session_id
+LIMIT 1
+"""
+
+
+def forensics(settings: Settings, bootstrap: str) -> list[str]:
+    """Rebuild the memory projections and diff them with live; replay one incident.
+
+    Returns mismatches (a divergence, or no incident in the fleet).
+    """
+    from govstream.commands.replay import decode_records, read_session_records, render
+    from projections.timeline import replay
+    from sql.client import open_clickhouse
+    from streams.rebuild import rebuild
+
+    report = asyncio.run(rebuild(settings, bootstrap))
+    keys = ", ".join(f"{count:,} {name}" for name, count in report.keys.items())
+    if report.divergences:
+        return [f"rebuild diverged from live state: {report.divergences[0]}"]
+    say(
+        f"      rebuilt {report.records:,} log records in {report.fold_seconds:.2f}s: "
+        f"{keys}; live state equals rebuilt state, byte for byte"
+    )
+    with open_clickhouse(settings, role="client") as ch:
+        rows = ch.query(INCIDENT_SQL).rows
+    if not rows:
+        return ["the fleet has no quarantined or budget-exceeded session to replay"]
+    session_id, kind = rows[0]
+    say(f"      incident: session {session_id} ({kind}); govstream replay session {session_id}\n")
+    result = replay(decode_records(read_session_records(settings, session_id)), None)
+    for line in render(result, None).splitlines():
+        say(f"    {line}")
+    return []
+
+
 def run_demo(settings: Settings, *, tenants: int, sessions: int, seed: int, progress: bool) -> int:
     from events.topics import Topics
     from govstream.broker import ensure_broker, stop_broker
@@ -112,20 +151,20 @@ def run_demo(settings: Settings, *, tenants: int, sessions: int, seed: int, prog
     try:
         if settings.kafka_bootstrap:
             bootstrap = settings.kafka_bootstrap
-            say(f"[1/6] using the Kafka broker at {bootstrap}")
+            say(f"[1/7] using the Kafka broker at {bootstrap}")
         else:
-            say("[1/6] starting a local Apache Kafka broker ...")
+            say("[1/7] starting a local Apache Kafka broker ...")
             handle = ensure_broker(settings)
             bootstrap, broker_started = handle.bootstrap, handle.started
         asyncio.run(
             ensure_topics(bootstrap, Topics(settings.topic_prefix), settings.topic_partitions)
         )
-        say("[2/6] starting a worker (migrations, ingest, ClickHouse sink) ...")
+        say("[2/7] starting a worker (migrations, ingest, ClickHouse sink) ...")
         worker = WorkerProcess(settings, log_path=demo_dir / f"worker-{run_id}.log")
         waited = worker.wait_ready()
         say(f"      worker ready in {waited:.1f}s at {worker.url}")
 
-        say(f"[3/6] simulating {tenants} tenants, {sessions:,} sessions (seed {seed}) ...")
+        say(f"[3/7] simulating {tenants} tenants, {sessions:,} sessions (seed {seed}) ...")
         start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=1)
         config = FleetConfig(
             seed=seed, tenants=tenants, sessions=sessions, start=start, malformed_rate=0.001
@@ -135,12 +174,12 @@ def run_demo(settings: Settings, *, tenants: int, sessions: int, seed: int, prog
                 settings, config, truth_path=demo_dir / f"truth-{run_id}.json", progress=progress
             )
         )
-        say("[4/6] waiting for the worker to catch up (lag 0) ...")
+        say("[4/7] waiting for the worker to catch up (lag 0) ...")
         waited = asyncio.run(wait_for_zero_lag(settings, bootstrap, timeout=300))
         say(f"      caught up {waited:.1f}s after the last send")
-        say("[5/6] summary from ClickHouse SQL")
+        say("[5/7] summary from ClickHouse SQL")
         mismatches = summarize(settings, truth)
-        say("[6/6] dashboards: waiting for the enforcement processors, then every panel ...")
+        say("[6/7] dashboards: waiting for the enforcement processors, then every panel ...")
         for _ in range(2):  # a forward still in flight can add lag back once
             asyncio.run(wait_for_zero_lag(settings, bootstrap, timeout=300, which="all"))
             time.sleep(1)
@@ -148,6 +187,8 @@ def run_demo(settings: Settings, *, tenants: int, sessions: int, seed: int, prog
         say(f"      dashboard: {page}")
         if failed:
             mismatches.append(f"{failed} dashboard panels failed (see {page})")
+        say("[7/7] forensics: memory rebuilt from the log, and an incident session replayed")
+        mismatches += forensics(settings, bootstrap)
     finally:
         if worker is not None:
             worker.stop()

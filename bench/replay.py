@@ -1,0 +1,199 @@
+"""`make bench` (third part): forensic replay and full rebuild on a 1,000,000-event log.
+
+Not a test: prints figures and writes them to a section of BENCHMARKS.md
+(between the replay markers) with the machine and the date.
+
+1. A simulated fleet of at least 1,000,000 events goes to a fresh topic
+   prefix; a sink-only worker archives it into embedded ClickHouse (the
+   archive is what replay looks positions up in).
+2. Replay of one session: the archive lookup, reading exactly those records
+   from Kafka, decoding, folding the timeline and the state, rendering the
+   table, in-process (the same functions `govstream replay session` calls)
+   and as the CLI command (a new Python process, imports included).
+   Target (issue 5): < 2 s.
+3. Full rebuild: the memory folds over the whole log from offset zero
+   (`streams.rebuild.fold_log`, what `govstream replay rebuild` runs before it
+   diffs), records read per second. Target: >= 50,000 events/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench.run import emit, machine
+from govstream.broker import ensure_broker, stop_broker
+from govstream.commands.lag import wait_for_zero_lag
+from govstream.commands.replay import decode_records, read_session_records, render
+from govstream.processes import WorkerProcess, free_port
+from govstream.settings import as_environment, load
+from projections.timeline import replay
+from sql.client import open_clickhouse
+from streams.rebuild import fold_log
+
+ROOT = Path(__file__).resolve().parents[1]
+BEGIN, FINISH = "<!-- replay -->", "<!-- /replay -->"
+RUNS = 5
+
+
+def _pick_sessions(settings: object) -> list[tuple[str, int]]:
+    """The longest session and a typical one (median length), by archived records."""
+    with open_clickhouse(settings, role="client") as ch:  # type: ignore[arg-type]
+        rows = ch.query(
+            "SELECT session_id, count() AS n FROM events_archive "
+            "WHERE session_id != '' GROUP BY session_id ORDER BY n DESC, session_id"
+        ).rows
+    longest = rows[0]
+    typical = rows[len(rows) // 2]
+    return [(str(longest[0]), int(longest[1])), (str(typical[0]), int(typical[1]))]
+
+
+def _time_in_process(settings: object, session_id: str) -> tuple[float, float, int]:
+    times = []
+    rows = 0
+    for _ in range(RUNS):
+        started = time.perf_counter()
+        located = decode_records(read_session_records(settings, session_id))  # type: ignore[arg-type]
+        result = replay(located, None)
+        text = render(result, None)
+        times.append(time.perf_counter() - started)
+        rows = len(result.rows)
+        assert session_id in text or rows > 0
+    return statistics.median(times), max(times), rows
+
+
+def _time_cli(settings: object, session_id: str) -> float:
+    env = {**os.environ, **as_environment(settings)}  # type: ignore[arg-type]
+    times = []
+    for _ in range(3):
+        started = time.perf_counter()
+        done = subprocess.run(
+            [sys.executable, "-m", "govstream.cli", "replay", "session", session_id],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        times.append(time.perf_counter() - started)
+        if done.returncode != 0:
+            raise SystemExit(f"replay failed: {done.stderr.strip()}")
+    return statistics.median(times)
+
+
+def write_section(text: str) -> None:
+    path = ROOT / "BENCHMARKS.md"
+    current = path.read_text() if path.exists() else ""
+    block = f"{BEGIN}\n{text}\n{FINISH}"
+    if BEGIN in current and FINISH in current:
+        head, _, rest = current.partition(BEGIN)
+        _, _, tail = rest.partition(FINISH)
+        path.write_text(f"{head}{block}{tail}")
+    else:
+        path.write_text(f"{current.rstrip()}\n\n{block}\n")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sessions", type=int, default=74_000, help="~13.7 events per session")
+    args = parser.parse_args()
+
+    base = load()
+    run_id = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+    bench_dir = (base.home / "bench").resolve()
+    shutil.rmtree(bench_dir / "clickhouse-replay", ignore_errors=True)
+    started_broker = False
+    if base.kafka_bootstrap is None:
+        handle = ensure_broker(base)
+        started_broker, bootstrap = handle.started, handle.bootstrap
+    else:
+        bootstrap = base.kafka_bootstrap
+    settings = base.model_copy(
+        update={
+            "kafka_bootstrap": bootstrap,
+            "topic_prefix": f"bench-replay-{run_id}",
+            "app_id": f"bench-replay-{run_id}",
+            "clickhouse_path": bench_dir / "clickhouse-replay",
+            "web_port": free_port(),
+            "worker_agents": "sink",
+            "backlog_interval_seconds": 0,
+        }
+    )
+    try:
+        print(f"replay: emitting a fleet of {args.sessions:,} sessions ...", flush=True)
+        n, emit_s, _ = asyncio.run(emit(settings, args.sessions))
+        print(f"  {n:,} records in {emit_s:.1f}s", flush=True)
+        worker = WorkerProcess(settings, log_path=bench_dir / f"replay-worker-{run_id}.log")
+        try:
+            worker.wait_ready()
+            asyncio.run(wait_for_zero_lag(settings, bootstrap, timeout=1800, which="sink"))
+            picked = _pick_sessions(settings)
+            replays = []
+            for session_id, records in picked:
+                median_s, worst_s, rows = _time_in_process(settings, session_id)
+                cli_s = _time_cli(settings, session_id)
+                replays.append((session_id, records, rows, median_s, worst_s, cli_s))
+                print(
+                    f"  replay {session_id} ({records} records): in-process median "
+                    f"{median_s * 1000:.0f} ms (worst {worst_s * 1000:.0f} ms), "
+                    f"CLI {cli_s:.2f} s",
+                    flush=True,
+                )
+        finally:
+            worker.stop()
+        print("rebuild: folding the whole log from offset zero ...", flush=True)
+        fold, fold_s = asyncio.run(fold_log(settings, bootstrap))
+        rate = fold.records / fold_s
+        print(
+            f"  {fold.records:,} records ({fold.folded:,} folded, {len(fold.sessions):,} "
+            f"sessions) in {fold_s:.2f}s = {rate:,.0f} records/s",
+            flush=True,
+        )
+    finally:
+        if started_broker:
+            stop_broker(base)
+
+    lines = [
+        "## Replay and rebuild (issue 5)",
+        "",
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {machine()}; Apache Kafka "
+        f"{settings.kafka_version} local broker, {settings.topic_partitions} partitions, "
+        f"embedded ClickHouse. Log: {n:,} producer records ({args.sessions:,} sessions), "
+        "archived by a sink-only worker.",
+        "",
+        "Replay of one session (`govstream replay session ID`): archive lookup, "
+        "reading exactly its records from Kafka, decoding, timeline and state, "
+        f"rendering. In-process median/worst of {RUNS}; CLI = a new process, median of 3. "
+        "Target < 2 s.",
+        "",
+        "| session | records | timeline rows | in-process median | worst | CLI (new process) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for session_id, records, rows, median_s, worst_s, cli_s in replays:
+        lines.append(
+            f"| {session_id} | {records} | {rows} | {median_s * 1000:.0f} ms "
+            f"| {worst_s * 1000:.0f} ms | {cli_s:.2f} s |"
+        )
+    lines += [
+        "",
+        "Full rebuild (the memory folds from offset zero over sessions, derived and "
+        "tenants; records of types no stratum reads are skipped by schema id): "
+        f"**{rate:,.0f} records/s** ({fold.records:,} records, {fold.folded:,} folded, "
+        f"{fold_s:.2f} s). Target >= 50,000 events/s.",
+    ]
+    text = "\n".join(lines)
+    write_section(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
