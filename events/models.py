@@ -12,7 +12,7 @@ Timestamps are timezone-aware UTC datetimes (Avro timestamp-micros).
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -61,6 +61,25 @@ class SessionEvent(Event):
     """An event inside one agent session; keyed (and ordered) by session_id."""
 
     session_id: Id
+
+    def envelope_for_derived(
+        self, event_id: str, idempotency_key: str, producer: str
+    ) -> dict[str, Any]:
+        """The envelope of an event a processor derives from this one (its cause):
+        same time, tenant, session, workflow, correlation and environment."""
+        return {
+            "event_id": event_id,
+            "occurred_at": self.occurred_at,
+            "tenant_id": self.tenant_id,
+            "session_id": self.session_id,
+            "workflow_id": self.workflow_id,
+            "idempotency_key": idempotency_key,
+            "attempt": 1,
+            "causation_id": self.event_id,
+            "correlation_id": self.correlation_id,
+            "environment": self.environment,
+            "producer": producer,
+        }
 
 
 # --- session lifecycle -------------------------------------------------------

@@ -752,19 +752,8 @@ def derived_event_id(cause_event_id: str, scope: Scope, event_type: str, pct: in
 
 
 def _envelope(cause: SessionEvent, event_id: str) -> dict[str, Any]:
-    return {
-        "event_id": event_id,
-        "occurred_at": cause.occurred_at,
-        "tenant_id": cause.tenant_id,
-        "session_id": cause.session_id,
-        "workflow_id": cause.workflow_id,
-        # Deterministic too, so the dedupe step recognises a re-derived event.
-        "idempotency_key": event_id,
-        "causation_id": cause.event_id,
-        "correlation_id": cause.correlation_id,
-        "environment": cause.environment,
-        "producer": PRODUCER,
-    }
+    # The key is deterministic too, so the dedupe step recognises a re-derived event.
+    return cause.envelope_for_derived(event_id, event_id, PRODUCER)
 
 
 def warning_event(cause: SessionEvent, scope: Scope, crossed: ThresholdCrossed) -> BudgetWarning:

@@ -195,17 +195,9 @@ def _compaction_event(
     turn: TurnCompleted, tokens: int, threshold: int
 ) -> ContextCompactionRequested:
     event_id = str(uuid.uuid5(_COMPACTION_NAMESPACE, turn.event_id))
+    key = f"ContextCompactionRequested/{event_id}"
     return ContextCompactionRequested(
-        event_id=event_id,
-        occurred_at=turn.occurred_at,
-        tenant_id=turn.tenant_id,
-        session_id=turn.session_id,
-        workflow_id=turn.workflow_id,
-        idempotency_key=f"ContextCompactionRequested/{event_id}",
-        causation_id=turn.event_id,
-        correlation_id=turn.correlation_id,
-        environment=turn.environment,
-        producer=PRODUCER,
+        **turn.envelope_for_derived(event_id, key, PRODUCER),
         turn_tokens=tokens,
         threshold=threshold,
     )

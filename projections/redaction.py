@@ -207,6 +207,22 @@ def _compile_extra(name: str, regex: str) -> Rule:
     return Rule(name, pattern)
 
 
+def _longest_valid_prefix(rule: Rule, text: str, start: int, end: int) -> int | None:
+    """End of the longest valid match at `start` shorter than a greedy one that failed.
+
+    A greedy match can swallow its neighbour: "+14155552671  020 7946 0958"
+    is two phone numbers, not one of 21 digits. The shorter match must end on
+    a digit that no digit follows in the text itself.
+    """
+    assert rule.validate is not None
+    for stop in range(end - 1, start, -1):
+        if not text[stop - 1].isdigit() or text[stop : stop + 1].isdigit():
+            continue
+        if rule.pattern.fullmatch(text, start, stop) and rule.validate(text[start:stop]):
+            return stop
+    return None
+
+
 @dataclass(frozen=True)
 class Redactor:
     """Redacts text with `rules` (the defaults unless built otherwise)."""
@@ -239,7 +255,10 @@ class Redactor:
                 if start < 0 or end <= start:
                     continue
                 if rule.validate is not None and not rule.validate(text[start:end]):
-                    continue
+                    shorter = _longest_valid_prefix(rule, text, start, end)
+                    if shorter is None:
+                        continue
+                    end = shorter
                 if touches_placeholder(start, end):
                     continue
                 candidates.append((start, -(end - start), order, rule.kind))

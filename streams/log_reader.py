@@ -17,7 +17,7 @@ Both read with isolation_level=read_committed, like every downstream consumer.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
@@ -73,17 +73,21 @@ async def read_topics(
     *,
     stop_at: Mapping[TopicPartition, int] | None = None,
     since_ms: int | None = None,
+    partitions: Collection[int] | None = None,
 ) -> AsyncIterator[list[LogRecord]]:
     """Yield batches of every committed record of `topics` before `stop_at`.
 
     `stop_at` maps a partition to the first offset not to read (default: the
     end offsets when the read starts; a partition missing from it is read to
     that end too). `since_ms` starts each partition at the first record with
-    a timestamp at or after it (Kafka's time index, not a scan).
+    a timestamp at or after it (Kafka's time index, not a scan). `partitions`
+    reads only those partition numbers of every topic.
     """
     tps = await partitions_of(bootstrap, list(topics))
     if not tps:
         raise GovstreamError(f"no such topic: {', '.join(topics)}")
+    if partitions is not None:
+        tps = [tp for tp in tps if tp.partition in partitions]
     consumer = _consumer(bootstrap)
     await consumer.start()
     try:

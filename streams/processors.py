@@ -386,16 +386,11 @@ def process_signal(
         raw_state = entry.get("lifecycle")
         if signal.action == "suspend" and raw_state is not None:
             suspended = SessionSuspended(
-                event_id=str(uuid.uuid5(_SUSPENDED_NAMESPACE, signal.event_id)),
-                occurred_at=signal.occurred_at,
-                tenant_id=signal.tenant_id,
-                session_id=signal.session_id,
-                workflow_id=signal.workflow_id,
-                idempotency_key=f"budget-suspend/{signal.event_id}",
-                causation_id=signal.event_id,
-                correlation_id=signal.correlation_id,
-                environment=signal.environment,
-                producer=PRODUCER,
+                **signal.envelope_for_derived(
+                    str(uuid.uuid5(_SUSPENDED_NAMESPACE, signal.event_id)),
+                    f"budget-suspend/{signal.event_id}",
+                    PRODUCER,
+                ),
                 reason=f"budget exceeded: {signal.scope} {signal.scope_key}"[:500],
             )
             state = state_from_dict(raw_state)

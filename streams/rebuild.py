@@ -27,14 +27,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
+import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from aiokafka.structs import TopicPartition
+from pydantic import ValidationError
 
 from events.codec import Codec, DecodeError
 from events.models import (
@@ -51,7 +55,7 @@ from events.topics import Topics
 from govstream.errors import GovstreamError
 from govstream.settings import Settings
 from projections.memory import MemoryConfig, canonical_json, session_step, tenant_step
-from streams.admin import group_lag
+from streams.admin import group_lag, partitions_of
 from streams.log_reader import read_topics
 from streams.memory import SESSION_TABLE, TENANT_TABLE, changelog_topic, memory_config
 
@@ -150,9 +154,10 @@ class LogFold:
             if not record.value or not self._wanted(record.value):
                 continue
             try:
-                event = self.codec.decode(record.value).event
-            except DecodeError:
-                continue
+                _, model, raw = self.codec.decode_raw(record.value)
+                event = model.model_validate(raw)
+            except (DecodeError, ValidationError):
+                continue  # the sink dead-letters it; no live table folded it either
             self.folded += 1
             if isinstance(event, TenantProfileUpdated):
                 state = tenant_step(self.tenants.get(event.tenant_id), event, config)
@@ -220,24 +225,100 @@ def memory_inputs(settings: Settings) -> list[str]:
     return [topics.sessions, topics.derived, topics.tenants]
 
 
+@dataclass
+class FoldResult:
+    """What a fold of the log produced: the rebuilt namespace and its counts."""
+
+    sessions: dict[str, dict[str, Any]]
+    tenants: dict[str, dict[str, Any]]
+    requested: set[str]  # compaction event ids the fold asks for
+    written: set[str]  # compaction event ids live wrote
+    records: int
+    folded: int
+
+    def merge(self, other: FoldResult) -> FoldResult:
+        # Partitions are disjoint by key (a session, a tenant lives in one).
+        return FoldResult(
+            {**self.sessions, **other.sessions},
+            {**self.tenants, **other.tenants},
+            self.requested | other.requested,
+            self.written | other.written,
+            self.records + other.records,
+            self.folded + other.folded,
+        )
+
+
+async def _fold_partitions(
+    settings: Settings,
+    bootstrap: str,
+    stop_at: Mapping[TopicPartition, int] | None,
+    partitions: Collection[int] | None,
+    progress: Any = None,
+) -> FoldResult:
+    codec = Codec(registry_from_settings(settings.schema_registry_url))
+    folder = LogFold(codec, memory_config(settings))
+    inputs = memory_inputs(settings)
+    async for batch in read_topics(bootstrap, inputs, stop_at=stop_at, partitions=partitions):
+        folder.fold(batch)
+        if progress is not None:
+            progress(folder.records)
+    return FoldResult(
+        folder.sessions,
+        folder.tenants,
+        folder.requested,
+        folder.written,
+        folder.records,
+        folder.folded,
+    )
+
+
+def _fold_in_child(
+    settings: Settings,
+    bootstrap: str,
+    stop_at: dict[TopicPartition, int] | None,
+    partitions: list[int],
+) -> FoldResult:
+    return asyncio.run(_fold_partitions(settings, bootstrap, stop_at, partitions))
+
+
 async def fold_log(
     settings: Settings,
     bootstrap: str,
     stop_at: Mapping[TopicPartition, int] | None = None,
     progress: Any = None,
-) -> tuple[LogFold, float]:
+    processes: int = 0,
+) -> tuple[FoldResult, float]:
     """Fold the memory agents' inputs from offset zero to `stop_at` (default: the end).
 
-    Returns the fold and the seconds it took (reading, decoding and folding).
+    `processes` > 1 folds the partitions in that many processes (a partition
+    holds whole sessions and tenants, so the folds are independent); 0 = one
+    per core. Returns the fold and the wall seconds it took, start-up included.
     """
-    codec = Codec(registry_from_settings(settings.schema_registry_url))
-    folder = LogFold(codec, memory_config(settings))
     started = time.perf_counter()
-    async for batch in read_topics(bootstrap, memory_inputs(settings), stop_at=stop_at):
-        folder.fold(batch)
-        if progress is not None:
-            progress(folder.records)
-    return folder, time.perf_counter() - started
+    processes = processes or os.cpu_count() or 1
+    partitions = sorted(
+        {tp.partition for tp in await partitions_of(bootstrap, memory_inputs(settings))}
+    )
+    if processes <= 1 or len(partitions) <= 1:
+        result = await _fold_partitions(settings, bootstrap, stop_at, None, progress)
+        return result, time.perf_counter() - started
+    groups = [partitions[i::processes] for i in range(min(processes, len(partitions)))]
+    loop = asyncio.get_running_loop()
+    stops = dict(stop_at) if stop_at is not None else None
+    # spawn: a forked child would inherit this process's running event loop.
+    with ProcessPoolExecutor(len(groups), mp_context=multiprocessing.get_context("spawn")) as pool:
+        parts = await asyncio.gather(
+            *(
+                loop.run_in_executor(pool, _fold_in_child, settings, bootstrap, stops, group)
+                for group in groups
+            )
+        )
+    result = parts[0]
+    for part in parts[1:]:
+        result = result.merge(part)
+    if progress is not None:
+        progress(result.records)
+    return result, time.perf_counter() - started
 
 
 async def rebuild(

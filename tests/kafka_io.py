@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
+import httpx
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord
+from pydantic import BaseModel
 
 from events.codec import Codec
+from events.emitter import Emitter
 from events.models import SessionEvent
 from events.registry import EmbeddedRegistry
+from events.topics import Topics
+from govstream.settings import Settings
 from streams.admin import partitions_of
 
 
@@ -60,3 +65,28 @@ def read_events_until(
         if done(events) or time.monotonic() >= deadline:
             return events
         time.sleep(0.3)
+
+
+def send_events(settings: Settings, events: Sequence[BaseModel]) -> None:
+    """Send events to their topics through the Emitter, as a runtime would."""
+
+    async def go() -> None:
+        topics = Topics(settings.topic_prefix)
+        async with Emitter(settings.kafka_bootstrap or "", topics=topics) as emitter:
+            await emitter.emit_many(list(events))
+
+    asyncio.run(go())
+
+
+def wait_for_partitions(url: str, api_key: str, timeout: float = 40.0) -> None:
+    """Until a worker owns its partitions (its admission API answers 503 before that)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        reply = httpx.get(
+            f"{url}/v1/budgets/t-none", headers={"Authorization": f"Bearer {api_key}"}, timeout=5
+        )
+        if reply.status_code == 200:
+            return
+        assert reply.status_code == 503, reply.text
+        time.sleep(0.2)
+    raise AssertionError("the worker never owned its partitions")

@@ -13,7 +13,6 @@ from typing import Any
 import httpx
 import pytest
 
-from events.emitter import Emitter
 from events.models import (
     AdmissionDecided,
     BudgetExceeded,
@@ -30,7 +29,8 @@ from govstream.processes import WorkerProcess
 from govstream.settings import Settings
 from tests.conftest import BACKENDS, Backend, isolated_settings
 from tests.factories import session_started, tenant_profile, tool_proposal, turn
-from tests.kafka_io import read_events_until
+from tests.kafka_io import read_events_until, wait_for_partitions
+from tests.kafka_io import send_events as _send
 
 pytestmark = pytest.mark.integration
 KEY_A, KEY_B, KEY_OPS = "key-tenant-a", "key-tenant-b", "key-operator"
@@ -55,32 +55,10 @@ def worker(
     process = WorkerProcess(settings, log_path=base / "worker.log", loglevel="info")
     try:
         process.wait_ready()
-        _wait_for_partitions(process.url)
+        wait_for_partitions(process.url, KEY_OPS)
         yield settings, process.url
     finally:
         process.stop()
-
-
-def _wait_for_partitions(url: str) -> None:
-    """Until the worker owns its partitions (503 "retry shortly" before that)."""
-    deadline = time.monotonic() + WAIT_SECONDS
-    while time.monotonic() < deadline:
-        reply = httpx.get(f"{url}/v1/budgets/t-none", headers=_auth(KEY_OPS), timeout=5)
-        if reply.status_code == 200:
-            return
-        assert reply.status_code == 503, reply.text
-        time.sleep(0.2)
-    raise AssertionError("the worker never owned its partitions")
-
-
-def _send(settings: Settings, events: list[Any]) -> None:
-    async def go() -> None:
-        async with Emitter(
-            settings.kafka_bootstrap or "", topics=Topics(settings.topic_prefix)
-        ) as em:
-            await em.emit_many(events)
-
-    asyncio.run(go())
 
 
 def _derived(

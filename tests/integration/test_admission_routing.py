@@ -18,7 +18,6 @@ from typing import Any
 import httpx
 import pytest
 
-from events.emitter import Emitter
 from events.models import TenantBudgets
 from events.topics import Topics
 from govstream.processes import WorkerProcess, free_port
@@ -26,6 +25,7 @@ from govstream.settings import Settings
 from streams.admission import partition_for
 from tests.conftest import isolated_settings
 from tests.factories import session_started, tenant_profile
+from tests.kafka_io import send_events as _send
 
 pytestmark = pytest.mark.integration
 KEY = "routing-operator-key"
@@ -87,15 +87,6 @@ def _wait_until_assigned(workers: list[WorkerProcess]) -> None:
         if (r := httpx.get(f"{w.url}/v1/budgets/{t}", headers=_auth(), timeout=10))
     ]
     raise AssertionError(f"workers never owned every partition: {codes} {detail}")
-
-
-def _send(settings: Settings, events: list[Any]) -> None:
-    async def go() -> None:
-        topics = Topics(settings.topic_prefix)
-        async with Emitter(settings.kafka_bootstrap or "", topics=topics) as emitter:
-            await emitter.emit_many(events)
-
-    asyncio.run(go())
 
 
 def _owned(worker: WorkerProcess, topic: str) -> set[int]:

@@ -27,7 +27,6 @@ from typing import Any
 
 import pytest
 
-from events.emitter import Emitter
 from events.models import Event, PolicyDecided, ToolCallProposed
 from events.topics import Topics
 from govstream.cli import main
@@ -37,6 +36,7 @@ from govstream.settings import Settings, as_environment
 from tests.conftest import isolated_settings
 from tests.factories import session_started, tenant_profile, turn
 from tests.kafka_io import read_events_until
+from tests.kafka_io import send_events as _send
 
 pytestmark = pytest.mark.integration
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
@@ -110,16 +110,6 @@ def settings(local_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> 
         yield settings
     finally:
         worker.stop()
-
-
-def _send(settings: Settings, events: list[Event]) -> None:
-    async def go() -> None:
-        async with Emitter(
-            settings.kafka_bootstrap or "", topics=Topics(settings.topic_prefix)
-        ) as em:
-            await em.emit_many(events)  # type: ignore[arg-type]
-
-    asyncio.run(go())
 
 
 @pytest.fixture

@@ -23,7 +23,6 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from events.emitter import Emitter
 from events.models import (
     ContextCompactionRequested,
     PolicyDecided,
@@ -37,7 +36,8 @@ from streams.admission import partition_for
 from streams.memory import changelog_topic
 from tests.conftest import BACKENDS, Backend, isolated_settings
 from tests.factories import session_started, tool_proposal, turn
-from tests.kafka_io import read_events_until, read_topic
+from tests.kafka_io import read_events_until, read_topic, wait_for_partitions
+from tests.kafka_io import send_events as _send
 
 pytestmark = pytest.mark.integration
 KEY_A, KEY_B, KEY_OPS = "key-mem-a", "key-mem-b", "key-mem-ops"
@@ -105,7 +105,7 @@ def worker(
     process = WorkerProcess(settings, log_path=base / "worker.log", loglevel="info")
     try:
         process.wait_ready()
-        _wait_for_partitions(process.url)
+        wait_for_partitions(process.url, KEY_OPS)
         yield settings, process.url
     finally:
         process.stop()
@@ -113,27 +113,6 @@ def worker(
 
 def _auth(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
-
-
-def _wait_for_partitions(url: str) -> None:
-    deadline = time.monotonic() + WAIT_SECONDS
-    while time.monotonic() < deadline:
-        reply = httpx.get(f"{url}/v1/budgets/t-none", headers=_auth(KEY_OPS), timeout=5)
-        if reply.status_code == 200:
-            return
-        assert reply.status_code == 503, reply.text
-        time.sleep(0.2)
-    raise AssertionError("the worker never owned its partitions")
-
-
-def _send(settings: Settings, events: list[Any]) -> None:
-    async def go() -> None:
-        async with Emitter(
-            settings.kafka_bootstrap or "", topics=Topics(settings.topic_prefix)
-        ) as em:
-            await em.emit_many(events)
-
-    asyncio.run(go())
 
 
 def _derived(settings: Settings, done: Callable[[list[SessionEvent]], bool]) -> list[SessionEvent]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 import uuid
@@ -12,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from events.emitter import Emitter
 from events.models import (
     DuplicateSuppressed,
     InvalidTransitionRejected,
@@ -29,6 +27,7 @@ from govstream.settings import Settings
 from tests.conftest import BACKENDS, Backend, isolated_settings
 from tests.factories import session_started, turn
 from tests.kafka_io import read_events_until
+from tests.kafka_io import send_events as _send
 
 pytestmark = pytest.mark.integration
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
@@ -53,16 +52,6 @@ def settings(
         yield settings
     finally:
         worker.stop()
-
-
-def _send(settings: Settings, events: list[SessionEvent]) -> None:
-    async def go() -> None:
-        async with Emitter(
-            settings.kafka_bootstrap or "", topics=Topics(settings.topic_prefix)
-        ) as em:
-            await em.emit_many(events)
-
-    asyncio.run(go())
 
 
 def _envelope(session_id: str, seconds: float, **overrides: Any) -> dict[str, Any]:

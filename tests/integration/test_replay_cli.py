@@ -11,7 +11,6 @@ those records from Kafka.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
@@ -25,16 +24,15 @@ from typing import Any
 
 import pytest
 
-from events.emitter import Emitter
 from events.evidence import read_export
 from events.models import TenantBudgets, ToolCallCompleted
-from events.topics import Topics
 from govstream.cli import main
 from govstream.processes import WorkerProcess
 from govstream.settings import Settings, as_environment
 from sql.client import open_clickhouse
 from tests.conftest import BACKENDS, Backend, isolated_settings
 from tests.factories import session_started, tenant_profile, tool_proposal, turn
+from tests.kafka_io import send_events as _send
 from tests.unit.test_evidence import _rewrite
 
 pytestmark = pytest.mark.integration
@@ -122,15 +120,6 @@ def _events() -> list[Any]:
         ),
         *noise[2:],
     ]
-
-
-def _send(settings: Settings, events: list[Any]) -> None:
-    async def go() -> None:
-        topics = Topics(settings.topic_prefix)
-        async with Emitter(settings.kafka_bootstrap or "", topics=topics) as emitter:
-            await emitter.emit_many(events)
-
-    asyncio.run(go())
 
 
 def _wait_for_archive(settings: Settings) -> None:

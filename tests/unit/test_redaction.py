@@ -357,3 +357,11 @@ def test_property_output_never_contains_a_planted_secret(
         assert secret not in out.text
         assert secret not in json.dumps(out.record.to_dict())
     assert redact(out.text).text == out.text
+
+
+def test_a_greedy_match_that_fails_validation_does_not_hide_a_phone() -> None:
+    # Found by the property test: two phones two spaces apart made one 21-digit
+    # candidate, which failed the E.164 length check, and the first phone leaked.
+    out = redact(" +14894889121  020 3423 2094 ")
+    assert "4894889121" not in out.text and "3423" not in out.text
+    assert out.record.count("phone") >= 1
