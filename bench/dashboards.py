@@ -22,12 +22,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.admission import nearest_rank
+from bench.report import write_section
 from govstream.settings import Settings
 from sql.client import ClickHouse, open_clickhouse
 from sql.dashboards import load_panels, run_panel
 from sql.migrate import apply_migrations
 
-ROOT = Path(__file__).resolve().parents[1]
 START = datetime(2026, 10, 24, tzinfo=UTC)
 END = datetime(2026, 11, 23, tzinfo=UTC)
 MONTH_SECONDS = 30 * 86_400
@@ -185,18 +185,6 @@ Target: p95 < 200 ms per query: {verdict}. Slowest p95: {worst:.0f} ms.
 """
 
 
-def write_section(text: str) -> None:
-    path = ROOT / "BENCHMARKS.md"
-    current = path.read_text() if path.exists() else "# Benchmarks\n"
-    if BEGIN in current and FINISH in current:
-        head, rest = current.split(BEGIN, 1)
-        tail = rest.split(FINISH, 1)[1].lstrip("\n")
-        current = head + text + ("\n" + tail if tail else "")
-    else:
-        current = current.rstrip("\n") + "\n\n" + text
-    path.write_text(current)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10, help="timed runs per query")
@@ -211,7 +199,7 @@ def main() -> int:
             timings = time_panels(ch, args.runs)
     text = report(fill_s, timings)
     print(text)
-    write_section(text)
+    write_section(text, BEGIN, FINISH)
     return 0
 
 

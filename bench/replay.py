@@ -29,6 +29,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench.report import write_section
 from bench.run import emit, machine
 from govstream.broker import ensure_broker, stop_broker
 from govstream.commands.lag import wait_for_zero_lag
@@ -87,18 +88,6 @@ def _time_cli(settings: object, session_id: str) -> float:
         if done.returncode != 0:
             raise SystemExit(f"replay failed: {done.stderr.strip()}")
     return statistics.median(times)
-
-
-def write_section(text: str) -> None:
-    path = ROOT / "BENCHMARKS.md"
-    current = path.read_text() if path.exists() else ""
-    block = f"{BEGIN}\n{text}\n{FINISH}"
-    if BEGIN in current and FINISH in current:
-        head, _, rest = current.partition(BEGIN)
-        _, _, tail = rest.partition(FINISH)
-        path.write_text(f"{head}{block}{tail}")
-    else:
-        path.write_text(f"{current.rstrip()}\n\n{block}\n")
 
 
 def main() -> int:
@@ -198,7 +187,7 @@ def main() -> int:
         "Target >= 50,000 events/s.",
     ]
     text = "\n".join(lines)
-    write_section(text)
+    write_section(f"{BEGIN}\n{text}\n{FINISH}", BEGIN, FINISH)
     print(text)
     return 0
 
