@@ -101,7 +101,6 @@ def register_budget(
     stats, config, pending = runtime.stats, runtime.config, runtime.pending
 
     source = app.topic(topics.budget_input, key_serializer="raw", value_serializer="raw")
-    derived_topic = app.topic(topics.derived, key_serializer="raw", value_serializer="raw")
 
     @app.agent(source, concurrency=1, name="budget-processor")
     async def budget_processor(stream: faust.StreamT[bytes]) -> None:
@@ -138,8 +137,11 @@ def register_budget(
             if isinstance(event, AdmissionDecided) and event.reservation_id is not None:
                 pending.settle(event.reservation_id)
             session_key = event.session_id.encode()
+            # Keyed by session, so mostly another partition than this tenant's:
+            # through the forwarder, like the signals (a transactional send
+            # needs this worker to own that partition; see streams/forwarder.py).
             for derived in step.derived:
-                await derived_topic.send(key=session_key, value=codec.encode(derived))
+                await forwarder.enqueue(topics.derived, session_key, codec.encode(derived))
             for signal in step.signals:
                 await forwarder.enqueue(topics.session_signals, session_key, codec.encode(signal))
             stats.record(len(step.derived) + len(step.signals))

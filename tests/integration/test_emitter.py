@@ -89,5 +89,6 @@ def test_lag_wait_zero_times_out_when_nobody_consumes(local_bootstrap: str, tmp_
     assert lines[-1] == "total lag 10"  # 5 for the sink, 5 for the processors
     # sessions, tenants and derived: 3 topics x 3 partitions
     assert sum(line.startswith(f"{settings.sink_group} ") for line in lines) == 9
-    # sessions, session-signals and budget-input: 3 topics x 3 partitions
-    assert sum(line.startswith(f"{settings.consumer_group} ") for line in lines) == 9
+    # sessions, session-signals, budget-input, and the memory agents' derived
+    # and tenants: 5 topics x 3 partitions
+    assert sum(line.startswith(f"{settings.consumer_group} ") for line in lines) == 15
