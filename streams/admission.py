@@ -93,7 +93,8 @@ class Refusal(Exception):
         self.status = status
 
 
-def _json(data: Any, status: int = 200) -> web.Response:
+def json_response(data: Any, status: int = 200) -> web.Response:
+    """A JSON answer (orjson), the one shape every admission-API route returns."""
     return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
 
 
@@ -146,7 +147,7 @@ class Admission:
             if forward_to is not None:
                 return await self.forward(forward_to, request, b"")
         except Refusal as refusal:
-            return _json({"error": str(refusal)}, status=refusal.status)
+            return json_response({"error": str(refusal)}, status=refusal.status)
         now = datetime.now(UTC)
         timeout = self.budgets.config.reservation_timeout
         balances, gauges = {}, {}
@@ -169,7 +170,7 @@ class Admission:
             elif kind == "g":
                 gauges[name] = {"limit": value["limit"], "in_use": len(value["holders"])}
         profile = self.budgets.profiles.get(tenant)
-        return _json(
+        return json_response(
             {
                 "tenant": tenant,
                 "plan": profile.plan if profile else None,
@@ -197,9 +198,9 @@ class Admission:
                 forward_to = self.owner_of(topic, key, request)
                 if forward_to is not None:
                     return await self.forward(forward_to, request, raw)
-                return _json(await handler(body))
+                return json_response(await handler(body))
             except Refusal as refusal:
-                return _json({"error": str(refusal)}, status=refusal.status)
+                return json_response({"error": str(refusal)}, status=refusal.status)
 
         return endpoint
 

@@ -191,7 +191,7 @@ def mount_context(
     another tenant, for a key of one tenant: its existence is not disclosed);
     422 for a bad `tokens`; 503 while the owner recovers.
     """
-    from streams.admission import Refusal, _json
+    from streams.admission import Refusal, json_response
 
     async def context(request: web.Request) -> web.Response:
         session_id = request.match_info["session_id"]
@@ -216,7 +216,7 @@ def mount_context(
                 tenant=memory.tenants.get(stored["tenant_id"]),
             )
         except Refusal as refusal:
-            return _json({"error": str(refusal)}, status=refusal.status)
-        return _json(answer)
+            return json_response({"error": str(refusal)}, status=refusal.status)
+        return json_response(answer)
 
     router.add_get("/v1/sessions/{session_id}/context", context)

@@ -134,6 +134,11 @@ class LogFold:
         self._wanted_names = {m.__name__ for m in wanted}
         self._wanted_ids: dict[int, bool] = {}
 
+    def result(self) -> FoldResult:
+        return FoldResult(
+            self.sessions, self.tenants, self.requested, self.written, self.records, self.folded
+        )
+
     def _wanted(self, value: bytes) -> bool:
         if len(value) < 5 or value[0] != 0:
             return False
@@ -262,14 +267,7 @@ async def _fold_partitions(
         folder.fold(batch)
         if progress is not None:
             progress(folder.records)
-    return FoldResult(
-        folder.sessions,
-        folder.tenants,
-        folder.requested,
-        folder.written,
-        folder.records,
-        folder.folded,
-    )
+    return folder.result()
 
 
 def _fold_in_child(
