@@ -77,8 +77,11 @@ class LogRecord(NamedTuple):
     partition: int
     offset: int
     timestamp_ms: int
-    value: bytes
+    value: bytes | None  # None: a tombstone
     key: bytes | None = None  # not part of an export: its events carry their ids
+    # (name, value) pairs; not part of an export. The worker's record signature
+    # (events/provenance.py) travels here.
+    headers: tuple[tuple[str, bytes], ...] = ()
 
     @property
     def position(self) -> str:

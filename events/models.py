@@ -24,7 +24,29 @@ def _utc(value: datetime) -> datetime:
 
 
 UtcDateTime = Annotated[datetime, AfterValidator(_utc)]
-Id = Annotated[str, Field(min_length=1, max_length=200)]
+
+# Input bounds (issue 10): every id and free-text field has a size and ids a
+# restricted alphabet, so a producer cannot store 100 KB in a trace id or a
+# path ("../../etc/passwd") as a session id. The README lists them.
+ID_ALPHABET = r"[A-Za-z0-9][A-Za-z0-9._:@+=-]{0,199}"
+KEY_ALPHABET = r"[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,199}"
+NAME_ALPHABET = r"[A-Za-z0-9][A-Za-z0-9 ._:@/+=()-]{0,127}"
+MAX_CONTENT_CHARS = 65_536
+MAX_TEXT_CHARS = 4_000
+MAX_LIST_ITEMS = 256
+
+# Ids that name things (tenants, sessions, workflows, actors): no "/", so an id
+# is never a path and "tenant/session" keys are unambiguous.
+Id = Annotated[str, Field(min_length=1, max_length=200, pattern=f"^{ID_ALPHABET}$")]
+# Keys chosen by producers (event ids, idempotency and operation keys, traces):
+# "/" allowed, as in "s-1/op-1", but they start with a letter or digit.
+Key = Annotated[str, Field(min_length=1, max_length=200, pattern=f"^{KEY_ALPHABET}$")]
+# Short labels (producer "name/version", environment, model, tool names).
+Name = Annotated[str, Field(min_length=1, max_length=128, pattern=f"^{NAME_ALPHABET}$")]
+Text = Annotated[str, Field(max_length=MAX_TEXT_CHARS)]
+Reason = Annotated[str, Field(min_length=1, max_length=500)]
+# Fields only the processors write (codes, rule ids): bounded, not restricted.
+Label = Annotated[str, Field(max_length=200)]
 Count = Annotated[int, Field(ge=0, le=2**31 - 1)]
 
 Tier = Literal["A", "B", "C"]
@@ -38,29 +60,39 @@ class Event(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    event_id: Id = Field(description="globally unique id of this event (uuid)")
+    event_id: Key = Field(description="globally unique id of this event (uuid)")
     schema_version: int = Field(default=1, ge=1, description="version of this event's schema")
     occurred_at: UtcDateTime = Field(description="when it happened, UTC")
     tenant_id: Id
-    workflow_id: str | None = Field(default=None, description="workflow this belongs to")
-    idempotency_key: Id = Field(
+    workflow_id: Id | None = Field(default=None, description="workflow this belongs to")
+    idempotency_key: Key = Field(
         description="producer-chosen, stable across retries of the same operation"
     )
     attempt: int = Field(default=1, ge=1, le=1000, description="retry number (retry lineage)")
-    causation_id: str | None = Field(default=None, description="event that caused this one")
-    correlation_id: str | None = Field(default=None, description="trace id")
-    environment: str = Field(default="production", min_length=1, max_length=64)
-    producer: str = Field(default="unknown/0", description="name/version of the emitter")
+    causation_id: Key | None = Field(default=None, description="event that caused this one")
+    correlation_id: Key | None = Field(default=None, description="trace id")
+    environment: Id = Field(default="production", max_length=64)
+    producer: Name = Field(default="unknown/0", description="name/version of the emitter")
 
     @classmethod
     def event_type(cls) -> str:
         return cls.__name__
 
 
+def session_key(tenant_id: str, session_id: str) -> str:
+    """The key of a session's state: tenant-scoped, so two tenants' session ids never
+    share an entry (ids hold no "/", so the key is unambiguous)."""
+    return f"{tenant_id}/{session_id}"
+
+
 class SessionEvent(Event):
     """An event inside one agent session; keyed (and ordered) by session_id."""
 
     session_id: Id
+
+    @property
+    def session_key(self) -> str:
+        return session_key(self.tenant_id, self.session_id)
 
     def envelope_for_derived(
         self, event_id: str, idempotency_key: str, producer: str
@@ -90,8 +122,10 @@ class SessionStarted(SessionEvent):
 
     tier: Tier = Field(description="A interactive, B assistive, C async")
     plan: str = Field(min_length=1, max_length=64, description="tenant plan at start")
-    actor_id: Id = Field(description="who the agent acts for")
-    actor_scope: list[str] = Field(default_factory=list, description="granted scopes")
+    actor_id: Key = Field(description="who the agent acts for")
+    actor_scope: list[Name] = Field(
+        default_factory=list, max_length=MAX_LIST_ITEMS, description="granted scopes"
+    )
     policy_version: str = Field(min_length=1, max_length=64)
 
 
@@ -117,7 +151,7 @@ class SessionFailed(SessionEvent):
     """The session ended with an error."""
 
     reason: str = Field(min_length=1, max_length=500)
-    error_class: str | None = None
+    error_class: Name | None = None
 
 
 class SessionQuarantined(SessionEvent):
@@ -132,8 +166,8 @@ class SessionQuarantined(SessionEvent):
 class TurnCompleted(SessionEvent):
     """A model call finished (successfully or not)."""
 
-    model: str = Field(min_length=1, max_length=128)
-    prompt_version: str = Field(default="v1", min_length=1, max_length=64)
+    model: Name
+    prompt_version: Name = Field(default="v1", max_length=64)
     input_tokens: Count
     output_tokens: Count
     cost_usd_micros: Annotated[int, Field(ge=0, le=2**53)] = Field(
@@ -142,18 +176,20 @@ class TurnCompleted(SessionEvent):
     first_token_ms: Count
     latency_ms: Count
     outcome: TurnOutcome
-    error_class: str | None = Field(default=None, max_length=200)
-    content: str | None = Field(default=None, description="optional; redacted before stored")
+    error_class: Name | None = None
+    content: str | None = Field(
+        default=None, max_length=MAX_CONTENT_CHARS, description="optional; redacted before stored"
+    )
 
 
 class ToolCallProposed(SessionEvent):
     """The agent wants to call a tool; policy decides whether it may."""
 
-    tool: str = Field(min_length=1, max_length=128)
-    action: str = Field(min_length=1, max_length=128)
-    operation_key: Id = Field(description="identifies the operation across retries")
+    tool: Name
+    action: Name
+    operation_key: Key = Field(description="identifies the operation across retries")
     destination_host: str | None = Field(default=None, max_length=512)
-    method: str = Field(default="POST", min_length=1, max_length=16)
+    method: str = Field(default="POST", min_length=1, max_length=16, pattern=r"^[A-Za-z]+$")
     payload_bytes: Count
     risk_level: RiskLevel
 
@@ -161,26 +197,26 @@ class ToolCallProposed(SessionEvent):
 class ApprovalRecorded(SessionEvent):
     """A human or system approved or denied a proposed tool call."""
 
-    operation_key: Id
-    approver: Id
+    operation_key: Key
+    approver: Key
     granted: bool
 
 
 class ToolCallCompleted(SessionEvent):
     """A tool call ran (or was refused by the tool)."""
 
-    operation_key: Id
+    operation_key: Key
     status: ToolCallStatus
     latency_ms: Count
-    result_ref: str | None = None
+    result_ref: str | None = Field(default=None, max_length=1000)
 
 
 class TaskSummaryUpdated(SessionEvent):
     """Task memory: what the agent is doing and has learned."""
 
     objective: str = Field(max_length=4000)
-    decisions: list[str] = Field(default_factory=list)
-    facts: list[str] = Field(default_factory=list)
+    decisions: list[Text] = Field(default_factory=list, max_length=MAX_LIST_ITEMS)
+    facts: list[Text] = Field(default_factory=list, max_length=MAX_LIST_ITEMS)
 
 
 class CheckpointCreated(SessionEvent):
@@ -211,11 +247,13 @@ class TenantProfileUpdated(Event):
 
     plan: str = Field(min_length=1, max_length=64)
     budgets: TenantBudgets = Field(default_factory=TenantBudgets)
-    egress_allowlist: list[str] = Field(default_factory=list)
-    tool_permissions: dict[str, str] = Field(
-        default_factory=dict, description="tool -> allow | deny | approval"
+    egress_allowlist: list[Annotated[str, Field(min_length=1, max_length=260)]] = Field(
+        default_factory=list, max_length=4096
     )
-    preferences: dict[str, str] = Field(default_factory=dict)
+    tool_permissions: dict[Name, Annotated[str, Field(max_length=32)]] = Field(
+        default_factory=dict, max_length=4096, description="tool -> allow | deny | approval"
+    )
+    preferences: dict[Name, Text] = Field(default_factory=dict, max_length=MAX_LIST_ITEMS)
 
 
 # --- derived: written by the processors, never by producers ------------------
@@ -227,24 +265,28 @@ AdmissionOutcome = Literal["allow", "degrade", "defer", "deny"]
 class PolicyDecided(SessionEvent):
     """The policy engine decided a ToolCallProposed; signed for the tool adapter."""
 
-    operation_key: Id
-    tool: str
-    action: str
+    operation_key: Key
+    tool: Name
+    action: Name
     decision: PolicyDecision
-    reason_code: str
-    policy_version: str
-    rule_id: str
+    reason_code: Label
+    policy_version: Label
+    rule_id: Label
     evaluation_us: Count
-    key_id: str
-    signature: str = Field(description="hex HMAC-SHA256 over the decision fields")
+    key_id: Label
+    signature: str = Field(
+        max_length=128, description="hex HMAC-SHA256 over the decision fields"
+    )
     expires_at: UtcDateTime
 
 
 class BudgetWarning(SessionEvent):
     """Usage of a budget passed a threshold (50/80/100%)."""
 
-    scope: str = Field(description="session | workflow | tenant_day | tenant_month | ...")
-    scope_key: str
+    scope: str = Field(
+        max_length=64, description="session | workflow | tenant_day | tenant_month | ..."
+    )
+    scope_key: str = Field(max_length=500)
     limit: int = Field(ge=0)
     used: int = Field(ge=0)
     threshold_pct: int = Field(ge=0, le=1000)
@@ -253,12 +295,12 @@ class BudgetWarning(SessionEvent):
 class BudgetExceeded(SessionEvent):
     """A budget reached 100%; the configured action follows."""
 
-    scope: str
-    scope_key: str
+    scope: str = Field(max_length=64)
+    scope_key: str = Field(max_length=500)
     limit: int = Field(ge=0)
     used: int = Field(ge=0)
     action: Literal["suspend", "degrade", "deny"]
-    fallback_model: str | None = None
+    fallback_model: Name | None = None
 
 
 class AdmissionDecided(SessionEvent):
@@ -266,19 +308,19 @@ class AdmissionDecided(SessionEvent):
 
     request_kind: Literal["turn", "tool"]
     decision: AdmissionOutcome
-    reason_code: str
-    model: str | None = None
+    reason_code: Label
+    model: Name | None = None
     estimated_tokens: Count = 0
     remaining_tokens: int | None = None
-    reservation_id: str | None = None
+    reservation_id: Key | None = None
 
 
 class InvalidTransitionRejected(SessionEvent):
     """An event would have moved the session along an edge that does not exist."""
 
-    from_state: str
-    attempted: str = Field(description="event type that was rejected")
-    reason: str
+    from_state: Label
+    attempted: Label = Field(description="event type that was rejected")
+    reason: Reason
 
 
 class ContextCompactionRequested(SessionEvent):
@@ -291,11 +333,11 @@ class ContextCompactionRequested(SessionEvent):
 class DuplicateSuppressed(SessionEvent):
     """A repeat of an already-applied operation was seen and not re-applied."""
 
-    duplicate_event_id: Id
-    original_event_id: Id
+    duplicate_event_id: Key
+    original_event_id: Key
     duplicate_attempt: int = Field(ge=1)
     original_attempt: int = Field(ge=1)
-    suppressed_by: str
+    suppressed_by: Label
 
 
 # --- dead letters --------------------------------------------------------------
@@ -321,6 +363,24 @@ class RecordDeadLettered(BaseModel):
     def event_type(cls) -> str:
         return cls.__name__
 
+
+# Free text: what a user typed, a model said or a runtime wrote in prose. It is
+# redacted (projections/free_text.py) before any store keeps it: turn and task
+# memory, the ClickHouse archive. One list for every store. Lists of strings
+# and the values of string maps are redacted item by item.
+FREE_TEXT_FIELDS: dict[str, tuple[str, ...]] = {
+    "TurnCompleted": ("content",),
+    "TaskSummaryUpdated": ("objective", "decisions", "facts"),
+    "CheckpointCreated": ("artifact_ref", "summary"),
+    "ToolCallCompleted": ("result_ref",),
+    "SessionSuspended": ("reason",),
+    "SessionResumed": ("reason",),
+    "SessionClosed": ("reason",),
+    "SessionFailed": ("reason",),
+    "SessionQuarantined": ("reason",),
+    "InvalidTransitionRejected": ("reason",),
+    "TenantProfileUpdated": ("preferences",),
+}
 
 SESSION_EVENTS: tuple[type[SessionEvent], ...] = (
     SessionStarted,

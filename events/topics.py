@@ -80,14 +80,24 @@ class Topics:
     def compacted(self) -> tuple[str, ...]:
         return (self.tenants,)
 
+    def internal(self) -> tuple[str, ...]:
+        """Topics only workers write (their records carry the worker's signature)."""
+        return (self.derived, self.review, self.budget_input, self.session_signals)
+
+    @staticmethod
+    def key_of(event: BaseModel) -> str:
+        """The record key of a producer event: its tenant for profiles, else its session."""
+        if isinstance(event, TenantProfileUpdated):
+            return event.tenant_id
+        if isinstance(event, SessionEvent):
+            return event.session_id
+        raise ValueError(f"{type(event).__name__} is not a producer event")
+
     def route(self, event: BaseModel) -> tuple[str, str]:
         """(topic, key) a producer sends this event to; derived events are refused."""
-        if isinstance(event, TenantProfileUpdated):
-            return self.tenants, event.tenant_id
         if isinstance(event, DERIVED_EVENTS):
             raise ValueError(
                 f"{type(event).__name__} is derived by the processors; producers cannot emit it"
             )
-        if isinstance(event, SessionEvent):
-            return self.sessions, event.session_id
-        raise ValueError(f"{type(event).__name__} is not a producer event")
+        key = self.key_of(event)
+        return (self.tenants if isinstance(event, TenantProfileUpdated) else self.sessions), key

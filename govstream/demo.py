@@ -119,7 +119,7 @@ def forensics(settings: Settings, bootstrap: str) -> list[str]:
         return ["the fleet has no quarantined or budget-exceeded session to replay"]
     session_id, kind = rows[0]
     say(f"      incident: session {session_id} ({kind}); govstream replay session {session_id}\n")
-    result = replay(decode_records(read_session_records(settings, session_id)), None)
+    result = replay(decode_records(settings, read_session_records(settings, session_id)), None)
     for line in render(result, None).splitlines():
         say(f"    {line}")
     return []

@@ -14,6 +14,7 @@ import httpx
 
 from govstream.errors import GovstreamError
 from govstream.settings import Settings, as_environment
+from streams.http_guard import read_local_secret
 
 
 def free_port() -> int:
@@ -50,16 +51,25 @@ class WorkerProcess:
                     f"worker exited with status {self.proc.returncode}; "
                     f"log {self.log_path}: {self.tail(3)}"
                 )
+            secret = read_local_secret(self.settings)
             try:
-                if httpx.get(f"{self.url}/v1/health", timeout=1.0).status_code == 200:
+                if secret is not None and self._get_health(secret, 1.0).status_code == 200:
                     return time.monotonic() - started
             except httpx.HTTPError:
                 pass
             time.sleep(0.25)
         raise GovstreamError(f"worker not ready after {timeout:.0f}s; log {self.log_path}")
 
+    def _get_health(self, secret: str, timeout: float) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {secret}"}
+        return httpx.get(f"{self.url}/v1/health", headers=headers, timeout=timeout)
+
     def health(self) -> dict:  # type: ignore[type-arg]
-        return httpx.get(f"{self.url}/v1/health", timeout=5.0).json()
+        """GET /v1/health with the worker's local secret (it runs on this machine)."""
+        secret = read_local_secret(self.settings)
+        if secret is None:
+            raise GovstreamError(f"the worker at {self.url} has not registered its secret")
+        return self._get_health(secret, 5.0).json()
 
     def tail(self, lines: int) -> str:
         try:

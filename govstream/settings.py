@@ -84,6 +84,15 @@ class Settings(BaseSettings):
         default=1000, ge=1, description="idempotency keys remembered per session (FIFO)"
     )
 
+    # Input bounds (streams/ingest.py): how far occurred_at may lie from the
+    # record's log time; records outside are dead-lettered (out_of_bounds).
+    max_event_age_days: float = Field(
+        default=30.0, gt=0, description="occurred_at at most this far before the log time"
+    )
+    max_event_lead_seconds: float = Field(
+        default=300.0, ge=0, description="occurred_at at most this far after the log time"
+    )
+
     retention_days: dict[str, int] = Field(
         default_factory=dict,
         description='JSON table -> days, e.g. {"turns": 400}; 0 removes a TTL (sql/retention.py)',

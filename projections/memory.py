@@ -246,7 +246,11 @@ def _task_update(
     elif isinstance(event, CheckpointCreated):
         task["checkpoints"] = [
             *task["checkpoints"],
-            {"artifact_ref": event.artifact_ref, "summary": redact(event.summary), "at": at},
+            {
+                "artifact_ref": redact(event.artifact_ref),
+                "summary": redact(event.summary),
+                "at": at,
+            },
         ]
         # The runtime compacted: earlier turns live on in the checkpoint.
         turns = [t for t in state["turns"] if t["at"] > at]

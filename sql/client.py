@@ -11,17 +11,22 @@ engine, serves the routes below and registers itself in
 ``<home>/clickhouse-owner.json``; every other process finds it with
 :func:`find_owner`. :func:`open_clickhouse` picks the right implementation.
 
-Owner HTTP protocol (JSON bodies, mounted by :func:`mount_owner_routes`)::
+Owner HTTP protocol (JSON bodies, mounted by :func:`mount_owner_routes`). Every
+request carries the owner's local secret (``Authorization: Bearer <secret>``,
+from the owner file, mode 0600) and comes from loopback; the worker's guard
+(streams/http_guard.py) refuses anything else::
 
     POST /v1/clickhouse/query    {"sql": str, "parameters": {name: value} | null}
          200 {"columns": [str], "types": [str], "rows": [[value, ...], ...]}
-    POST /v1/clickhouse/command  {"sql": str, "parameters": {name: value} | null}
-         200 {"ok": true}
-    GET or POST /v1/clickhouse/ping   (find_owner uses POST, empty body)
+         only one read-only statement (sql/readonly.py), run with readonly = 1
+    POST /v1/clickhouse/migrate  {}
+         200 {"applied": [str], "retention": [str]}  (the owner's own migrations)
+    POST /v1/clickhouse/ping     {}
          200 {"ok": true, "pid": int}
-    errors: 400 {"error": "one line"} (bad request or ClickHouse error),
-            403 (client not on loopback), 404 (unknown route),
-            500 (unexpected failure in the owner)
+    errors: 400 {"error": "one line"} (bad request, refused or failed statement),
+            401/403/404/415 from the guard, 500 (unexpected failure in the owner)
+
+Writes go through the owner only as `migrate`: the CLI's other commands read.
 
 JSON value encoding (:func:`to_json_value` / :func:`from_json_value`):
 datetime/date/time -> ISO 8601 strings (aware datetimes keep their offset),
@@ -79,7 +84,7 @@ log = logging.getLogger(__name__)
 logging.getLogger("clickhouse_connect").addHandler(logging.NullHandler())
 
 QUERY_PATH = "/v1/clickhouse/query"
-COMMAND_PATH = "/v1/clickhouse/command"
+MIGRATE_PATH = "/v1/clickhouse/migrate"
 PING_PATH = "/v1/clickhouse/ping"
 OWNER_FILE = "clickhouse-owner.json"
 # Largest request body the proxy sends when it batches an insert; aiohttp's
@@ -135,7 +140,10 @@ class ClickHouse(ABC):
     target: str  # human-readable location, for messages
 
     @abstractmethod
-    def query(self, sql: str, parameters: Mapping[str, Any] | None = None) -> QueryResult: ...
+    def query(
+        self, sql: str, parameters: Mapping[str, Any] | None = None, *, readonly: bool = False
+    ) -> QueryResult:
+        """Rows of one statement; `readonly` runs it under ClickHouse's readonly = 1."""
 
     @abstractmethod
     def command(self, sql: str, parameters: Mapping[str, Any] | None = None) -> None: ...
@@ -317,13 +325,16 @@ class _DriverBacked(ClickHouse):
     def _wrap(self, exc: Exception) -> ClickHouseError:
         return ClickHouseError(f"ClickHouse: {one_line(str(exc))}")
 
-    def query(self, sql: str, parameters: Mapping[str, Any] | None = None) -> QueryResult:
+    def query(
+        self, sql: str, parameters: Mapping[str, Any] | None = None, *, readonly: bool = False
+    ) -> QueryResult:
         from clickhouse_connect.driver.exceptions import Error
 
         params = check_parameters(sql, parameters)
+        settings = {"readonly": 1} if readonly else None
         try:
             with self._lock:
-                result = self._client.query(sql, parameters=params)
+                result = self._client.query(sql, parameters=params, settings=settings)
                 columns = list(result.column_names)
                 types = [t.name for t in result.column_types]
                 rows = [tuple(r) for r in result.result_rows]
@@ -567,11 +578,15 @@ class Server(_DriverBacked):
 
 
 class OwnerProxy(ClickHouse):
-    """The embedded engine of another local process, over its HTTP routes."""
+    """The embedded engine of another local process, over its HTTP routes.
+
+    It reads (one read-only statement at a time) and asks the owner to apply
+    its migrations; it cannot write otherwise (see the module doc).
+    """
 
     kind = "proxy"
 
-    def __init__(self, url: str, *, timeout: float = 300.0) -> None:
+    def __init__(self, url: str, secret: str, *, timeout: float = 300.0) -> None:
         import httpx
 
         self.url = url.rstrip("/")
@@ -581,13 +596,12 @@ class OwnerProxy(ClickHouse):
             base_url=self.url,
             trust_env=False,
             timeout=httpx.Timeout(timeout, connect=2.0),
+            headers={"Authorization": f"Bearer {secret}"},
         )
 
-    def _post(self, path: str, sql: str, parameters: Mapping[str, Any] | None) -> dict[str, Any]:
+    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         import httpx
 
-        params = check_parameters(sql, parameters)
-        body = {"sql": sql, "parameters": _param_to_json(params) if params else None}
         try:
             response = self._http.post(path, json=body)
         except httpx.HTTPError as exc:
@@ -601,11 +615,6 @@ class OwnerProxy(ClickHouse):
         if response.status_code != 200:
             if isinstance(payload, dict) and isinstance(payload.get("error"), str):
                 raise ClickHouseError(payload["error"])
-            if response.status_code == 413:
-                raise ClickHouseError(
-                    f"the ClickHouse owner at {self.url} refused a {len(sql)}-character "
-                    "statement as too large for its HTTP server"
-                )
             raise ClickHouseError(
                 f"the ClickHouse owner at {self.url} answered HTTP {response.status_code}"
             )
@@ -613,78 +622,38 @@ class OwnerProxy(ClickHouse):
             raise ClickHouseError(f"the ClickHouse owner at {self.url} sent a malformed answer")
         return payload
 
-    def query(self, sql: str, parameters: Mapping[str, Any] | None = None) -> QueryResult:
-        payload = self._post(QUERY_PATH, sql, parameters)
+    def query(
+        self, sql: str, parameters: Mapping[str, Any] | None = None, *, readonly: bool = True
+    ) -> QueryResult:
+        params = check_parameters(sql, parameters)
+        body = {"sql": sql, "parameters": _param_to_json(params) if params else None}
+        payload = self._post(QUERY_PATH, body)
         types = list(payload.get("types", []))
         return QueryResult(
             list(payload.get("columns", [])), types, _decode_rows(types, payload.get("rows", []))
         )
 
+    def _refuse_write(self) -> UsageError:
+        return UsageError(
+            f"a worker owns embedded ClickHouse ({self.url}) and serves reads only; "
+            "stop the worker to write, or use a ClickHouse server (GOVSTREAM_CLICKHOUSE_URL)"
+        )
+
     def command(self, sql: str, parameters: Mapping[str, Any] | None = None) -> None:
-        self._post(COMMAND_PATH, sql, parameters)
+        raise self._refuse_write()
 
     def insert(
         self, table: str, rows: Sequence[Sequence[Any]], column_names: Sequence[str]
     ) -> None:
-        """Insert as JSONEachRow data through the command route (no third route needed).
-
-        The values travel as data parsed by ClickHouse's JSON input format, never
-        as SQL text; datetimes use the parameter encoding (UTC wall time). Rows go
-        in requests of at most ~PROXY_MAX_BODY bytes (aiohttp refuses bodies over
-        1 MiB by default), so a large insert is several INSERTs, not one atomic one.
-        """
-        if not rows:
-            return
-        names = list(column_names)
-        columns = ", ".join(quote_identifier(n) for n in names)
-        head = (
-            f"INSERT INTO {quote_identifier(table)} ({columns}) "
-            "SETTINGS date_time_input_format = 'best_effort' FORMAT JSONEachRow\n"
-        )
-        batch: list[str] = []
-        size = len(head) + 64
-        for row in rows:
-            if len(row) != len(names):
-                raise UsageError(
-                    f"insert into {table}: row has {len(row)} values, not {len(names)}"
-                )
-            line = (
-                "{"
-                + ",".join(
-                    f"{_json_line(n)}:{_json_line(_param_to_json(v))}"
-                    for n, v in zip(names, row, strict=True)
-                )
-                + "}"
-            )
-            # The line is embedded in a JSON string in the request: count its escaped size.
-            line_size = len(json.dumps(line, ensure_ascii=False).encode()) + 2
-            if batch and size + line_size > PROXY_MAX_BODY:
-                self._post(COMMAND_PATH, head + "\n".join(batch), None)
-                batch, size = [], len(head) + 64
-            batch.append(line)
-            size += line_size
-        self._post(COMMAND_PATH, head + "\n".join(batch), None)
+        raise self._refuse_write()
 
     def insert_json(self, table: str, column_names: Sequence[str], body: bytes) -> None:
-        if not body:
-            return
-        columns = ", ".join(quote_identifier(n) for n in column_names)
-        settings = ", ".join(f"{k} = {v!r}" for k, v in JSON_INSERT_SETTINGS.items())
-        head = (
-            f"INSERT INTO {quote_identifier(table)} ({columns}) "
-            f"SETTINGS {settings} FORMAT JSONCompactEachRow\n"
-        )
-        chunk: list[str] = []
-        size = 0
-        for line in body.decode().split("\n"):
-            # Keep each request under the owner's body limit (see insert()).
-            line_size = len(json.dumps(line, ensure_ascii=False).encode()) + 2
-            if chunk and size + line_size > PROXY_MAX_BODY - len(head) - 64:
-                self._post(COMMAND_PATH, head + "\n".join(chunk), None)
-                chunk, size = [], 0
-            chunk.append(line)
-            size += line_size
-        self._post(COMMAND_PATH, head + "\n".join(chunk), None)
+        raise self._refuse_write()
+
+    def migrate(self) -> tuple[list[str], list[str]]:
+        """Ask the owner to apply its migrations and retention: (applied, retention)."""
+        payload = self._post(MIGRATE_PATH, {})
+        return list(payload.get("applied", [])), list(payload.get("retention", []))
 
     def close(self) -> None:
         self._http.close()
@@ -692,45 +661,60 @@ class OwnerProxy(ClickHouse):
 
 # --------------------------------------------------------------------------- owner side
 
+# What the owner runs for POST /v1/clickhouse/migrate: (applied, retention statements).
+Migrate = Callable[["ClickHouse"], tuple[list[str], list[str]]]
+
 
 async def handle_owner_request(
-    ch: ClickHouse, executor: Executor | None, path: str, body: bytes
+    ch: ClickHouse, executor: Executor | None, path: str, body: bytes, migrate: Migrate
 ) -> tuple[int, dict[str, Any]]:
     """Serve one owner-protocol request; framework-free (status, JSON payload).
 
     The ClickHouse call (and the JSON conversion of its rows) runs in
     ``executor`` because chDB blocks; ``None`` means the loop's default executor.
+    The caller has authenticated the request (streams/http_guard.py).
     """
     import asyncio
+
+    from sql.readonly import read_only_statement
 
     route = path.rstrip("/")
     if route == PING_PATH:
         return 200, {"ok": True, "pid": os.getpid()}
-    if route not in (QUERY_PATH, COMMAND_PATH):
+    if route not in (QUERY_PATH, MIGRATE_PATH):
         return 404, {"error": f"no route {path}"}
     try:
         request = json.loads(body or b"null")
     except ValueError:
         return 400, {"error": "request body is not JSON"}
-    if not isinstance(request, dict) or not isinstance(request.get("sql"), str):
-        return 400, {"error": 'request must be {"sql": str, "parameters": {...} | null}'}
-    sql: str = request["sql"]
-    parameters = request.get("parameters")
-    if parameters is not None and not isinstance(parameters, dict):
-        return 400, {"error": "parameters must be a JSON object"}
-    if not sql.strip():
-        return 400, {"error": "empty query"}
+    if not isinstance(request, dict):
+        return 400, {"error": "request body must be a JSON object"}
 
-    def run() -> dict[str, Any]:
-        if route == COMMAND_PATH:
-            ch.command(sql, parameters)
-            return {"ok": True}
-        result = ch.query(sql, parameters)
+    def run_migrate() -> dict[str, Any]:
+        applied, retention = migrate(ch)
+        return {"applied": applied, "retention": retention}
+
+    def run_query() -> dict[str, Any]:
+        statement = read_only_statement(ch, sql, parameters)
+        result = ch.query(statement, parameters, readonly=True)
         return {
             "columns": result.columns,
             "types": result.types,
             "rows": [[to_json_value(v) for v in row] for row in result.rows],
         }
+
+    if route == MIGRATE_PATH:
+        run = run_migrate
+    else:
+        if not isinstance(request.get("sql"), str):
+            return 400, {"error": 'request must be {"sql": str, "parameters": {...} | null}'}
+        sql: str = request["sql"]
+        parameters = request.get("parameters")
+        if parameters is not None and not isinstance(parameters, dict):
+            return 400, {"error": "parameters must be a JSON object"}
+        if not sql.strip():
+            return 400, {"error": "empty query"}
+        run = run_query
 
     loop = asyncio.get_running_loop()
     try:
@@ -751,9 +735,12 @@ def _is_loopback(remote: str | None) -> bool:
 
 
 def mount_owner_routes(
-    aiohttp_app: web.Application, ch: ClickHouse, executor: Executor | None
+    aiohttp_app: web.Application, ch: ClickHouse, executor: Executor | None, migrate: Migrate
 ) -> None:
-    """Add the owner routes to an aiohttp app (before it starts; routers freeze)."""
+    """Add the owner routes to an aiohttp app (before it starts; routers freeze).
+
+    Behind the worker's guard: only the owner's local secret reaches them.
+    """
     import asyncio
 
     from aiohttp import web
@@ -762,22 +749,22 @@ def mount_owner_routes(
         # The route is bound here, not read from request.path, so a prefix/sub-app works.
         async def handler(request: web.Request) -> web.Response:
             if not _is_loopback(request.remote):
-                # Arbitrary SQL for whoever connects: never for other hosts, even if
-                # the worker's web server listens on 0.0.0.0.
+                # SQL for whoever connects: never for other hosts, even if the
+                # worker's web server listens on 0.0.0.0.
                 return web.json_response(
                     {"error": "the ClickHouse owner routes answer local clients only"}, status=403
                 )
-            status, payload = await handle_owner_request(ch, executor, route, await request.read())
+            status, payload = await handle_owner_request(
+                ch, executor, route, await request.read(), migrate
+            )
             # Big results: serialize off the loop (the worker must keep its heartbeats).
             text = await asyncio.get_running_loop().run_in_executor(None, json.dumps, payload)
             return web.Response(text=text, status=status, content_type="application/json")
 
         return handler
 
-    aiohttp_app.router.add_post(QUERY_PATH, view(QUERY_PATH))
-    aiohttp_app.router.add_post(COMMAND_PATH, view(COMMAND_PATH))
-    aiohttp_app.router.add_get(PING_PATH, view(PING_PATH))
-    aiohttp_app.router.add_post(PING_PATH, view(PING_PATH))
+    for route in (QUERY_PATH, MIGRATE_PATH, PING_PATH):
+        aiohttp_app.router.add_post(route, view(route))
 
 
 # --------------------------------------------------------------------------- registration
@@ -815,39 +802,51 @@ def _remove_if_unchanged(path: Path, text: str) -> None:
             path.unlink()
 
 
+def write_private(path: Path, text: str) -> None:
+    """Write `text` to `path` readable by this user only (0600 in a 0700 directory)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    os.replace(tmp, path)  # atomic: readers never see half a file
+
+
 @contextlib.contextmanager
-def register_owner(settings: Settings, url: str) -> Iterator[Path]:
+def register_owner(settings: Settings, url: str, secret: str) -> Iterator[Path]:
     """Advertise this process as the embedded engine's owner while the block runs.
 
     Call it after the engine is open and the routes answer: whoever holds the
     engine is by definition the only owner, so an existing file is overwritten.
+    The file holds the owner's local secret: only this user can read it.
     """
     path = owner_file(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps({"pid": os.getpid(), "url": url.rstrip("/")})
-    tmp = path.with_name(f".{OWNER_FILE}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)  # atomic: readers never see half a file
+    text = json.dumps({"pid": os.getpid(), "url": url.rstrip("/"), "secret": secret})
+    write_private(path, text)
     try:
         yield path
     finally:
         _remove_if_unchanged(path, text)
 
 
-def find_owner(settings: Settings, *, timeout: float = 1.0) -> str | None:
-    """The registered owner's URL if its process is alive and answers, else None."""
+@dataclass(frozen=True)
+class Owner:
+    url: str
+    secret: str
+
+
+def find_owner(settings: Settings, *, timeout: float = 1.0) -> Owner | None:
+    """The registered owner if its process is alive and answers, else None."""
     import httpx
 
     path = owner_file(settings)
     try:
         text = path.read_text()
-    except FileNotFoundError:
-        return None
     except OSError:
         return None
     try:
         record = json.loads(text)
-        pid, url = int(record["pid"]), str(record["url"])
+        pid, url, secret = int(record["pid"]), str(record["url"]), str(record["secret"])
     except (ValueError, KeyError, TypeError):
         _remove_if_unchanged(path, text)
         return None
@@ -855,8 +854,13 @@ def find_owner(settings: Settings, *, timeout: float = 1.0) -> str | None:
         _remove_if_unchanged(path, text)
         return None
     try:
-        # POST: a view that serves only POST /v1/clickhouse/{action} answers it too.
-        response = httpx.post(url + PING_PATH, timeout=timeout, trust_env=False)
+        response = httpx.post(
+            url + PING_PATH,
+            json={},
+            headers={"Authorization": f"Bearer {secret}"},
+            timeout=timeout,
+            trust_env=False,
+        )
         answer = response.json()
     except (httpx.HTTPError, ValueError):
         # Alive but silent (starting, or wedged): not ours to delete; the caller
@@ -864,7 +868,7 @@ def find_owner(settings: Settings, *, timeout: float = 1.0) -> str | None:
         return None
     if response.status_code != 200 or not isinstance(answer, dict) or answer.get("pid") != pid:
         return None
-    return url
+    return Owner(url, secret)
 
 
 def open_clickhouse(
@@ -880,9 +884,9 @@ def open_clickhouse(
         return Server(settings.clickhouse_url, settings.clickhouse_database)
     if role == "owner":
         return Embedded(settings.chdb_path, settings.clickhouse_database)
-    url = find_owner(settings)
-    if url is not None:
-        return OwnerProxy(url)
+    owner = find_owner(settings)
+    if owner is not None:
+        return OwnerProxy(owner.url, owner.secret)
     try:
         return Embedded(settings.chdb_path, settings.clickhouse_database)
     except EmbeddedLockedError as exc:
@@ -892,9 +896,9 @@ def open_clickhouse(
         deadline = clock.monotonic() + grace
         while clock.monotonic() < deadline:
             clock.sleep(0.25)
-            url = find_owner(settings)
-            if url is not None:
-                return OwnerProxy(url)
+            owner = find_owner(settings)
+            if owner is not None:
+                return OwnerProxy(owner.url, owner.secret)
         raise GovstreamError(
             f"embedded ClickHouse at {exc.path} is held by another process "
             f"({_pid_hint(exc.pid)}) that does not answer; stop it or set "

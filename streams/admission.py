@@ -17,9 +17,12 @@ Tools: the signed PolicyDecided, from the session's entry if the operation was
 decided before (the same operation_key always gets the same decision), else
 evaluated now and sent to the session's owner as a signal.
 
-Status codes: 200 an answer (deny included), 401 no or unknown API key, 403 a
-key of another tenant, 422 a bad body, 503 the owner is not known yet
-(start-up, rebalance).
+Status codes: 200 an answer (deny included); from the guard
+(streams/http_guard.py), before the body is read: 401 no or unknown API key,
+403 a browser-shaped request, 415 a body that is not application/json; then
+404 for a tenant or session the key may not see (its existence is not
+disclosed), 422 a bad body (strict types: "100" is not a number), 503 the
+owner is not known yet (start-up, rebalance).
 """
 
 from __future__ import annotations
@@ -35,16 +38,25 @@ import orjson
 from aiohttp import web
 from aiokafka.partitioner import murmur2
 from faust.types import TP
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from events.codec import Codec
-from events.models import AdmissionDecided, PolicyDecided, ToolCallProposed
+from events.models import (
+    AdmissionDecided,
+    Id,
+    Key,
+    Name,
+    PolicyDecided,
+    ToolCallProposed,
+    session_key,
+)
 from events.topics import Topics
 from govstream.settings import Settings
 from projections.budget import ADMISSION_REASONS, TurnRequest, admission_event, admit_turn
 from projections.lifecycle import state_from_dict
 from streams.budget import BudgetRuntime
 from streams.forwarder import Forwarder
+from streams.http_guard import principal_of
 from streams.processors import SessionRuntime, decide_proposal, read_entry
 
 log = logging.getLogger(__name__)
@@ -56,33 +68,45 @@ _TOOL_OUTCOME: dict[str, Literal["allow", "deny", "defer"]] = {
     "deny": "deny",
     "require_approval": "defer",  # the call waits for an approval
 }
-_Id = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@/-]+$")
-
-
 class _SessionRequest(BaseModel):
-    """What every admission request names: who asks, for which session."""
+    """What every admission request names: who asks, for which session.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Strict: a number must be a JSON number ("100" and true are refused), ids
+    have the events' alphabet (events.models: no "/", no leading dot).
+    """
 
-    tenant: str = _Id
-    session: str = _Id
-    workflow: str | None = Field(default=None, min_length=1, max_length=128)
-    environment: str = Field(default="production", min_length=1, max_length=64)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    tenant: Id
+    session: Id
+    workflow: Id | None = None
+    environment: Id = Field(default="production", max_length=64)
 
 
 class TurnBody(_SessionRequest):
-    model: str = Field(min_length=1, max_length=128)
+    model: Name
     estimated_tokens: int = Field(ge=0, le=10_000_000)
 
 
 class ToolBody(_SessionRequest):
-    tool: str = Field(min_length=1, max_length=128)
-    action: str = Field(min_length=1, max_length=128)
-    operation_key: str = _Id
+    tool: Name
+    action: Name
+    operation_key: Key
     destination_host: str | None = Field(default=None, max_length=512)
-    method: str = Field(default="POST", min_length=1, max_length=16)
+    method: str = Field(default="POST", min_length=1, max_length=16, pattern=r"^[A-Za-z]+$")
     payload_bytes: int = Field(default=0, ge=0, le=2**31 - 1)
     risk_level: Literal["low", "medium", "high", "critical"]
+
+
+_ID = TypeAdapter(Id)
+
+
+def validated_id(value: str, what: str) -> str:
+    """A path id in the events' alphabet, else 404 (no such thing can exist)."""
+    try:
+        return _ID.validate_python(value)
+    except ValidationError:
+        raise Refusal(404, f"no {what} {value[:64]!r}") from None
 
 
 class Refusal(Exception):
@@ -125,7 +149,6 @@ class Admission:
         self.forwarder = forwarder
         self.app, self.settings, self.topics, self.codec = app, settings, topics, codec
         self.sessions, self.budgets = sessions, budgets
-        self.keys = settings.api_key_tenants
         self.partitions = settings.topic_partitions
 
     async def _record(self, topic: str, key: str, event: BaseModel) -> None:
@@ -143,6 +166,7 @@ class Admission:
         tenant = request.match_info["tenant"]
         try:
             self.authorize(request, tenant)
+            validated_id(tenant, "tenant")
             forward_to = self.owner_of(self.topics.budget_input, tenant, request)
             if forward_to is not None:
                 return await self.forward(forward_to, request, b"")
@@ -176,7 +200,7 @@ class Admission:
                 "plan": profile.plan if profile else None,
                 "balances": balances,
                 "gauges": gauges,
-                "pending_reservations": len(self.budgets.pending.by_id),
+                "pending_reservations": self.budgets.pending.count_of(tenant),
             }
         )
 
@@ -190,7 +214,7 @@ class Admission:
     ) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def endpoint(request: web.Request) -> web.Response:
             try:
-                raw = await request.read()
+                raw = await request.read()  # the guard has authenticated the caller
                 body = self._parse(body_type, raw)
                 self.authorize(request, body.tenant)  # type: ignore[attr-defined]
                 topic = self.topics.budget_input if owner == "budget" else self.topics.sessions
@@ -207,38 +231,18 @@ class Admission:
     @staticmethod
     def _parse(body_type: type[BaseModel], raw: bytes) -> BaseModel:
         try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise Refusal(422, f"body is not JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise Refusal(422, "body must be a JSON object")
-        try:
-            return body_type.model_validate(data)
+            return body_type.model_validate_json(raw)
         except ValidationError as exc:
             error = exc.errors()[0]
             where = ".".join(str(p) for p in error["loc"]) or "body"
             raise Refusal(422, f"{where}: {error['msg']}") from None
 
-    def authenticate(self, request: web.Request) -> str:
-        """The tenant the request's API key acts for ("*" = any); 401 without a known key."""
-        header = request.headers.get("Authorization", "")
-        key = (
-            header[7:].strip()
-            if header.startswith("Bearer ")
-            else request.headers.get("X-API-Key", "")
-        )
-        if not key:
-            raise Refusal(401, "missing API key (Authorization: Bearer <key>)")
-        allowed = self.keys.get(key)
-        if allowed is None:
-            raise Refusal(401, "unknown API key")
-        return allowed
-
-    def authorize(self, request: web.Request, tenant: str) -> None:
-        """401 without a known key, 403 when the key may not act for `tenant`."""
-        allowed = self.authenticate(request)
-        if allowed not in ("*", tenant):
-            raise Refusal(403, f"this API key may not act for tenant {tenant!r}")
+    @staticmethod
+    def authorize(request: web.Request, tenant: str) -> None:
+        """404 when the request's key may not act for `tenant`: whether another
+        tenant (or its session) exists is not disclosed."""
+        if not principal_of(request).may_act_for(tenant):
+            raise Refusal(404, f"no tenant {tenant!r} for this API key")
 
     def owner_of(self, topic: str, key: str, request: web.Request) -> str | None:
         """None when this worker owns `key`; else the owner's base URL."""
@@ -296,7 +300,7 @@ class Admission:
             reservation_id = str(uuid.uuid4())
             # No await between the check above and this line: the next request
             # on this worker already sees the reservation.
-            runtime.pending.add(reservation_id, admission.amounts, now)
+            runtime.pending.add(reservation_id, admission.amounts, now, body.tenant)
         event = admission_event(request, admission, reservation_id, now, body.environment)
         # A reservation goes through the budget agent (which applies it, then
         # records the event); a refusal is recorded as it is.
@@ -322,23 +326,20 @@ class Admission:
     # --- tools ----------------------------------------------------------------------
 
     async def admit_tool(self, body: ToolBody) -> dict[str, Any]:
+        # Every lookup is the tenant's own: its session entry, its operation keys.
         runtime = self.sessions
-        entry = read_entry(runtime.table.get(body.session)) or {}
+        entry = read_entry(runtime.table.get(session_key(body.tenant, body.session))) or {}
         stored = (entry.get("decisions") or {}).get(body.operation_key)
-        known = runtime.pending_decisions.get(body.operation_key)
+        pending_key = (body.tenant, body.operation_key)
+        known = runtime.pending_decisions.get(pending_key)
         if stored is not None:
             decided = PolicyDecided.model_validate(stored)
         elif known is not None:
             decided = known
         else:
-            owner = (entry.get("lifecycle") or {}).get("tenant_id")
-            if owner is not None and owner != body.tenant:
-                raise Refusal(403, "this session belongs to another tenant")
             decided = self._decide(body, entry)
-            runtime.pending_decisions[body.operation_key] = decided
+            runtime.pending_decisions[pending_key] = decided
             await self._signal(body, decided)
-        if decided.tenant_id != body.tenant:
-            raise Refusal(403, "this operation belongs to another tenant")
         return {
             "decision": _TOOL_OUTCOME[decided.decision],
             "reason_code": decided.reason_code,
@@ -395,6 +396,6 @@ class Admission:
             for event in (decided, recorded):
                 await self._record(self.topics.session_signals, body.session, event)
         except Exception:
-            self.sessions.pending_decisions.pop(body.operation_key, None)
+            self.sessions.pending_decisions.pop((body.tenant, body.operation_key), None)
             log.exception("admission: recording the tool decision failed")
             raise Refusal(503, "could not record the decision; retry") from None

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import faust
 
 from govstream.settings import Settings
 
 
-def create_app(settings: Settings, bootstrap: str) -> faust.App:
-    return faust.App(
+def create_app(settings: Settings, bootstrap: str, middlewares: Sequence[Any] = ()) -> faust.App:
+    """The worker's Faust App. `middlewares` guard its web server (streams/http_guard.py)."""
+    app = faust.App(
         settings.consumer_group,
         broker=f"kafka://{bootstrap}",
         # Live state is rebuilt from the log (DESIGN pitfalls: changelog
@@ -25,6 +29,15 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         web_host=settings.web_host,
         web_port=settings.web_port,
         web_in_thread=False,
+        # Faust's own views answer without credentials (tables' content, the
+        # cluster layout): none is served. The guard refuses any route it does
+        # not list besides.
+        web_router_enabled=False,
+        web_tables_enabled=False,
+        web_graph_enabled=False,
+        web_stats_enabled=False,
+        web_metrics_enabled=False,
+        web_application_options={"middlewares": list(middlewares)},
         # Larger fetches and buffers: the sink works in batches anyway.
         consumer_max_fetch_size=8 * 1024 * 1024,
         stream_buffer_maxsize=16384,
@@ -34,3 +47,7 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         producer_linger=0.005,
         consumer_auto_offset_reset="earliest",
     )
+    # With the statistics off Faust mounts its placeholder index at "/" instead;
+    # serve no framework view at all.
+    app.web.blueprints._enabled.clear()
+    return app

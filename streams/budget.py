@@ -15,13 +15,14 @@ from typing import Any
 
 import faust
 
-from events.codec import Codec, DecodeError
+from events.codec import Codec
 from events.models import AdmissionDecided, SessionEvent
 from events.topics import Topics
 from govstream.settings import Settings
 from projections.budget import BudgetConfig, apply
 from projections.pricing import DEFAULT_PRICES
 from streams.forwarder import Forwarder, SourcePosition
+from streams.ingest import Ingested, InputRules, Rejected, ingest, source_record
 from streams.profiles import TenantProfiles
 from streams.stats import AgentStats
 
@@ -40,14 +41,17 @@ class PendingReservations:
 
     by_id: dict[str, tuple[datetime, dict[str, int]]] = field(default_factory=dict)
     totals: dict[str, int] = field(default_factory=dict)
+    tenant_of: dict[str, str] = field(default_factory=dict)  # reservation id -> tenant
 
-    def add(self, reservation_id: str, amounts: dict[str, int], at: datetime) -> None:
+    def add(self, reservation_id: str, amounts: dict[str, int], at: datetime, tenant: str) -> None:
         self.by_id[reservation_id] = (at, amounts)
+        self.tenant_of[reservation_id] = tenant
         for key, amount in amounts.items():
             self.totals[key] = self.totals.get(key, 0) + amount
 
     def settle(self, reservation_id: str) -> None:
         held = self.by_id.pop(reservation_id, None)
+        self.tenant_of.pop(reservation_id, None)
         if held is None:
             return
         for key, amount in held[1].items():
@@ -56,6 +60,10 @@ class PendingReservations:
                 self.totals[key] = left
             else:
                 self.totals.pop(key, None)
+
+    def count_of(self, tenant: str) -> int:
+        """Reservations of `tenant` answered but not yet applied."""
+        return sum(1 for owner in self.tenant_of.values() if owner == tenant)
 
     def forget_older_than(self, cutoff: datetime) -> None:
         """Drop entries whose record never came back (a revoked partition, say)."""
@@ -88,6 +96,7 @@ def register_budget(
     settings: Settings,
     topics: Topics,
     codec: Codec,
+    rules: InputRules,
     profiles: TenantProfiles,
     forwarder: Forwarder,
 ) -> BudgetRuntime:
@@ -108,15 +117,14 @@ def register_budget(
             ts_ms = int(record.message.timestamp * 1000)  # the forwarded event's log time
             if profiles.fresh_until_ms < ts_ms:
                 await profiles.wait_fresh(ts_ms)
-            try:
-                event = codec.decode(record.value).event
-            except DecodeError as exc:  # only our own processors write here
+            item = ingest(codec, source_record(record), rules)
+            if not isinstance(item, Ingested) or not isinstance(item.event, SessionEvent):
+                # Only workers write here, signed: anything else is forged or broken.
                 stats.record(skipped=True)
-                log.error("budget processor skips an undecodable record: %s", exc)
+                if isinstance(item, Rejected):
+                    log.error("budget processor skips a record: %s", item.dead_letter.reason)
                 continue
-            if not isinstance(event, SessionEvent):
-                stats.record(skipped=True)
-                continue
+            event = item.event
             partition = record.message.partition
             source = SourcePosition.from_headers(record.message.headers)
             if source is not None:

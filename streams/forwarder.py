@@ -32,6 +32,7 @@ import faust
 from mode import Service
 
 from events.emitter import Emitter
+from events.provenance import RecordSigner
 from govstream.settings import Settings
 
 SOURCE_HEADER = "govstream-source"
@@ -64,9 +65,11 @@ class SourcePosition:
 
 
 class Forwarder(Service):
-    def __init__(self, bootstrap: str, settings: Settings) -> None:
+    """Every record it sends carries the worker's signature (events/provenance.py)."""
+
+    def __init__(self, bootstrap: str, settings: Settings, signer: RecordSigner) -> None:
         super().__init__()
-        self.bootstrap, self.settings = bootstrap, settings
+        self.bootstrap, self.settings, self.signer = bootstrap, settings, signer
         self._emitter: Emitter | None = None
         self._start_lock: asyncio.Lock | None = None
 
@@ -101,7 +104,9 @@ class Forwarder(Service):
         topic, so the receiver can drop a re-forward after a crash.
         """
         emitter = await self._ensure_emitter()
-        headers = [(SOURCE_HEADER, source.encode())] if source is not None else None
+        headers = [self.signer.header(key, value)]
+        if source is not None:
+            headers.append((SOURCE_HEADER, source.encode()))
         return await emitter.enqueue(topic, value, key, timestamp_ms=timestamp_ms, headers=headers)
 
     async def send(self, topic: str, key: bytes, value: bytes) -> None:

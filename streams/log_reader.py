@@ -51,8 +51,9 @@ def _record(message: object) -> LogRecord:
         partition=message.partition,  # type: ignore[attr-defined]
         offset=message.offset,  # type: ignore[attr-defined]
         timestamp_ms=message.timestamp,  # type: ignore[attr-defined]
-        value=message.value or b"",  # type: ignore[attr-defined]
+        value=message.value,  # type: ignore[attr-defined]
         key=message.key,  # type: ignore[attr-defined]
+        headers=tuple(message.headers or ()),  # type: ignore[attr-defined]
     )
 
 

@@ -29,8 +29,8 @@ import faust
 from aiohttp import web
 from faust.serializers import codecs
 
-from events.codec import Codec, DecodeError
-from events.models import SessionEvent, TenantProfileUpdated
+from events.codec import Codec
+from events.models import SessionEvent, TenantProfileUpdated, session_key
 from events.topics import Topics
 from govstream.settings import Settings
 from projections.memory import (
@@ -41,6 +41,7 @@ from projections.memory import (
     tenant_step,
 )
 from projections.redaction import Redactor
+from streams.ingest import Ingested, InputRules, ingest, source_record
 from streams.stats import AgentStats
 
 __all__ = [
@@ -98,7 +99,7 @@ class MemoryRuntime:
 
 
 def register_memory(
-    app: faust.App, *, settings: Settings, topics: Topics, codec: Codec
+    app: faust.App, *, settings: Settings, topics: Topics, codec: Codec, rules: InputRules
 ) -> MemoryRuntime:
     schema = faust.Schema(key_serializer="json", value_serializer=CANONICAL)
     runtime = MemoryRuntime(
@@ -130,36 +131,34 @@ def register_memory(
 
     @app.agent(source, concurrency=1, name="session-memory")
     async def session_memory(stream: faust.StreamT[bytes]) -> None:
-        async for value in stream:
-            try:
-                event = codec.decode(value).event
-            except DecodeError:
+        async for record in stream.events():
+            item = ingest(codec, source_record(record), rules)
+            if not isinstance(item, Ingested) or not isinstance(item.event, SessionEvent):
                 stats.record(skipped=True)  # the sink dead-letters it
                 continue
-            if not isinstance(event, SessionEvent):
-                stats.record(skipped=True)
-                continue
-            before = sessions_table.get(event.session_id)
+            event = item.event
+            before = sessions_table.get(event.session_key)
             after, out = session_step(before, event, config)
             if after is None or after == before:
                 stats.record(skipped=True)
                 continue
-            sessions_table[event.session_id] = after
+            sessions_table[event.session_key] = after
+            key = event.session_id.encode()
             for derived in out:
-                await derived_topic.send(key=event.session_id.encode(), value=codec.encode(derived))
+                data = codec.encode(derived)
+                headers = [rules.signer.header(key, data)]
+                await derived_topic.send(key=key, value=data, headers=headers)
             stats.record(len(out))
 
     tenants_source = app.topic(topics.tenants, key_serializer="raw", value_serializer="raw")
 
     @app.agent(tenants_source, concurrency=1, name="tenant-memory")
     async def tenant_memory(stream: faust.StreamT[bytes]) -> None:
-        async for value in stream:
-            try:
-                event = codec.decode(value).event if value else None
-            except DecodeError:
+        async for record in stream.events():
+            item = ingest(codec, source_record(record), rules)
+            if not isinstance(item, Ingested) or not isinstance(item.event, TenantProfileUpdated):
                 continue
-            if not isinstance(event, TenantProfileUpdated):
-                continue
+            event = item.event
             before = tenants_table.get(event.tenant_id)
             after = tenant_step(before, event, config)
             if after is not None and after != before:
@@ -185,18 +184,27 @@ def mount_context(
     settings: Settings,
     topics: Topics,
 ) -> None:
-    """GET /v1/sessions/{id}/context[?tokens=N], on the admission API's keys and routing.
+    """GET /v1/sessions/{id}/context[?tokens=N][&tenant=T], on the admission API's
+    keys and routing.
 
-    401 without a known key; 404 for a session with no memory (or one of
-    another tenant, for a key of one tenant: its existence is not disclosed);
-    422 for a bad `tokens`; 503 while the owner recovers.
+    A tenant key reads its own sessions; an operator key names the tenant
+    (`tenant=`). 404 for a session with no memory, or one of another tenant
+    (its existence is not disclosed); 422 for a bad `tokens` or an operator
+    request without `tenant`; 503 while the owner recovers.
     """
-    from streams.admission import Refusal, json_response
+    from streams.admission import Refusal, json_response, validated_id
+    from streams.http_guard import principal_of
 
     async def context(request: web.Request) -> web.Response:
         session_id = request.match_info["session_id"]
         try:
-            allowed = admission.authenticate(request)
+            principal = principal_of(request)
+            tenant = principal.tenant or request.query.get("tenant")
+            if tenant is None:
+                raise Refusal(422, "tenant: an operator key names the tenant (?tenant=T)")
+            admission.authorize(request, tenant)
+            validated_id(tenant, "tenant")
+            validated_id(session_id, "session")
             budget = settings.context_token_budget
             if "tokens" in request.query:
                 text = request.query["tokens"]
@@ -206,14 +214,15 @@ def mount_context(
             forward_to = admission.owner_of(topics.sessions, session_id, request)
             if forward_to is not None:
                 return await admission.forward(forward_to, request, b"")
-            stored = memory.sessions.get(session_id)
-            if stored is None or allowed not in ("*", stored["tenant_id"]):
+            key = session_key(tenant, session_id)
+            stored = memory.sessions.get(key)
+            if stored is None:
                 raise Refusal(404, f"no memory for session {session_id!r}")
             answer = compact_context(
                 stored,
                 token_budget=budget,
-                constraints=session_constraints(session_table.get(session_id)),
-                tenant=memory.tenants.get(stored["tenant_id"]),
+                constraints=session_constraints(session_table.get(key)),
+                tenant=memory.tenants.get(tenant),
             )
         except Refusal as refusal:
             return json_response({"error": str(refusal)}, status=refusal.status)

@@ -22,11 +22,14 @@ import orjson
 from events.codec import Codec
 from events.registry import registry_from_settings
 from projections.redaction import Redactor
-from streams.ingest import Rejected, SourceRecord, ingest
+from streams.ingest import InputRules, Rejected, SourceRecord, ingest
 from streams.rows import build_batch, use_redactor
 
-# (topic, partition, offset, timestamp_ms, key, value): cheap to pickle.
-RawRecord = tuple[str, int, int, int, bytes | None, bytes | None]
+# SourceRecord's fields in order (topic, partition, offset, timestamp_ms, value,
+# key, headers) as a plain tuple: cheap to pickle to the decoder processes.
+RawRecord = tuple[
+    str, int, int, int, bytes | None, bytes | None, tuple[tuple[str, bytes], ...]
+]
 
 # Tables whose rows travel as JSON; dead_letters carry raw bytes, which JSON
 # cannot hold, so their rows go through the driver's binary insert. The sink
@@ -58,6 +61,7 @@ class PreparedBatch:
 
 
 _codec: Codec | None = None
+_rules: InputRules | None = None
 
 
 def _exit_with_parent() -> None:
@@ -78,20 +82,27 @@ def _exit_with_parent() -> None:
 def init_process(
     schema_registry_url: str | None,
     max_record_bytes: int,
+    rules: InputRules,
     redaction_patterns: dict[str, str] | None = None,
 ) -> None:
-    """Pool initializer: one codec (and schema cache) per process, the redaction rules."""
-    global _codec
+    """Pool initializer: one codec (and schema cache) per process, the input and
+    redaction rules."""
+    global _codec, _rules
     _exit_with_parent()
     _codec = Codec(registry_from_settings(schema_registry_url), max_record_bytes=max_record_bytes)
+    _rules = rules
     use_redactor(Redactor.build(redaction_patterns))
 
 
-def prepare_batch(records: list[RawRecord], codec: Codec | None = None) -> PreparedBatch:
+def prepare_batch(
+    records: list[RawRecord], codec: Codec | None = None, rules: InputRules | None = None
+) -> PreparedBatch:
     started = time.perf_counter()
     codec = codec or _codec
-    assert codec is not None, "init_process was not called"
-    items = [ingest(codec, SourceRecord(*r)) for r in records]
+    rules = rules or _rules
+    if codec is None or rules is None:
+        raise RuntimeError("prepare_batch needs init_process or a codec and rules")
+    items = [ingest(codec, SourceRecord(*r), rules) for r in records]
     batch = build_batch(items)
     prepared = PreparedBatch(
         records=len(records),

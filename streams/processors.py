@@ -37,7 +37,7 @@ from typing import Any
 
 import faust
 
-from events.codec import Codec, DecodeError
+from events.codec import Codec
 from events.models import (
     AdmissionDecided,
     BudgetExceeded,
@@ -61,6 +61,7 @@ from govstream.settings import Settings
 from projections.lifecycle import LIFECYCLE_EVENTS, state_from_dict, state_to_dict, step
 from projections.policy import PolicyContext, PolicyDocument, evaluate, load_policy
 from streams.forwarder import Forwarder, SourcePosition
+from streams.ingest import Ingested, InputRules, ingest, source_record
 from streams.profiles import TenantProfiles
 from streams.stats import AgentStats
 
@@ -418,13 +419,15 @@ def process_signal(
 class SessionRuntime:
     """What the session processor shares with the admission API on the same worker."""
 
-    table: Any  # faust Table: session_id -> entry
+    table: Any  # faust Table: session_key(tenant, session) -> entry
     policy: PolicyDocument
     signing: Signing
     profiles: TenantProfiles
     # Decisions the admission API gave whose signal the agent has not applied
-    # yet: the agent consults them, so stream and API agree per operation_key.
-    pending_decisions: dict[str, PolicyDecided] = field(default_factory=dict)
+    # yet, by (tenant, operation_key): the agent consults them, so stream and
+    # API agree per operation. Scoped by tenant: operation keys are chosen by
+    # producers, and two tenants may pick the same one.
+    pending_decisions: dict[tuple[str, str], PolicyDecided] = field(default_factory=dict)
     stats: AgentStats = field(default_factory=AgentStats)
 
 
@@ -434,6 +437,7 @@ def register_processors(
     settings: Settings,
     topics: Topics,
     codec: Codec,
+    rules: InputRules,
     profiles: TenantProfiles,
     forwarder: Forwarder,
 ) -> SessionRuntime:
@@ -452,6 +456,7 @@ def register_processors(
     )
     stats, policy, signing = runtime.stats, runtime.policy, runtime.signing
     pending = runtime.pending_decisions
+    signer = rules.signer
 
     def raw_topic(name: str) -> faust.TopicT:
         return app.topic(
@@ -473,9 +478,10 @@ def register_processors(
     async def emit(key: bytes, events: list[SessionEvent]) -> None:
         for derived in events:
             data = codec.encode(derived)
-            await derived_topic.send(key=key, value=data)
+            headers = [signer.header(key, data)]
+            await derived_topic.send(key=key, value=data, headers=headers)
             if isinstance(derived, PolicyDecided) and derived.decision == "deny":
-                await review_topic.send(key=key, value=data)
+                await review_topic.send(key=key, value=data, headers=headers)
 
     @app.agent(source, concurrency=1, name="session-processor")
     async def session_processor(stream: faust.StreamT[bytes]) -> None:
@@ -485,48 +491,47 @@ def register_processors(
             ts_ms = int(record.message.timestamp * 1000)
             if profiles.fresh_until_ms < ts_ms:
                 await profiles.wait_fresh(ts_ms)
-            try:
-                event = codec.decode(value).event
-            except DecodeError as exc:
-                stats.record(skipped=True)  # the sink dead-letters it
-                log.debug("session processor skips an undecodable record: %s", exc)
+            item = ingest(codec, source_record(record), rules)
+            if not isinstance(item, Ingested) or not isinstance(item.event, SessionEvent):
+                stats.record(skipped=True)  # the sink dead-letters it with the reason
                 continue
-            if not isinstance(event, SessionEvent):
-                stats.record(skipped=True)  # tenant profiles are not session input
-                continue
-            entry = read_entry(table.get(event.session_id))
+            event = item.event
+            state_key = event.session_key
+            entry = read_entry(table.get(state_key))
             key = event.session_id.encode()
-            if isinstance(event, SIGNALS):
+            from_signals = record.message.topic == topics.session_signals
+            if from_signals and isinstance(event, SIGNALS):
                 new_entry, out = process_signal(entry, event, dedupe_window=signing.dedupe_window)
                 if isinstance(event, PolicyDecided):
-                    pending.pop(event.operation_key, None)
+                    pending.pop((event.tenant_id, event.operation_key), None)
                 # An allowed call admitted by the API takes its tool slot now.
                 forward: list[SessionEvent] = [
                     e for e in out if isinstance(e, PolicyDecided) and e.decision == "allow"
                 ]
-            elif type(event).__name__ in LIFECYCLE_EVENTS:
+            elif not from_signals and type(event).__name__ in LIFECYCLE_EVENTS:
+                tenant = event.tenant_id
                 new_entry, out = process(
                     entry,
                     event,
                     policy=policy,
                     signing=signing,
                     now=datetime.now(UTC),
-                    profile=profiles.get(event.tenant_id, ts_ms),
-                    known_decision=pending.get,
+                    profile=profiles.get(tenant, ts_ms),
+                    known_decision=lambda op, tenant=tenant: pending.get((tenant, op)),
                 )
                 forward = budget_inputs(event, entry, new_entry, out)
             else:
                 stats.record(skipped=True)
                 continue
             if new_entry is not entry:
-                table[event.session_id] = new_entry
+                table[state_key] = new_entry
             await emit(key, out)
             tenant_key = event.tenant_id.encode()
             message = record.message
-            for index, item in enumerate(forward):
-                data = value if item is event else codec.encode(item)
-                source = SourcePosition(message.partition, message.offset, index)
-                await forwarder.enqueue(topics.budget_input, tenant_key, data, ts_ms, source)
+            for index, item_out in enumerate(forward):
+                data = value if item_out is event else codec.encode(item_out)
+                position = SourcePosition(message.partition, message.offset, index)
+                await forwarder.enqueue(topics.budget_input, tenant_key, data, ts_ms, position)
             stats.record(len(out) + len(forward))
 
     return runtime

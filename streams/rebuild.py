@@ -38,9 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka.structs import TopicPartition
-from pydantic import ValidationError
 
-from events.codec import Codec, DecodeError
+from events.codec import Codec
 from events.models import (
     CheckpointCreated,
     ContextCompactionRequested,
@@ -56,6 +55,7 @@ from govstream.errors import GovstreamError
 from govstream.settings import Settings
 from projections.memory import MemoryConfig, canonical_json, session_step, tenant_step
 from streams.admin import group_lag, partitions_of
+from streams.ingest import Ingested, InputRules, ingest
 from streams.log_reader import read_topics
 from streams.memory import SESSION_TABLE, TENANT_TABLE, changelog_topic, memory_config
 
@@ -122,8 +122,8 @@ def first_difference(live: Any, rebuilt: Any, path: str = "$") -> str:
 class LogFold:
     """The rebuild's own namespace: the folds' state, keyed as the live tables key it."""
 
-    def __init__(self, codec: Codec, config: MemoryConfig) -> None:
-        self.codec, self.config = codec, config
+    def __init__(self, codec: Codec, config: MemoryConfig, rules: InputRules) -> None:
+        self.codec, self.config, self.rules = codec, config, rules
         self.sessions: dict[str, dict[str, Any]] = {}
         self.tenants: dict[str, dict[str, Any]] = {}
         self.requested: set[str] = set()  # compaction event ids the fold asks for
@@ -158,11 +158,10 @@ class LogFold:
             self.records += 1
             if not record.value or not self._wanted(record.value):
                 continue
-            try:
-                _, model, raw = self.codec.decode_raw(record.value)
-                event = model.model_validate(raw)
-            except (DecodeError, ValidationError):
+            item = ingest(self.codec, record, self.rules)
+            if not isinstance(item, Ingested):
                 continue  # the sink dead-letters it; no live table folded it either
+            event = item.event
             self.folded += 1
             if isinstance(event, TenantProfileUpdated):
                 state = tenant_step(self.tenants.get(event.tenant_id), event, config)
@@ -171,9 +170,10 @@ class LogFold:
             elif isinstance(event, ContextCompactionRequested):
                 self.written.add(event.event_id)
             elif isinstance(event, SessionEvent):
-                state, out = session_step(sessions.get(event.session_id), event, config)
+                key = event.session_key
+                state, out = session_step(sessions.get(key), event, config)
                 if state is not None:
-                    sessions[event.session_id] = state
+                    sessions[key] = state
                 self.requested.update(e.event_id for e in out)
 
 
@@ -261,7 +261,7 @@ async def _fold_partitions(
     progress: Any = None,
 ) -> FoldResult:
     codec = Codec(registry_from_settings(settings.schema_registry_url))
-    folder = LogFold(codec, memory_config(settings))
+    folder = LogFold(codec, memory_config(settings), InputRules.from_settings(settings))
     inputs = memory_inputs(settings)
     async for batch in read_topics(bootstrap, inputs, stop_at=stop_at, partitions=partitions):
         folder.fold(batch)

@@ -21,6 +21,7 @@ its topic/partition/offset.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,12 +44,12 @@ from events.models import (
     SessionResumed,
     SessionStarted,
     SessionSuspended,
-    TaskSummaryUpdated,
     ToolCallCompleted,
     ToolCallProposed,
     TurnCompleted,
 )
 from events.topics import is_derived_topic
+from projections.free_text import redact_event
 from projections.redaction import DEFAULT_REDACTOR, Redactor
 from streams.ingest import Ingested, Rejected
 
@@ -67,8 +68,10 @@ TURN_COLUMNS = (
 )  # fmt: skip
 DEAD_LETTER_COLUMNS = (
     "source_topic", "source_partition", "source_offset", "reason_code", "reason",
-    "schema_id", "raw_value",
+    "schema_id", "raw_preview", "raw_sha256", "raw_bytes",
 )  # fmt: skip
+# Characters of a dead letter's raw value ClickHouse keeps, redacted.
+DEAD_LETTER_PREVIEW_CHARS = 512
 
 TOOL_PROPOSAL_COLUMNS = (
     "tenant_id", "operation_key", "session_id", "workflow_id", "environment", "event_id",
@@ -141,12 +144,11 @@ class Batch:
 
 
 def _archive_row(item: Ingested) -> tuple[Any, ...]:
-    event = item.decoded.event
-    assert isinstance(event, Event)
+    event = item.event
     session_id = event.session_id if isinstance(event, SessionEvent) else ""
     return (
         item.source.topic, item.source.partition, item.source.offset, event.event_id,
-        item.decoded.event_type, item.decoded.schema_id, event.tenant_id, session_id,
+        item.event_type, item.schema_id, event.tenant_id, session_id,
         event.occurred_at, archived_payload(event),
     )  # fmt: skip
 
@@ -163,32 +165,16 @@ def use_redactor(redactor: Redactor) -> None:
 def archived_payload(event: Event) -> orjson.Fragment:
     """The event's JSON for the archive, its free-text fields redacted.
 
-    Turn content and task summaries can carry what a user typed: emails,
-    card numbers, keys. They are redacted before ClickHouse sees them; the
-    payload then records what was redacted (counts per kind and a hash of the
-    original text), never the values. Events without such text pass as they are.
+    Turn content, task summaries, checkpoint summaries, reasons and result
+    references can carry what a user typed: emails, card numbers, keys. They
+    are redacted before ClickHouse sees them; the payload then records what
+    was redacted (counts per kind and a hash of the original text), never the
+    values. Events without such text pass as they are.
     """
-    if isinstance(event, TurnCompleted) and event.content:
-        redacted = _redactor.redact(event.content)
-        if redacted.record.total:
-            data = event.model_dump(mode="json")
-            data["content"] = redacted.text
-            data["redaction"] = {"content": redacted.record.to_dict()}
-            return orjson.Fragment(orjson.dumps(data))
-    elif isinstance(event, TaskSummaryUpdated):
-        data = event.model_dump(mode="json")
-        records = {}
-        for name in ("objective", "decisions", "facts"):
-            texts = data[name] if isinstance(data[name], list) else [data[name]]
-            results = [_redactor.redact(text) for text in texts]
-            if any(r.record.total for r in results):
-                cleaned = [r.text for r in results]
-                data[name] = cleaned if isinstance(data[name], list) else cleaned[0]
-                records[name] = [r.record.to_dict() for r in results if r.record.total]
-        if records:
-            data["redaction"] = records
-            return orjson.Fragment(orjson.dumps(data))
-    return orjson.Fragment(event.model_dump_json())
+    redacted = redact_event(event, _redactor)
+    if redacted is None:
+        return orjson.Fragment(event.model_dump_json())
+    return orjson.Fragment(orjson.dumps({**redacted.data, "redaction": redacted.records}))
 
 
 def _session_row(e: SessionStarted) -> tuple[Any, ...]:
@@ -270,11 +256,23 @@ def _duplicate_suppressed_row(e: DuplicateSuppressed) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
+def raw_preview(raw: bytes, redactor: Redactor) -> str:
+    """Printable, redacted text of a raw record's first bytes (for humans; no secrets).
+
+    Redacted before it is cut, so a secret is never split by the cut; bytes
+    that are not printable UTF-8 become "." (Avro framing, lengths, binary).
+    """
+    text = raw[: 16 * DEAD_LETTER_PREVIEW_CHARS].decode("utf-8", "replace")
+    printable = "".join(ch if ch.isprintable() and ch != "\ufffd" else "." for ch in text)
+    return redactor.redact(printable).text[:DEAD_LETTER_PREVIEW_CHARS]
+
+
 def _dead_letter_row(item: Rejected) -> tuple[Any, ...]:
     d = item.dead_letter
+    raw = d.raw_value
     return (
         d.source_topic, d.source_partition, d.source_offset, d.reason_code, d.reason,
-        d.schema_id, d.raw_value,
+        d.schema_id, raw_preview(raw, _redactor), hashlib.sha256(raw).hexdigest(), len(raw),
     )  # fmt: skip
 
 
@@ -286,7 +284,7 @@ def build_batch(items: Iterable[Ingested | Rejected]) -> Batch:
             rows["dead_letters"].append(_dead_letter_row(item))
             continue
         rows["events_archive"].append(_archive_row(item))
-        event = item.decoded.event
+        event = item.event
         if isinstance(event, TurnCompleted):
             rows["turns"].append(_turn_row(event))
         elif isinstance(event, ToolCallProposed):
@@ -302,7 +300,6 @@ def build_batch(items: Iterable[Ingested | Rejected]) -> Batch:
         elif isinstance(event, DuplicateSuppressed):
             rows["duplicates_suppressed"].append(_duplicate_suppressed_row(event))
         elif isinstance(event, (*LIFECYCLE_EVENTS, InvalidTransitionRejected)):
-            assert isinstance(event, SessionEvent)
             source = "processor" if is_derived_topic(item.source.topic) else "runtime"
             rows["session_transitions"].append(_transition_row(event, source))
             if isinstance(event, SessionStarted):

@@ -49,6 +49,7 @@ from events.registry import RegistryUnavailable
 from events.topics import Topics
 from projections.redaction import Redactor
 from sql.client import ClickHouse
+from streams.ingest import InputRules
 from streams.prepare import JSON_TABLES, PreparedBatch, RawRecord, init_process, prepare_batch
 from streams.rows import TABLE_COLUMNS, use_redactor
 
@@ -143,6 +144,7 @@ class ClickHouseSink(Service):
         flush_seconds: float,
         processes: int,
         schema_registry_url: str | None,
+        rules: InputRules,
         redaction_patterns: dict[str, str] | None = None,
         **kwargs: Any,
     ) -> None:
@@ -157,6 +159,7 @@ class ClickHouseSink(Service):
         self.flush_seconds = flush_seconds
         self.processes = processes
         self.schema_registry_url = schema_registry_url
+        self.rules = rules
         self.redaction_patterns = dict(redaction_patterns or {})
         # In-process batches (processes=0) redact here; pool processes in init_process.
         use_redactor(Redactor.build(self.redaction_patterns))
@@ -181,6 +184,7 @@ class ClickHouseSink(Service):
                 initargs=(
                     self.schema_registry_url,
                     self.codec.max_record_bytes,
+                    self.rules,
                     self.redaction_patterns,
                 ),
             )
@@ -235,7 +239,7 @@ class ClickHouseSink(Service):
         if self._pool is None:
             future: asyncio.Future[PreparedBatch] = loop.create_future()
             try:
-                future.set_result(prepare_batch(records, self.codec))
+                future.set_result(prepare_batch(records, self.codec, self.rules))
             except RegistryUnavailable as exc:
                 future.set_exception(exc)
             return future
@@ -283,7 +287,8 @@ class ClickHouseSink(Service):
         first: dict[TopicPartition, int] = {}
         for tp, batch in fetched.items():
             records.extend(
-                (tp.topic, tp.partition, r.offset, r.timestamp, r.key, r.value) for r in batch
+                (tp.topic, tp.partition, r.offset, r.timestamp, r.value, r.key, tuple(r.headers))
+                for r in batch
             )
             first[tp] = batch[0].offset
             # The position, not batch[-1].offset + 1: past any transaction

@@ -1,4 +1,7 @@
-"""Web views of the worker: health and sink stats, and SQL for the engine owner."""
+"""Web views of the worker: health and sink stats, and SQL for the engine owner.
+
+Every route sits behind the guard (streams/http_guard.py), which lists who may call it.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from typing import Any
 import faust
 from faust.web import Request, Response, View
 
-from sql.client import ClickHouse, mount_owner_routes
+from sql.client import ClickHouse, Migrate, mount_owner_routes
 from streams.sink import SinkStats
 from streams.stats import AgentStats
 
@@ -21,6 +24,7 @@ def register_views(
     executor: Executor,
     stats: SinkStats,
     agents: Mapping[str, AgentStats] | None = None,
+    migrate: Migrate,
 ) -> None:
     agent_stats = dict(agents or {})
 
@@ -40,4 +44,4 @@ def register_views(
 
     # Faust's web server is aiohttp: the owner routes (SQL for other processes
     # while this one holds embedded ClickHouse) mount on it as they are.
-    mount_owner_routes(app.web.web_app, clickhouse, executor)  # type: ignore[attr-defined]
+    mount_owner_routes(app.web.web_app, clickhouse, executor, migrate)  # type: ignore[attr-defined]

@@ -23,7 +23,7 @@ from events.registry import registry_from_settings
 from events.topics import Topics
 from govstream.broker import resolve_bootstrap
 from govstream.settings import Settings
-from sql.client import open_clickhouse, register_owner
+from sql.client import ClickHouse, open_clickhouse, register_owner
 from sql.migrate import apply_migrations
 from sql.retention import apply_retention
 from streams.admin import ensure_topics, worker_groups
@@ -32,6 +32,8 @@ from streams.app import create_app
 from streams.backlog import BacklogRecorder
 from streams.budget import register_budget
 from streams.forwarder import Forwarder
+from streams.http_guard import Guard, new_local_secret, registered_worker
+from streams.ingest import InputRules
 from streams.memory import mount_context, register_memory
 from streams.processors import register_processors
 from streams.profiles import TenantProfiles
@@ -52,7 +54,10 @@ def run_worker(settings: Settings, *, loglevel: str = "warn") -> int:
         print(f"applied migration {name}", flush=True)
     apply_retention(clickhouse, settings.retention_days, settings.clickhouse_cluster)
 
-    app = create_app(settings, bootstrap)
+    rules = InputRules.from_settings(settings)
+    local_secret = new_local_secret()
+    guard = Guard(settings.api_key_tenants, local_secret)
+    app = create_app(settings, bootstrap, middlewares=[guard.middleware])
     codec = Codec(
         registry_from_settings(settings.schema_registry_url),
         max_record_bytes=settings.max_record_bytes,
@@ -72,6 +77,7 @@ def run_worker(settings: Settings, *, loglevel: str = "warn") -> int:
             flush_seconds=settings.sink_flush_seconds,
             processes=settings.sink_processes,
             schema_registry_url=settings.schema_registry_url,
+            rules=rules,
             redaction_patterns=settings.redaction_patterns,
         )
         services.append(sink)
@@ -80,19 +86,20 @@ def run_worker(settings: Settings, *, loglevel: str = "warn") -> int:
     # admission API that answers from their tables.
     if settings.worker_agents in ("all", "processors"):
         profiles = TenantProfiles(bootstrap=bootstrap, topic=topics.tenants, codec=codec)
-        forwarder = Forwarder(bootstrap, settings)
+        forwarder = Forwarder(bootstrap, settings, rules.signer)
         forwarder.install(app)
         services += [profiles, forwarder]
         shared = {
             "settings": settings,
             "topics": topics,
             "codec": codec,
+            "rules": rules,
             "profiles": profiles,
             "forwarder": forwarder,
         }
         sessions = register_processors(app, **shared)
         budgets = register_budget(app, **shared)
-        memory = register_memory(app, settings=settings, topics=topics, codec=codec)
+        memory = register_memory(app, settings=settings, topics=topics, codec=codec, rules=rules)
         agents = {
             "session-processor": sessions.stats,
             "budget-processor": budgets.stats,
@@ -118,7 +125,16 @@ def run_worker(settings: Settings, *, loglevel: str = "warn") -> int:
                 interval=settings.backlog_interval_seconds,
             )
         )
-    register_views(app, clickhouse=clickhouse, executor=executor, stats=stats, agents=agents)
+    def migrate(ch: ClickHouse) -> tuple[list[str], list[str]]:
+        """`govstream migrate` through this owner: its own migration files, no SQL in."""
+        cluster = settings.clickhouse_cluster
+        return apply_migrations(ch, cluster=cluster), apply_retention(
+            ch, settings.retention_days, cluster
+        )
+
+    register_views(
+        app, clickhouse=clickhouse, executor=executor, stats=stats, agents=agents, migrate=migrate
+    )
     # Once, with the tables' changelogs: the agents have registered their tables now.
     changelogs = tuple(t.changelog_topic.get_topic_name() for t in app.tables.values())
     created = asyncio.run(ensure_topics(bootstrap, topics, settings.topic_partitions, changelogs))
@@ -126,7 +142,9 @@ def run_worker(settings: Settings, *, loglevel: str = "warn") -> int:
         print(f"created topics: {', '.join(created)}", flush=True)
 
     owner_url = f"http://{settings.web_host}:{settings.web_port}"
-    owner = register_owner(settings, owner_url) if settings.clickhouse_embedded else None
+    owner = (
+        register_owner(settings, owner_url, local_secret) if settings.clickhouse_embedded else None
+    )
     worker = faust.Worker(app, *services, loglevel=loglevel, redirect_stdouts=False, quiet=True)
     # Faust's terminal spinner sets the root logger to DEBUG so it can spin on
     # every record: each logger.debug() in aiokafka and Faust then builds a
@@ -142,7 +160,8 @@ def run_worker(settings: Settings, *, loglevel: str = "warn") -> int:
     group = settings.consumer_group
     print(f"worker {group} consuming from {bootstrap}; web at {owner_url}", flush=True)
     try:
-        with owner or contextlib.nullcontext():
+        registration = registered_worker(settings, owner_url, local_secret)
+        with registration, owner or contextlib.nullcontext():
             worker.execute_from_commandline()
     except SystemExit as exc:
         return int(exc.code or 0)

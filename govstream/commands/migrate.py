@@ -30,7 +30,7 @@ def register(subparsers: Any) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     # Imported here so `govstream --help` does not pay for clickhouse-connect/chDB.
-    from sql.client import open_clickhouse
+    from sql.client import OwnerProxy, open_clickhouse
     from sql.migrate import apply_migrations, load_migrations
     from sql.retention import apply_retention
 
@@ -38,8 +38,11 @@ def _run(args: argparse.Namespace) -> int:
         return _render(args.render_cluster, args.out)
     settings = load()
     with open_clickhouse(settings, role="client") as ch:
-        applied = apply_migrations(ch, cluster=settings.clickhouse_cluster)
-        retention = apply_retention(ch, settings.retention_days, settings.clickhouse_cluster)
+        if isinstance(ch, OwnerProxy):  # the worker applies its own migration files
+            applied, retention = ch.migrate()
+        else:
+            applied = apply_migrations(ch, cluster=settings.clickhouse_cluster)
+            retention = apply_retention(ch, settings.retention_days, settings.clickhouse_cluster)
     for name in applied:
         print(f"applied {name}")
     for statement in retention:

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from govstream.errors import UsageError
-from govstream.settings import load
+from govstream.settings import Settings, load
 from projections.backtest import BacktestResult, Logged, backtest
 from projections.policy import ContractError, load_policy
 
@@ -55,26 +55,26 @@ def since_ms(text: str | None) -> int | None:
 
 
 async def read_log(
-    bootstrap: str, topics: Sequence[str], *, since: int | None = None
+    settings: Settings, bootstrap: str, topics: Sequence[str], *, since: int | None = None
 ) -> dict[str, list[Logged]]:
-    """Every decodable record of `topics` (partition order kept), by topic.
+    """Every record of `topics` the worker would apply (partition order kept), by topic.
 
-    Undecodable records are skipped: the sink dead-letters them, and they
-    were never applied by the processors either.
+    What the ingest rules refuse (undecodable, forged, out of bounds) is
+    skipped: the sink dead-letters it, and the processors never applied it.
     """
-    from events.codec import Codec, DecodeError
+    from events.codec import Codec
     from events.registry import EmbeddedRegistry
+    from streams.ingest import Ingested, InputRules, ingest
     from streams.log_reader import read_topics
 
     codec = Codec(EmbeddedRegistry())
+    rules = InputRules.from_settings(settings)
     out: dict[str, list[Logged]] = {topic: [] for topic in topics}
     async for batch in read_topics(bootstrap, list(topics), since_ms=since):
         for record in batch:
-            try:
-                event = codec.decode(record.value).event
-            except DecodeError:
-                continue
-            out[record.topic].append(Logged(event, record.timestamp_ms, record.offset))  # type: ignore[arg-type]
+            item = ingest(codec, record, rules)
+            if isinstance(item, Ingested):
+                out[record.topic].append(Logged(item.event, record.timestamp_ms, record.offset))  # type: ignore[arg-type]
     return out
 
 
@@ -144,7 +144,9 @@ def _run_backtest(args: argparse.Namespace) -> int:
     bootstrap = resolve_bootstrap(settings)
     # The whole history is read even with --since: a session's start, its
     # budget signals and the tenant's profile may be older than the window.
-    log = asyncio.run(read_log(bootstrap, (topics.sessions, topics.derived, topics.tenants)))
+    log = asyncio.run(
+        read_log(settings, bootstrap, (topics.sessions, topics.derived, topics.tenants))
+    )
     result = backtest(
         policy,
         sessions=log[topics.sessions],

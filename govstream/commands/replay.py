@@ -101,22 +101,25 @@ def read_session_records(settings: Settings, session_id: str) -> list[LogRecord]
     return asyncio.run(read_positions(bootstrap, positions))
 
 
-def decode_records(records: list[LogRecord]) -> list[Located]:
-    """Decode with the embedded registry; a record that is not a session event is an error."""
-    from events.codec import Codec, DecodeError
+def decode_records(settings: Settings, records: list[LogRecord]) -> list[Located]:
+    """Take the records through the ingest rules the worker applies (streams/ingest.py);
+    one the worker would not apply, or that is not a session event, is an error."""
+    from events.codec import Codec
     from events.registry import EmbeddedRegistry
+    from streams.ingest import InputRules, Rejected, ingest
 
     codec = Codec(EmbeddedRegistry())
+    rules = InputRules.from_settings(settings)
     out: list[Located] = []
     for record in records:
-        try:
-            event = codec.decode(record.value).event
-        except DecodeError as exc:
-            raise GovstreamError(f"{record.position}: {exc}") from None
-        if not isinstance(event, SessionEvent):
-            kind = type(event).__name__
+        item = ingest(codec, record, rules)
+        if isinstance(item, Rejected):
+            letter = item.dead_letter
+            raise GovstreamError(f"{record.position}: {letter.reason_code}: {letter.reason}")
+        if not isinstance(item.event, SessionEvent):
+            kind = type(item.event).__name__
             raise GovstreamError(f"{record.position}: {kind} is not a session event")
-        out.append((record, event))
+        out.append((record, item.event))
     return out
 
 
@@ -157,7 +160,7 @@ def load_session(args: argparse.Namespace) -> list[Located]:
             raise GovstreamError(f"no records for session {args.session_id} in {args.source}")
         return located
     settings = load(app_id=args.app_id)
-    return decode_records(read_session_records(settings, args.session_id))
+    return decode_records(settings, read_session_records(settings, args.session_id))
 
 
 def render(result: SessionReplay, at: datetime | None) -> str:

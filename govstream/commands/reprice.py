@@ -77,7 +77,7 @@ def _run(args: argparse.Namespace) -> int:
     settings = load()
     topic = Topics(settings.topic_prefix).sessions
     bootstrap = resolve_bootstrap(settings)
-    log = asyncio.run(read_log(bootstrap, (topic,), since=since))
+    log = asyncio.run(read_log(settings, bootstrap, (topic,), since=since))
     try:
         result = reprice((r.event for r in log[topic]), prices, tenant=args.tenant)  # type: ignore[misc]
     except UnpricedModels as exc:

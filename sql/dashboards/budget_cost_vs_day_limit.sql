@@ -31,4 +31,3 @@ SELECT
 FROM spend AS s
 LEFT JOIN profiles AS p ON p.tenant_id = s.tenant_id
 ORDER BY tenant_id, day
-SETTINGS join_use_nulls = 1

@@ -28,4 +28,3 @@ SELECT p.tenant_id AS tenant_id,
 FROM profiles AS p
 LEFT JOIN spend AS s ON s.tenant_id = p.tenant_id
 ORDER BY tenant_id
-SETTINGS join_use_nulls = 1

@@ -90,7 +90,7 @@ def _wait_until_assigned(workers: list[WorkerProcess]) -> None:
 
 
 def _owned(worker: WorkerProcess, topic: str) -> set[int]:
-    assigned = httpx.get(f"{worker.url}/v1/health", timeout=10).json()["assigned"]
+    assigned = worker.health()["assigned"]
     return {partition for name, partition in assigned if name == topic}
 
 

@@ -35,9 +35,11 @@ from events.models import (
     SessionQuarantined,
     SessionSuspended,
 )
+from events.provenance import RecordSigner
 from events.registry import EmbeddedRegistry
 from events.topics import Topics
 from govstream.simulate import FleetConfig
+from streams.ingest import InputRules
 from streams.rows import LIFECYCLE_EVENTS
 from tests.conftest import BACKENDS
 from tests.fleet_run import Run, fleet_run, wait_for_sink_on_derived
@@ -182,15 +184,20 @@ def _decision(operation_key: str) -> PolicyDecided:
     )  # fmt: skip
 
 
-async def _send_in_transactions(bootstrap: str, topic: str) -> None:
-    """One committed and one aborted transaction: each leaves a marker in the log."""
+async def _send_in_transactions(bootstrap: str, topic: str, signer: RecordSigner) -> None:
+    """One committed and one aborted transaction: each leaves a marker in the log.
+
+    Signed as the worker signs: the derived topic takes nothing else.
+    """
     codec = Codec(EmbeddedRegistry())
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, transactional_id=f"txn-{topic}")
     await producer.start()
     try:
         for operation_key, commit in (("op-committed", True), ("op-aborted", False)):
             await producer.begin_transaction()
-            await producer.send_and_wait(topic, codec.encode(_decision(operation_key)), b"s-txn")
+            value = codec.encode(_decision(operation_key))
+            headers = [signer.header(b"s-txn", value)]
+            await producer.send_and_wait(topic, value, b"s-txn", headers=headers)
             if commit:
                 await producer.commit_transaction()
             else:
@@ -203,7 +210,8 @@ def test_transactional_records_leave_no_phantom_lag(run: Run) -> None:
     # Last in this module: it adds to the derived topic the other tests compare with.
     bootstrap = run.settings.kafka_bootstrap or ""
     topic = Topics(run.settings.topic_prefix).derived
-    asyncio.run(_send_in_transactions(bootstrap, topic))
+    signer = InputRules.from_settings(run.settings).signer
+    asyncio.run(_send_in_transactions(bootstrap, topic, signer))
     # Exactly zero: the sink commits its position, past both markers.
     asyncio.run(wait_for_sink_on_derived(run.settings, bootstrap, timeout=60))
     rows = run.rows("SELECT operation_key FROM policy_decisions FINAL WHERE tenant_id = 't-txn'")

@@ -71,9 +71,11 @@ async def _seed_v1_entry(settings: Settings) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await producer.start()
     try:
-        # Faust's "json" key serializer writes a str key as a JSON string.
-        key = json.dumps(V1_SESSION).encode()
-        assert key == b'"s-entry-v1"'
+        # State keys are tenant-scoped ("tenant/session"); Faust's "json" key
+        # serializer writes a str key as a JSON string.
+        tenant = json.loads(V1_FIXTURE.read_text())["lifecycle"]["tenant_id"]
+        key = json.dumps(f"{tenant}/{V1_SESSION}").encode()
+        assert key == b'"t-001/s-entry-v1"'
         value = json.dumps(json.loads(V1_FIXTURE.read_text())).encode()
         await producer.send_and_wait(
             topic, value=value, key=key, partition=partition_for(V1_SESSION, partitions)
@@ -235,7 +237,10 @@ def test_context_endpoint_compaction_and_redaction(worker: tuple[Settings, str])
     default = _context(url, session, KEY_A).json()
     assert len(default["recent_turns"]) == 6
     # The operator's key reads any tenant's session.
-    assert _context(url, session, KEY_OPS).json()["policy_head"] == context["policy_head"]
+    operator = _context(url, session, KEY_OPS, f"?tenant={tenant}").json()
+    assert operator["policy_head"] == context["policy_head"]
+    # An operator names the tenant: session ids are the tenant's own.
+    assert _context(url, session, KEY_OPS).status_code == 422
 
     # Tenant scope and parameters, like the admission API.
     assert _context(url, session, None).status_code == 401
@@ -262,12 +267,15 @@ def test_context_endpoint_compaction_and_redaction(worker: tuple[Settings, str])
     assert request.causation_id == turns[3].event_id
 
     # No raw secret in any answer, nor anywhere in the memory changelog.
-    answers = "".join(r.text for r in (_context(url, session, KEY_A, "?tokens=100000"),
-                                       _context(url, session, KEY_OPS)))  # fmt: skip
+    replies = (
+        _context(url, session, KEY_A, "?tokens=100000"),
+        _context(url, session, KEY_OPS, f"?tenant={tenant}"),
+    )
+    answers = "".join(r.text for r in replies)
     changelog = asyncio.run(
         read_topic(settings.kafka_bootstrap or "", changelog_topic(settings, "session-memory"))
     )
-    ours = [r.value for r in changelog if r.key == json.dumps(session).encode()]
+    ours = [r.value for r in changelog if r.key == json.dumps(f"{tenant}/{session}").encode()]
     assert ours, "no changelog record of the session's memory"
     assert b"[REDACTED:email]" in ours[-1]
     stored = b"\n".join(r.value or b"" for r in changelog)
@@ -299,7 +307,9 @@ def test_a_stored_v1_entry_is_migrated_and_its_decision_re_emitted(
     assert decisions == [stored]
     assert (decisions[0].event_id, decisions[0].signature) == (stored.event_id, stored.signature)
     # The re-emitted decision reached policy memory too, hash-chained from the genesis.
-    context = _poll_context(url, V1_SESSION, KEY_OPS, lambda c: "policy_head" in c)
+    context = _poll_context(
+        url, V1_SESSION, KEY_OPS, lambda c: "policy_head" in c, f"?tenant={stored.tenant_id}"
+    )
     assert context["tenant_id"] == stored.tenant_id
     assert context["recent_denials"] == []
     assert context["constraints"]["status"] == "waiting_for_tool"

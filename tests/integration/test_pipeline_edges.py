@@ -99,7 +99,8 @@ def test_non_avro_bytes_are_dead_lettered_and_processing_continues(
 
 def test_oversized_record_is_dead_lettered(pipeline: tuple[Settings, ClickHouse]) -> None:
     settings, ch = pipeline
-    big = turn(session_id="s-big", content="x" * (MAX_RECORD + 10))
+    # Past the content bound too: built unvalidated, as a careless producer would.
+    big = turn(session_id="s-big").model_copy(update={"content": "x" * (MAX_RECORD + 10)})
     _send(settings, raw=[Codec(EmbeddedRegistry()).encode(big)])
     rows = ch.query("SELECT count() FROM dead_letters FINAL WHERE reason_code = 'oversized'").rows
     assert rows == [(1,)]

@@ -64,7 +64,9 @@ CREATE TABLE dead_letters
     `reason_code` LowCardinality(String),
     `reason` String,
     `schema_id` Nullable(UInt32),
-    `raw_value` String,
+    `raw_preview` String,
+    `raw_sha256` String,
+    `raw_bytes` UInt32,
     `recorded_at` DateTime64(3, 'UTC') DEFAULT now64(3)
 )
 ENGINE = ReplacingMergeTree

@@ -221,7 +221,7 @@ def test_pending_overlay_admits_exactly_what_fits() -> None:
         result = admit_turn(table, req, budgets, 0, CONFIG, pending.totals, at(n / 10))
         answers.append((result.decision, result.reason_code))
         if result.reserves:
-            pending.add(f"r{n}", result.amounts, at(n / 10))
+            pending.add(f"r{n}", result.amounts, at(n / 10), "t-1")
             events.append(admission_event(req, result, f"r{n}", at(n / 10), "production"))
     assert answers == [("allow", "ADMITTED")] * 50 + [("deny", "SESSION_TOKENS_EXHAUSTED")] * 150
     assert pending.totals[SESSION] == 5000
@@ -300,7 +300,7 @@ def test_global_envelope_defers_per_partition_share() -> None:
     pending = PendingReservations()
     first = admit({}, request(tokens=200), config=config, partition=1, pending=pending.totals)
     assert (first.decision, first.remaining["global_tokens_minute"]) == ("allow", 50)
-    pending.add("r1", first.amounts, T0)
+    pending.add("r1", first.amounts, T0, "t-1")
     second = admit({}, request(tokens=100), config=config, partition=1, pending=pending.totals)
     assert (second.decision, second.reason_code, second.amounts) == (
         "defer",

@@ -7,15 +7,17 @@ import json
 from events.codec import Codec
 from events.models import RecordDeadLettered
 from events.registry import EmbeddedRegistry
-from streams.prepare import prepare_batch
+from streams.prepare import RawRecord, prepare_batch
 from streams.rows import TABLE_COLUMNS
-from tests.factories import session_started, tenant_profile, turn
+from tests.factories import RULES, T0_MS, session_started, tenant_profile, turn
 
 CODEC = Codec(EmbeddedRegistry())
 
 
-def _raw(value: bytes | None, offset: int) -> tuple[str, int, int, int, bytes | None, bytes | None]:
-    return ("gs.sessions", 1, offset, 1_763_800_000_000, b"s-1", value)
+def _raw(
+    value: bytes | None, offset: int, topic: str = "gs.sessions", key: bytes = b"s-1"
+) -> RawRecord:
+    return (topic, 1, offset, T0_MS, value, key, ())
 
 
 def test_prepare_serializes_each_table_and_encodes_dead_letters() -> None:
@@ -23,10 +25,10 @@ def test_prepare_serializes_each_table_and_encodes_dead_letters() -> None:
         _raw(CODEC.encode(session_started(attempt=2)), 0),
         _raw(CODEC.encode(turn(input_tokens=7)), 1),
         _raw(CODEC.encode(turn(input_tokens=8)), 2),
-        _raw(CODEC.encode(tenant_profile()), 3),
+        _raw(CODEC.encode(tenant_profile()), 3, "gs.tenants", b"t-001"),
         _raw(b"junk", 4),
     ]
-    batch = prepare_batch(records, CODEC)
+    batch = prepare_batch(records, CODEC, RULES)
     assert batch.records == 5
     assert {t: n for t, n in batch.rows.items() if n} == {
         "events_archive": 4, "sessions": 1, "session_transitions": 1, "turns": 2,
@@ -49,6 +51,6 @@ def test_prepare_serializes_each_table_and_encodes_dead_letters() -> None:
 
 
 def test_an_empty_batch_prepares_to_nothing() -> None:
-    batch = prepare_batch([], CODEC)
+    batch = prepare_batch([], CODEC, RULES)
     assert batch.records == 0
     assert all(body == b"" for body in batch.bodies.values())

@@ -26,13 +26,14 @@ from events.models import (
 )
 from events.registry import EmbeddedRegistry
 from events.topics import Topics, is_derived_topic
-from streams.ingest import SourceRecord, ingest
+from streams.ingest import InputRules, ingest
 from streams.prepare import JSON_TABLES, prepare_batch
 from streams.rows import TABLE_COLUMNS, Batch, build_batch
-from tests.factories import T0, session_started, tool_proposal
+from tests.factories import RULES, SIGNER, T0, T0_MS, session_started, source, tool_proposal
 
 CODEC = Codec(EmbeddedRegistry())
 TOPICS = Topics("gs.x")
+X_RULES = InputRules(TOPICS, SIGNER, max_event_age=RULES.max_event_age)
 S = {"tenant_id": "t-001", "session_id": "s-1", "occurred_at": T0}
 
 
@@ -41,10 +42,12 @@ def _env(event_id: str, **overrides: Any) -> dict[str, Any]:
 
 
 def _batch(*events: tuple[str, SessionEvent]) -> Batch:
-    items = [
-        ingest(CODEC, SourceRecord(topic, 0, offset, 1_763_800_000_000, b"s-1", CODEC.encode(e)))
-        for offset, (topic, e) in enumerate(events)
+    # What the processors write to the derived topic carries the worker's signature.
+    records = [
+        source(CODEC.encode(e), topic=t, offset=n, partition=0, signed=t == TOPICS.derived)
+        for n, (t, e) in enumerate(events)
     ]
+    items = [ingest(CODEC, record, X_RULES) for record in records]
     return build_batch(items)
 
 
@@ -151,8 +154,9 @@ def test_session_transitions_applied_and_rejected() -> None:
 
 def test_retry_of_a_lifecycle_event_keeps_its_key_and_attempt() -> None:
     original = SessionClosed(**_env("cl-1", idempotency_key="close-s-1"))
+    later = T0 + timedelta(minutes=1)
     retry = SessionClosed(
-        **_env("cl-2", idempotency_key="close-s-1", attempt=2, occurred_at=T0 + timedelta(1))
+        **_env("cl-2", idempotency_key="close-s-1", attempt=2, occurred_at=later)
     )
     rows = _rows(
         _batch((TOPICS.sessions, original), (TOPICS.sessions, retry)), "session_transitions"
@@ -192,11 +196,12 @@ def test_budget_events_and_suppressed_duplicates() -> None:
 
 
 def test_prepare_serializes_the_new_tables_as_json() -> None:
+    decided, proposed = CODEC.encode(_decided()), CODEC.encode(tool_proposal())
     records = [
-        ("gs.x.derived", 0, 0, 1_763_800_000_000, b"s-1", CODEC.encode(_decided())),
-        ("gs.x.sessions", 1, 5, 1_763_800_000_000, b"s-1", CODEC.encode(tool_proposal())),
+        ("gs.x.derived", 0, 0, T0_MS, decided, b"s-1", (SIGNER.header(b"s-1", decided),)),
+        ("gs.x.sessions", 1, 5, T0_MS, proposed, b"s-1", ()),
     ]
-    prepared = prepare_batch(records, CODEC)
+    prepared = prepare_batch(records, CODEC, X_RULES)
     assert {t: n for t, n in prepared.rows.items() if n} == {
         "policy_decisions": 1, "tool_proposals": 1, "events_archive": 2,
     }  # fmt: skip

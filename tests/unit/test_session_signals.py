@@ -387,10 +387,13 @@ def test_process_decides_with_the_tenant_profile(
 
 def test_pending_reservations_add_and_settle() -> None:
     pending = PendingReservations()
-    pending.add("r1", {"a": 100, "b": 60}, T0)
-    pending.add("r2", {"a": 50}, T0)
+    pending.add("r1", {"a": 100, "b": 60}, T0, "t-1")
+    pending.add("r2", {"a": 50}, T0, "t-2")
     assert pending.totals == {"a": 150, "b": 60}
+    # Counted per tenant: one tenant never sees another's reservations.
+    assert (pending.count_of("t-1"), pending.count_of("t-2"), pending.count_of("t-3")) == (1, 1, 0)
     pending.settle("r1")
+    assert (pending.count_of("t-1"), pending.count_of("t-2")) == (0, 1)
     assert pending.totals == {"a": 50}
     for repeat in ("r1", "unknown"):
         pending.settle(repeat)  # settled or never added: nothing changes
@@ -402,7 +405,7 @@ def test_pending_reservations_add_and_settle() -> None:
 def test_pending_reservations_forget_strictly_older_entries() -> None:
     pending = PendingReservations()
     for n, seconds in enumerate((0, 30, 60)):
-        pending.add(f"r{n}", {"a": 10**n}, at(seconds))
+        pending.add(f"r{n}", {"a": 10**n}, at(seconds), "t-1")
     pending.forget_older_than(at(30))
     assert list(pending.by_id) == ["r1", "r2"]
     assert pending.totals == {"a": 110}
@@ -457,8 +460,15 @@ def test_valid_bodies_parse_with_defaults() -> None:
         (TurnBody, {**TURN, "tenant": "t 001"}, "tenant: String should match pattern"),
         (TurnBody, {**TURN, "tenant": ""}, "tenant: String should have at least 1 character"),
         (TurnBody, {k: v for k, v in TURN.items() if k != "model"}, "model: Field required"),
-        (TurnBody, b"{not json", "body is not JSON:"),
-        (TurnBody, [TURN], "body must be a JSON object"),
+        (TurnBody, b"{not json", "body: Invalid JSON"),
+        (TurnBody, [TURN], "body: Input should be an object"),
+        # Strict types: a number is a JSON number, not a string or a boolean.
+        (TurnBody, {**TURN, "estimated_tokens": "100"}, "estimated_tokens: Input should be a"),
+        (TurnBody, {**TURN, "estimated_tokens": True}, "estimated_tokens: Input should be a"),
+        (TurnBody, {**TURN, "estimated_tokens": 1.5}, "estimated_tokens: Input should be a"),
+        # Ids of the events' alphabet: never a path.
+        (TurnBody, {**TURN, "session": "../../etc/passwd"}, "session: String should match"),
+        (ToolBody, {**TOOL, "session": "s/../x"}, "session: String should match"),
         (ToolBody, {**TOOL, "risk_level": "extreme"}, "risk_level: Input should be 'low'"),
         (ToolBody, {**TOOL, "operation_key": "op 1"}, "operation_key: String should match"),
         (ToolBody, {**TOOL, "payload_bytes": -5}, "payload_bytes: Input should be greater"),

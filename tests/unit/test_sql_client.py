@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import os
 import subprocess
 import sys
-from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from ipaddress import IPv4Address
 from pathlib import Path
-from typing import Any
 from uuid import UUID
 
 import pytest
@@ -22,24 +19,17 @@ from govstream.commands.sql import parse_params, print_json_lines, print_table, 
 from govstream.errors import GovstreamError, UsageError
 from govstream.settings import Settings
 from sql.client import (
-    COMMAND_PATH,
-    PING_PATH,
-    QUERY_PATH,
-    ClickHouse,
     ClickHouseError,
-    QueryResult,
     _decode_rows,
     _param_to_json,
     check_parameters,
     find_owner,
-    handle_owner_request,
     one_line,
     owner_file,
     quote_identifier,
     register_owner,
     to_json_value,
 )
-from tests.stubs import QueryOnlyClickHouse
 
 
 def test_one_line_keeps_the_clickhouse_error_and_drops_wrapping() -> None:
@@ -132,24 +122,31 @@ def _dead_pid() -> int:
     return proc.pid
 
 
-def test_register_owner_writes_and_removes_the_file(tmp_path: Path) -> None:
+def test_register_owner_writes_a_private_file_and_removes_it(tmp_path: Path) -> None:
     settings = _settings(tmp_path / "home")
-    with register_owner(settings, "http://127.0.0.1:1/") as path:
+    with register_owner(settings, "http://127.0.0.1:1/", "s3cret") as path:
         assert path == owner_file(settings)
-        assert json.loads(path.read_text()) == {"pid": os.getpid(), "url": "http://127.0.0.1:1"}
+        assert json.loads(path.read_text()) == {
+            "pid": os.getpid(),
+            "url": "http://127.0.0.1:1",
+            "secret": "s3cret",
+        }
+        # The owner's secret: readable and writable by its user only.
+        assert path.stat().st_mode & 0o777 == 0o600
     assert not owner_file(settings).exists()
 
 
 def test_register_owner_leaves_a_newer_owners_file(tmp_path: Path) -> None:
     settings = _settings(tmp_path)
-    with register_owner(settings, "http://127.0.0.1:1") as path:
+    with register_owner(settings, "http://127.0.0.1:1", "s3cret") as path:
         path.write_text(json.dumps({"pid": 1, "url": "http://127.0.0.1:2"}))
     assert owner_file(settings).exists()
 
 
 def test_find_owner_removes_a_file_whose_process_is_gone(tmp_path: Path) -> None:
     settings = _settings(tmp_path)
-    owner_file(settings).write_text(json.dumps({"pid": _dead_pid(), "url": "http://127.0.0.1:9"}))
+    record = {"pid": _dead_pid(), "url": "http://127.0.0.1:9", "secret": "x"}
+    owner_file(settings).write_text(json.dumps(record))
     assert find_owner(settings) is None
     assert not owner_file(settings).exists()
 
@@ -164,76 +161,14 @@ def test_find_owner_removes_a_garbled_file(tmp_path: Path) -> None:
 def test_find_owner_ignores_but_keeps_a_live_owner_that_does_not_answer(tmp_path: Path) -> None:
     settings = _settings(tmp_path)
     # Our own pid is alive; port 9 (discard) on localhost refuses the connection.
-    owner_file(settings).write_text(json.dumps({"pid": os.getpid(), "url": "http://127.0.0.1:9"}))
+    record = {"pid": os.getpid(), "url": "http://127.0.0.1:9", "secret": "x"}
+    owner_file(settings).write_text(json.dumps(record))
     assert find_owner(settings, timeout=0.5) is None
     assert owner_file(settings).exists()
 
 
 def test_find_owner_without_a_file(tmp_path: Path) -> None:
     assert find_owner(_settings(tmp_path)) is None
-
-
-# --------------------------------------------------------------------------- owner routes
-
-
-class Recorder(QueryOnlyClickHouse):
-    kind = "fake"
-    target = "fake"
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, str, Any]] = []
-
-    def query(self, sql: str, parameters: Mapping[str, Any] | None = None) -> QueryResult:
-        self.calls.append(("query", sql, parameters))
-        if "nope" in sql:
-            raise ClickHouseError("ClickHouse: Code: 60. DB::Exception: Unknown table nope")
-        if "boom" in sql:
-            raise RuntimeError("driver bug")
-        return QueryResult(
-            ["n", "at", "amount"],
-            ["UInt64", "DateTime64(3, 'UTC')", "Decimal(9, 2)"],
-            [(1, datetime(2026, 1, 1, tzinfo=UTC), Decimal("9.50"))],
-        )
-
-    def command(self, sql: str, parameters: Mapping[str, Any] | None = None) -> None:
-        self.calls.append(("command", sql, parameters))
-
-
-
-def _request(ch: ClickHouse, path: str, body: object) -> tuple[int, dict[str, Any]]:
-    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return asyncio.run(handle_owner_request(ch, None, path, raw))
-
-
-def test_owner_query_route_returns_json_safe_rows() -> None:
-    ch = Recorder()
-    status, payload = _request(
-        ch, QUERY_PATH, {"sql": "SELECT {x:String}", "parameters": {"x": "a"}}
-    )
-    assert status == 200
-    assert payload == {
-        "columns": ["n", "at", "amount"],
-        "types": ["UInt64", "DateTime64(3, 'UTC')", "Decimal(9, 2)"],
-        "rows": [[1, "2026-01-01T00:00:00+00:00", "9.50"]],
-    }
-    assert ch.calls == [("query", "SELECT {x:String}", {"x": "a"})]
-    json.dumps(payload)  # serializable as is
-
-
-def test_owner_command_route_and_errors() -> None:
-    ch = Recorder()
-    assert _request(ch, COMMAND_PATH + "/", {"sql": "SYSTEM FLUSH LOGS"}) == (200, {"ok": True})
-    assert _request(ch, QUERY_PATH, {"sql": "SELECT * FROM nope"}) == (
-        400,
-        {"error": "ClickHouse: Code: 60. DB::Exception: Unknown table nope"},
-    )
-    assert _request(ch, QUERY_PATH, b"{oops")[0] == 400
-    assert _request(ch, QUERY_PATH, {"sql": "  "}) == (400, {"error": "empty query"})
-    assert _request(ch, QUERY_PATH, {"sql": "SELECT 1", "parameters": [1]})[0] == 400
-    assert _request(ch, "/v1/other", {"sql": "SELECT 1"})[0] == 404
-    status, payload = _request(ch, QUERY_PATH, {"sql": "SELECT boom"})
-    assert status == 500 and "RuntimeError" in payload["error"]
-    assert _request(ch, PING_PATH, b"") == (200, {"ok": True, "pid": os.getpid()})
 
 
 # --------------------------------------------------------------------------- `govstream sql` output
