@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import fastavro
-import httpx
 from aiokafka import AIOKafkaConsumer
 
 from bench.admission import LatencyFigures, measure
@@ -141,7 +140,7 @@ def processors(settings: Settings, log_path: Path) -> dict[str, Any]:
         bootstrap = settings.kafka_bootstrap or ""
         deadline = time.monotonic() + 1800
         while time.monotonic() < deadline:
-            agents = httpx.get(f"{worker.url}/v1/health", timeout=5).json()["agents"]
+            agents = worker.health()["agents"]
             if agents["session-processor"]["processed"] > 0:
                 break
             time.sleep(0.2)
@@ -149,7 +148,7 @@ def processors(settings: Settings, log_path: Path) -> dict[str, Any]:
         for _ in range(2):
             asyncio.run(wait_for_zero_lag(settings, bootstrap, 1800, "processors"))
             time.sleep(2)
-        agents = httpx.get(f"{worker.url}/v1/health", timeout=5).json()["agents"]
+        agents = worker.health()["agents"]
         return {"agents": agents, "worker": worker}
     except BaseException:
         worker.stop()
@@ -215,7 +214,7 @@ def end_to_end(
         worker.wait_ready()
         deadline = time.monotonic() + 900
         while time.monotonic() < deadline:
-            sink = httpx.get(f"{worker.url}/v1/health", timeout=5).json()["sink"]
+            sink = worker.health()["sink"]
             if sink["records"] >= expected:
                 # The worker's own clock: first records fetched -> last batch committed.
                 return sink["records"], sink["active_seconds"], sink

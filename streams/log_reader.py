@@ -26,7 +26,7 @@ from events.evidence import LogRecord
 from govstream.errors import GovstreamError
 from streams.admin import partitions_of
 
-__all__ = ["GAP", "LogRecord", "end_offsets", "read_positions", "read_topics"]
+__all__ = ["GAP", "LogRecord", "end_offsets", "log_record", "read_positions", "read_topics"]
 
 # Offsets closer than this share one seek: reading a few foreign records is
 # cheaper than another fetch round trip.
@@ -45,7 +45,8 @@ def _consumer(bootstrap: str) -> AIOKafkaConsumer:
     )
 
 
-def _record(message: object) -> LogRecord:
+def log_record(message: object) -> LogRecord:
+    """An aiokafka ConsumerRecord as a LogRecord (headers included)."""
     return LogRecord(
         topic=message.topic,  # type: ignore[attr-defined]
         partition=message.partition,  # type: ignore[attr-defined]
@@ -115,7 +116,7 @@ async def read_topics(
                 end = ends[tp]
                 for message in messages:
                     if message.offset < end:
-                        out.append(_record(message))
+                        out.append(log_record(message))
                 if await consumer.position(tp) >= end:
                     remaining.discard(tp)
                     consumer.pause(tp)
@@ -179,7 +180,7 @@ async def read_positions(
                         )
                     for message in messages:
                         if message.offset in wanted_here and message.offset <= last:
-                            found[(tp.topic, tp.partition, message.offset)] = _record(message)
+                            found[(tp.topic, tp.partition, message.offset)] = log_record(message)
             consumer.pause(tp)
     finally:
         await consumer.stop()

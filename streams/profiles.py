@@ -31,9 +31,11 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 from mode import Service
 
-from events.codec import Codec, DecodeError
+from events.codec import Codec
 from events.models import TenantBudgets, TenantProfileUpdated
 from streams.admin import partitions_of
+from streams.ingest import InputRules, Rejected, SourceRecord, ingest
+from streams.log_reader import log_record
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +51,11 @@ def _now_ms() -> int:
 class TenantProfiles(Service):
     """Profile versions per tenant_id, kept current in the background."""
 
-    def __init__(self, *, bootstrap: str, topic: str, codec: Codec, **kwargs: Any) -> None:
+    def __init__(
+        self, *, bootstrap: str, topic: str, codec: Codec, rules: InputRules, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
-        self.bootstrap, self.topic, self.codec = bootstrap, topic, codec
+        self.bootstrap, self.topic, self.codec, self.rules = bootstrap, topic, codec, rules
         # tenant -> [(record timestamp ms, profile)], oldest first
         self.versions: dict[str, list[tuple[int, TenantProfileUpdated]]] = {}
         self.fresh_until_ms = -1  # every profile appended up to this time has been read
@@ -82,14 +86,14 @@ class TenantProfiles(Service):
 
     # --- the reader -----------------------------------------------------------------
 
-    def apply(self, value: bytes | None, timestamp_ms: int) -> None:
-        if value is None:
+    def apply(self, record: SourceRecord) -> None:
+        if not record.value:
             return  # a tombstone: profiles are never deleted
-        try:
-            event = self.codec.decode(value).event
-        except DecodeError as exc:
-            log.warning("tenant profiles: skipping an undecodable record (%s)", exc)
+        item = ingest(self.codec, record, self.rules)
+        if isinstance(item, Rejected):  # the sink dead-letters it with the reason
+            log.warning("tenant profiles: skipping a record (%s)", item.dead_letter.reason)
             return
+        event, timestamp_ms = item.event, record.timestamp_ms
         if isinstance(event, TenantProfileUpdated):
             versions = self.versions.setdefault(event.tenant_id, [])
             bisect.insort(versions, (timestamp_ms, event), key=lambda v: v[0])
@@ -128,7 +132,7 @@ class TenantProfiles(Service):
     async def _read(self, consumer: AIOKafkaConsumer, timeout_ms: int) -> None:
         for records in (await consumer.getmany(timeout_ms=timeout_ms)).values():
             for record in records:
-                self.apply(record.value, record.timestamp)
+                self.apply(log_record(record))
 
     @staticmethod
     async def _reached(consumer: AIOKafkaConsumer, ends: dict[Any, int]) -> bool:

@@ -85,7 +85,9 @@ def run_worker(settings: Settings, *, loglevel: str = "warn") -> int:
     # "processors": the enforcement agents (lifecycle + policy, budget) and the
     # admission API that answers from their tables.
     if settings.worker_agents in ("all", "processors"):
-        profiles = TenantProfiles(bootstrap=bootstrap, topic=topics.tenants, codec=codec)
+        profiles = TenantProfiles(
+            bootstrap=bootstrap, topic=topics.tenants, codec=codec, rules=rules
+        )
         forwarder = Forwarder(bootstrap, settings, rules.signer)
         forwarder.install(app)
         services += [profiles, forwarder]

@@ -32,3 +32,17 @@ def test_operator_guide_events_are_valid() -> None:
     assert isinstance(profile, TenantProfileUpdated)
     assert profile.budgets.concurrent_calls_per_tool == 10
     assert profile.tool_permissions == {"shell": "deny"}
+
+
+def test_readme_lists_every_route_with_who_may_call_it() -> None:
+    from streams.http_guard import ROUTES
+
+    rows = re.findall(
+        r"^\| (GET|POST) \| `(/v1/[^`]+)` \| ([^|]+) \| ([^|]+) \|$", README, flags=re.MULTILINE
+    )
+    words = {"tenant": "tenant key", "operator": "operator key", "local": "local secret"}
+    documented = {
+        (method, path): frozenset(role for role, text in words.items() if text in who)
+        for method, path, who, _ in rows
+    }
+    assert documented == {(r.method, r.path): r.roles for r in ROUTES}
