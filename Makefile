@@ -25,9 +25,11 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.dashboards
 	$(BIN)/python -m bench.replay
+	$(BIN)/python -m bench.redaction
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

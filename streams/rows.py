@@ -143,13 +143,12 @@ class Batch:
     )
 
 
-def _archive_row(item: Ingested) -> tuple[Any, ...]:
-    event = item.event
+def _archive_row(item: Ingested, event: Event, redaction: dict[str, Any] | None) -> tuple[Any, ...]:
     session_id = event.session_id if isinstance(event, SessionEvent) else ""
     return (
         item.source.topic, item.source.partition, item.source.offset, event.event_id,
         item.event_type, item.schema_id, event.tenant_id, session_id,
-        event.occurred_at, archived_payload(event),
+        event.occurred_at, _payload(event, redaction),
     )  # fmt: skip
 
 
@@ -162,19 +161,32 @@ def use_redactor(redactor: Redactor) -> None:
     _redactor = redactor
 
 
-def archived_payload(event: Event) -> orjson.Fragment:
-    """The event's JSON for the archive, its free-text fields redacted.
+def redacted(event: Event) -> tuple[Event, dict[str, Any] | None]:
+    """The event with its free-text fields redacted, and what was redacted (or None).
 
     Turn content, task summaries, checkpoint summaries, reasons and result
-    references can carry what a user typed: emails, card numbers, keys. They
-    are redacted before ClickHouse sees them; the payload then records what
+    references can carry what a user typed: emails, card numbers, keys. Every
+    row built from an event (the archive and the typed tables) is built from
+    this copy, so ClickHouse never sees the raw text; the archive records what
     was redacted (counts per kind and a hash of the original text), never the
-    values. Events without such text pass as they are.
+    values.
     """
-    redacted = redact_event(event, _redactor)
-    if redacted is None:
+    found = redact_event(event, _redactor)
+    if found is None:
+        return event, None
+    update = {name: found.data[name] for name in found.records}
+    return event.model_copy(update=update), found.records
+
+
+def _payload(event: Event, redaction: dict[str, Any] | None) -> orjson.Fragment:
+    if redaction is None:
         return orjson.Fragment(event.model_dump_json())
-    return orjson.Fragment(orjson.dumps({**redacted.data, "redaction": redacted.records}))
+    return orjson.Fragment(orjson.dumps({**event.model_dump(mode="json"), "redaction": redaction}))
+
+
+def archived_payload(event: Event) -> orjson.Fragment:
+    """The event's JSON for the archive, its free-text fields redacted."""
+    return _payload(*redacted(event))
 
 
 def _session_row(e: SessionStarted) -> tuple[Any, ...]:
@@ -283,8 +295,8 @@ def build_batch(items: Iterable[Ingested | Rejected]) -> Batch:
         if isinstance(item, Rejected):
             rows["dead_letters"].append(_dead_letter_row(item))
             continue
-        rows["events_archive"].append(_archive_row(item))
-        event = item.event
+        event, redaction = redacted(item.event)
+        rows["events_archive"].append(_archive_row(item, event, redaction))
         if isinstance(event, TurnCompleted):
             rows["turns"].append(_turn_row(event))
         elif isinstance(event, ToolCallProposed):

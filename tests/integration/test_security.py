@@ -9,10 +9,12 @@ ClickHouse.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,9 +26,14 @@ from events.emitter import Emitter
 from events.models import (
     AdmissionDecided,
     BudgetExceeded,
+    CheckpointCreated,
     PolicyDecided,
     SessionEvent,
+    SessionFailed,
+    SessionResumed,
     SessionSuspended,
+    TaskSummaryUpdated,
+    ToolCallCompleted,
     TurnCompleted,
 )
 from events.registry import EmbeddedRegistry
@@ -36,9 +43,11 @@ from govstream.processes import WorkerProcess
 from govstream.settings import Settings
 from sql.client import ClickHouse, open_clickhouse
 from streams.http_guard import ROUTES, read_local_secret
+from streams.memory import changelog_topic
 from tests.conftest import BACKENDS, Backend, isolated_settings
 from tests.factories import sample_events, session_started, tool_proposal
-from tests.kafka_io import read_events_until, wait_for_partitions
+from tests.factories import turn as turn_event
+from tests.kafka_io import read_events_until, read_topic, wait_for_partitions
 from tests.kafka_io import send_events as _send
 
 pytestmark = pytest.mark.integration
@@ -499,3 +508,94 @@ def test_api_authenticates_first_types_strictly_and_hides_other_tenants(
     ]  # fmt: skip
     assert [r.status_code for r in not_yours] == [404] * 5
     assert all(set(r.json()) == {"error"} for r in not_yours)
+
+
+# --- 6. redaction: every kind, every free-text field, through a real worker ----------------
+
+CORPUS = json.loads((Path(__file__).parents[1] / "data" / "redaction_corpus.json").read_text())
+
+
+def _free_text_events(tenant: str, session: str, texts: list[str]) -> list[BaseModel]:
+    """The corpus spread over every free-text field of the session events."""
+    at = _now() - timedelta(minutes=10)
+    n = iter(range(10_000))
+
+    def env(seconds: int) -> dict[str, Any]:
+        i = next(n)
+        return {"event_id": f"{session}-e{i}", "idempotency_key": f"{session}-k{i}",
+                "tenant_id": tenant, "session_id": session,
+                "occurred_at": at + timedelta(seconds=seconds)}  # fmt: skip
+
+    events: list[BaseModel] = [session_started(**env(0))]
+    for i, text in enumerate(texts):
+        slot = i % 8
+        if slot == 0:
+            events.append(turn_event(**env(i + 1), content=text))
+        elif slot == 1:
+            events.append(TaskSummaryUpdated(**env(i + 1), objective=text, decisions=[text],
+                                             facts=[f"fact: {text}"]))  # fmt: skip
+        elif slot == 2:
+            events.append(CheckpointCreated(**env(i + 1), artifact_ref=text[:1000],
+                                            summary=text))  # fmt: skip
+        elif slot == 3:
+            events.append(ToolCallCompleted(**env(i + 1), operation_key=f"{session}-op{i}",
+                                            status="succeeded", latency_ms=1,
+                                            result_ref=text[:1000]))  # fmt: skip
+        elif slot == 4 and len(text) <= 500:
+            events.append(SessionSuspended(**env(i + 1), reason=text))
+            events.append(SessionResumed(**env(i + 1), reason=text))
+        else:
+            events.append(turn_event(**env(i + 1), content=f"the user wrote: {text}"))
+    events.append(SessionFailed(**env(len(texts) + 2), reason=texts[0][:500]))
+    return events
+
+
+def test_no_planted_secret_is_stored_anywhere(worker: tuple[Settings, WorkerProcess]) -> None:
+    settings, process = worker
+    topics = Topics(settings.topic_prefix)
+    run = uuid.uuid4().hex[:6]
+    session = f"s-redact-{run}"
+    planted = [entry["value"] for entry in CORPUS["planted"]]
+    events = _free_text_events("t-victim", session, [e["text"] for e in CORPUS["planted"]])
+    _send(settings, events)
+    # A record that is not Avro at all, full of secrets: a dead letter.
+    junk = ("junk-" + run + " " + " ".join(e["text"] for e in CORPUS["planted"][:40])).encode()
+    _send_raw(settings, [(topics.sessions, b"t-victim", junk)])
+
+    def archived() -> int:
+        with _clickhouse(settings) as ch:
+            return int(ch.query(
+                "SELECT count() FROM events_archive FINAL WHERE session_id = {s:String}"
+                " AND topic = {t:String}", {"s": session, "t": topics.sessions},
+            ).scalar())  # fmt: skip
+
+    _poll("the session archived", archived, lambda n: n == len(events))
+    _poll("the junk dead-lettered",
+          lambda: [d for d in _dead_letters(settings) if f"junk-{run}" in d["raw_preview"]],
+          lambda rows: len(rows) == 1)  # fmt: skip
+
+    # 0 raw values in any String column of any ClickHouse table.
+    with _clickhouse(settings) as ch:
+        tables = [r[0] for r in ch.query(
+            "SELECT DISTINCT table FROM system.columns WHERE database = currentDatabase()"
+            " AND type LIKE '%String%' AND NOT startsWith(table, '.')"
+        ).rows]  # fmt: skip
+        stored = {
+            table: "\n".join(repr(row) for row in ch.query(f"SELECT * FROM `{table}`").rows)
+            for table in tables
+        }
+    assert session in stored["events_archive"]  # the rows are there...
+    leaked = {t: [v for v in planted if v in text] for t, text in stored.items()}
+    assert {t: v for t, v in leaked.items() if v} == {}  # ...and no planted value in them
+    # The context answer and the memory state hold none either.
+    context = httpx.get(f"{process.url}/v1/sessions/{session}/context?tokens=1000000",
+                        headers=_auth(KEY_VICTIM), timeout=10)  # fmt: skip
+    assert context.status_code == 200, context.text
+    assert "[REDACTED:" in context.text
+    assert [value for value in planted if value in context.text] == []
+    changelog = asyncio.run(read_topic(
+        settings.kafka_bootstrap or "", changelog_topic(settings, "session-memory")
+    ))  # fmt: skip
+    memory = b"\n".join(r.value or b"" for r in changelog).decode("utf-8", "replace")
+    assert f"t-victim/{session}" in b"\n".join(r.key or b"" for r in changelog).decode()
+    assert [value for value in planted if value in memory] == []

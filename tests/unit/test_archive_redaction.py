@@ -46,3 +46,29 @@ def test_task_summaries_are_redacted_field_by_field() -> None:
     assert payload["decisions"] == ["call back"]
     assert payload["facts"][1] == "prefers mail"
     assert set(payload["redaction"]) == {"objective", "facts"}
+
+
+def test_typed_rows_are_built_from_the_redacted_event() -> None:
+    from events.codec import Codec
+    from events.models import SessionSuspended, ToolCallCompleted
+    from events.registry import EmbeddedRegistry
+    from streams.ingest import ingest
+    from streams.rows import TABLE_COLUMNS, build_batch
+    from tests.factories import RULES, source
+
+    codec = Codec(EmbeddedRegistry())
+    env = {"occurred_at": T0, "tenant_id": "t-1", "session_id": "s-1"}
+    events = [
+        SessionSuspended(**env, event_id="e-1", idempotency_key="k-1",
+                         reason=f"operator saw {SECRETS['email']}"),
+        ToolCallCompleted(**env, event_id="e-2", idempotency_key="k-2", operation_key="op",
+                          status="succeeded", latency_ms=1,
+                          result_ref=f"https://x.example/r?key={SECRETS['api_key']}"),
+    ]  # fmt: skip
+    items = [ingest(codec, source(codec.encode(e), key=b"s-1"), RULES) for e in events]
+    rows = build_batch(items).rows
+    text = repr(rows)
+    assert not any(secret in text for secret in SECRETS.values())
+    (transition,) = rows["session_transitions"]
+    reason = transition[TABLE_COLUMNS["session_transitions"].index("reason")]
+    assert reason == "operator saw [REDACTED:email]"

@@ -46,3 +46,11 @@ def test_readme_lists_every_route_with_who_may_call_it() -> None:
         for method, path, who, _ in rows
     }
     assert documented == {(r.method, r.path): r.roles for r in ROUTES}
+
+
+def test_readme_lists_every_redaction_kind() -> None:
+    from projections.redaction import Redactor
+
+    table = re.findall(r"^\| `([a-z_]+)` \| (.+) \|$", README, flags=re.MULTILINE)
+    kinds = Redactor().kinds
+    assert [kind for kind, _ in table if kind in kinds] == list(kinds)

@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+import ast
+import base64
 import hashlib
 import json
 import random
 import string
+import time
+from collections import Counter
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from projections.redaction import Redaction, Redactor, luhn_ok, placeholder, redact
+from projections import redaction as redaction_module
+from projections.redaction import (
+    PLACEHOLDER_RE,
+    Redaction,
+    Redactor,
+    iban_ok,
+    luhn_ok,
+    placeholder,
+    redact,
+)
 
 KINDS = ("email", "phone", "card", "api_key", "bearer_token")
 WORDS = [
@@ -365,3 +379,266 @@ def test_a_greedy_match_that_fails_validation_does_not_hide_a_phone() -> None:
     out = redact(" +14894889121  020 3423 2094 ")
     assert "4894889121" not in out.text and "3423" not in out.text
     assert out.record.count("phone") >= 1
+
+
+# --- the corpus: planted values of every kind, and text that must stay --------------
+
+CORPUS = json.loads(
+    (Path(__file__).resolve().parents[1] / "data" / "redaction_corpus.json").read_text("utf-8")
+)
+PLANTED: list[dict[str, str]] = CORPUS["planted"]
+CLEAN: list[str] = CORPUS["clean"]
+ALL_KINDS = (*KINDS, "private_key", "ssn", "iban", "url_credentials", "aws_secret", "password")
+
+
+def _planted_id(entry: dict[str, str]) -> str:
+    return f"{entry['kind']}-{hashlib.sha1(entry['text'].encode()).hexdigest()[:8]}"
+
+
+def test_corpus_covers_every_kind_and_enough_clean_text() -> None:
+    per_kind = Counter(entry["kind"] for entry in PLANTED)
+    assert set(per_kind) == set(ALL_KINDS) == set(Redactor().kinds)
+    assert min(per_kind.values()) >= 10, per_kind
+    assert len(CLEAN) >= 150
+    assert all(entry["value"] in entry["text"] for entry in PLANTED)
+    assert len(set(CLEAN)) == len(CLEAN)
+
+
+@pytest.mark.parametrize("entry", PLANTED, ids=_planted_id)
+def test_corpus_planted_value_is_redacted_once_under_its_kind(entry: dict[str, str]) -> None:
+    out = redact(entry["text"])
+    assert entry["value"] not in out.text
+    assert out.record.counts == ((entry["kind"], 1),), out.text
+    assert placeholder(entry["kind"]) in out.text
+
+
+@pytest.mark.parametrize("entry", PLANTED, ids=_planted_id)
+def test_corpus_no_fragment_of_a_planted_value_survives(entry: dict[str, str]) -> None:
+    # Every 6-character slice of the value must be gone, unless the same slice
+    # also occurs in the text around the value (then it says nothing).
+    value, text = entry["value"], entry["text"]
+    survived = PLACEHOLDER_RE.sub("", redact(text).text)
+    around = text.replace(value, "\0")
+    slices = {value[i : i + 6] for i in range(len(value) - 5)}
+    assert slices, value
+    assert sorted(s for s in slices if s in survived and s not in around) == []
+
+
+@pytest.mark.parametrize("text", CLEAN)
+def test_corpus_clean_text_comes_back_unchanged(text: str) -> None:
+    out = redact(text)
+    assert out.text == text
+    assert out.record.counts == ()
+
+
+def test_corpus_all_at_once_counts_every_kind_exactly() -> None:
+    # One long text: planted entries interleaved with clean ones, so rules see
+    # each other's matches and neighbours, as in a long turn.
+    parts: list[str] = []
+    for i, entry in enumerate(PLANTED):
+        parts.append(entry["text"])
+        parts.append(CLEAN[i % len(CLEAN)])
+    text = "\n|\n".join(parts)
+    out = redact(text)
+    assert dict(out.record.counts) == dict(Counter(entry["kind"] for entry in PLANTED))
+    clean_parts = parts[1::2]
+    for clean in clean_parts:
+        assert clean in out.text
+    for entry in PLANTED:
+        # A clean text may hold the same digits (ORD4155552671); nothing more.
+        expected = sum(clean.count(entry["value"]) for clean in clean_parts)
+        assert out.text.count(entry["value"]) == expected, entry
+
+
+def test_corpus_redaction_is_idempotent() -> None:
+    for text in [entry["text"] for entry in PLANTED] + CLEAN:
+        once = redact(text)
+        twice = redact(once.text)
+        assert twice.text == once.text, text
+        assert twice.record.total == 0
+
+
+# --- the new kinds and shapes, one by one --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "postgres://app:S3cr&!t#pa$$@db.internal:5432/x",
+            "postgres://app:[REDACTED:url_credentials]@db.internal:5432/x",
+        ),
+        ("redis://:pw@cache", "redis://:[REDACTED:url_credentials]@cache"),
+        ("amqp://u:p@10.0.0.5:5672", "amqp://u:[REDACTED:url_credentials]@10.0.0.5:5672"),
+        ("mysql://root:p@ss@[::1]:3306", "mysql://root:[REDACTED:url_credentials]@[::1]:3306"),
+        (
+            "aws_secret_access_key=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            "aws_secret_access_key=[REDACTED:aws_secret]",
+        ),
+        (
+            '"SecretAccessKey": "je7MtGbClwBF/2Zp9Utk/h3yCo8nvbEXAMPLEKEY"',
+            '"SecretAccessKey": "[REDACTED:aws_secret]"',
+        ),
+        ("found Zx9qL2mN4pR6sT8vW0yA1bC/dE5fG7h+9kL1mN3p", "found [REDACTED:aws_secret]"),
+        ("ssn 123-45-6789 or 123 45 6789", "ssn [REDACTED:ssn] or [REDACTED:ssn]"),
+        ("SSN: 123456789", "SSN: [REDACTED:ssn]"),
+        (
+            "IBAN DE89370400440532013000 / GB82 WEST 1234 5698 7654 32",
+            "IBAN [REDACTED:iban] / [REDACTED:iban]",
+        ),
+        ("FR14 2004 1010 0505 0001 3M02 606.", "[REDACTED:iban]."),
+        (
+            "cards 4111-1111 1111 1111, 4111 1111-1111-1111",
+            "cards [REDACTED:card], [REDACTED:card]",
+        ),
+        ("jürgen@bücher.de, user@xn--bcher-kva.de", "[REDACTED:email], [REDACTED:email]"),
+        ("first_last@example.com", "[REDACTED:email]"),
+        ("1-800-555-0199 / +1 (800) 555-0199", "[REDACTED:phone] / [REDACTED:phone]"),
+        ("call 4155552671 now", "call [REDACTED:phone] now"),
+        (
+            "https://hooks.slack.com/services/T0ABC1234/B0DEF5678/abcdefghijklmnopqrstuvwx",
+            "https://hooks.slack.com/services/[REDACTED:api_key]",
+        ),
+        ("xapp-1-A0123ABCD45-1234567890123-0123456789abcdef", "[REDACTED:api_key]"),
+        ("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "[REDACTED:api_key]"),
+        (
+            "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIBkg4LVWM9nuwNSk3yByxZpYRTBnVJk5oZ2Qs3pmPLf9\n"
+            "-----END EC PRIVATE KEY-----\nok",
+            "[REDACTED:private_key]\nok",
+        ),
+        (
+            "-----BEGIN RSA PRIVATE KEY-----\n"
+            "MIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeL\n"
+            "VTLw7onLRnrq0/IzW7yWR7QkrmBL7jTKEn5u+qKhbwKfBstIs+bMY2\nThe paste ends here.",
+            "[REDACTED:private_key]\nThe paste ends here.",
+        ),
+    ],
+)
+def test_new_shapes_are_redacted_exactly(text: str, expected: str) -> None:
+    assert redact(text).text == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "commit 3f786850e387550fdab836ed7e6dc881de23001b",
+        "aws s3 sync ./out s3://bucket/api/v2/Tenants/Acme42/Sessions/Recent9ab",
+        "ts 1714731733 ms 1714731733123 us 1714731733123456",
+        "eyeball.eyewitness.com",
+        "ssn-like 000-12-3456 666-12-3456 912-34-5678 123-00-4567 123-45-0000",
+        "IBAN DE89370400440532013001 (checksum off by one)",
+        "http://localhost:8080?mail=a@b.example",
+        "ssh://git@github.com/acme/govstream.git",
+        "INT_MAX 2147483647 and order #4155552671 and ORD-4155552671",
+        "data:text/plain;base64,SGVsbG8sIFdvcmxkIQ==",
+    ],
+)
+def test_new_rules_leave_look_alikes_alone(text: str) -> None:
+    assert redact(text).text == text
+
+
+def _iban(country: str, bban: str) -> str:
+    rearranged = bban + country + "00"
+    check = 98 - int("".join(str(int(ch, 36)) for ch in rearranged)) % 97
+    return f"{country}{check:02d}{bban}"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sampled_from([("DE", 18), ("FR", 23), ("GB", 18), ("NL", 14), ("ES", 20), ("NO", 11)]),
+    st.integers(0, 2**64),
+    st.booleans(),
+)
+def test_property_valid_ibans_are_one_redaction_and_a_wrong_check_digit_is_none(
+    spec: tuple[str, int], seed: int, printed: bool
+) -> None:
+    country, n = spec
+    rng = random.Random(seed)
+    value = _iban(country, _chars(rng, string.digits, n))
+    assert iban_ok(value)
+    shown = " ".join(value[i : i + 4] for i in range(0, len(value), 4)) if printed else value
+    out = redact(f"pay to {shown} today")
+    assert out.text == "pay to [REDACTED:iban] today"
+    wrong = value[:2] + f"{(int(value[2:4]) + 1) % 100:02d}" + value[4:]
+    assert not iban_ok(wrong)
+    assert redact(f"pay to {wrong} today").record.count("iban") == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 899), st.integers(0, 99), st.integers(0, 9999), st.sampled_from("- "))
+def test_property_ssn_follows_the_ssa_rules(area: int, group: int, serial: int, sep: str) -> None:
+    text = f"id {area:03d}{sep}{group:02d}{sep}{serial:04d} end"
+    valid = area != 666 and group != 0 and serial != 0
+    assert redact(text).record.count("ssn") == (1 if valid else 0)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.sampled_from(['{"', '{ "', '{\n  "', '{\r\n"', '{\t"']),
+    st.dictionaries(
+        st.sampled_from(["typ", "sub", "kid", "iss"]), st.text(ALNUM, max_size=12), min_size=1
+    ),
+    st.integers(0, 2**32),
+)
+def test_property_jwts_with_any_json_whitespace_are_bearer_tokens(
+    opening: str, claims: dict[str, str], seed: int
+) -> None:
+    # A JSON object opened with `opening` (`{"`, `{ "`, `{\n  "`, ...). An empty
+    # payload (`{}`, base64 `e30`) is not covered: no claims, nothing to hide.
+    def segment(obj: dict[str, str]) -> str:
+        raw = opening + json.dumps(obj)[2:]
+        return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+    token = f"{segment({'alg': 'HS256', **claims})}.{segment(claims)}."
+    token += _chars(random.Random(seed), ALNUM + "-_", 43)
+    out = redact(f"token={token} ok")
+    assert out.text == "token=[REDACTED:bearer_token] ok"
+
+
+def test_the_module_stays_pure_and_dependency_free() -> None:
+    source = Path(redaction_module.__file__).read_text("utf-8")
+    imported = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            imported.add(node.module or "")
+    assert imported <= {
+        "__future__", "base64", "binascii", "collections.abc", "dataclasses", "hashlib",
+        "functools", "itertools", "re",
+    }  # fmt: skip
+
+
+def test_a_truncated_key_before_a_whole_one_is_two_redactions() -> None:
+    text = (
+        "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAu1SU1LfVLPHCozMx\n"
+        "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIBkg4LVWM9nuwNSk3yByxZpY\n"
+        "-----END EC PRIVATE KEY-----\nafter"
+    )
+    out = redact(text)
+    assert out.text == "[REDACTED:private_key]\n[REDACTED:private_key]\nafter"
+    assert out.record.counts == (("private_key", 2),)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n" * 4000,
+        "-----BEGIN PRIVATE KEY-----" + " a" * 40000,
+        "redis://u:" + "p@" * 20000,
+        "a." * 20000 + "@" + "b." * 20000,
+        "1234 " * 20000,
+        "(" * 40000 + "415) 555-2671",
+        "eyJabcdef." * 20000,
+        ("Ab1/" * 10 + " ") * 4000,
+        "aws_secret_access_key " * 6000,
+    ],
+    ids=lambda t: t[:12],
+)
+def test_pathological_texts_are_redacted_in_linear_time(text: str) -> None:
+    # Each takes about 10-50 ms; a pattern that backtracks quadratically (as a
+    # lookahead outside its group once did on many BEGIN lines) takes seconds.
+    started = time.perf_counter()
+    out = redact(text)
+    assert time.perf_counter() - started < 2.0
+    assert redact(out.text).text == out.text
