@@ -50,7 +50,7 @@ def main() -> None:
                 os.write(1, f"FAUST_PROBE {seen['n']} {elapsed:.3f}\n".encode())
                 os._exit(0)  # the measurement is all we wanted
 
-    # As in streams/worker.py: no spinner, whose handler puts the root logger at DEBUG.
+    # As in govstream/worker.py: no spinner, whose handler puts the root logger at DEBUG.
     faust.Worker._setup_spinner_handler = lambda self, logger, level: None  # type: ignore[method-assign]
     sys.argv = [sys.argv[0], "worker", "-l", "error", "--without-web"]
     app.main()

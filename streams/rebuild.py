@@ -24,7 +24,6 @@ Records of types no stratum reads are skipped by their schema id, unread.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import multiprocessing
@@ -33,7 +32,6 @@ import time
 from collections.abc import Collection, Iterable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +64,6 @@ __all__ = [
     "first_difference",
     "fold_log",
     "rebuild",
-    "run_cli",
 ]
 
 SESSION_INPUTS = (TurnCompleted, TaskSummaryUpdated, CheckpointCreated, PolicyDecided)
@@ -354,36 +351,3 @@ async def rebuild(
         _write_namespace(out_dir, TENANT_TABLE, folder.tenants)
         report.out_dir = out_dir
     return report
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    from govstream.broker import resolve_bootstrap
-    from govstream.commands.lag import wait_for_zero_lag
-    from govstream.settings import load
-
-    settings = load(app_id=getattr(args, "app_id", None))
-    bootstrap = resolve_bootstrap(settings)
-    timeout = float(getattr(args, "timeout", 120.0) or 120.0)
-    if timeout <= 0:
-        raise GovstreamError("--timeout must be positive")
-    out = getattr(args, "out", None)
-    run = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    out_dir = Path(out) if out else settings.home / "rebuild" / run
-
-    async def main() -> RebuildReport:
-        await wait_for_zero_lag(settings, bootstrap, timeout, "processors")
-        return await rebuild(settings, bootstrap, out_dir=out_dir)
-
-    report = asyncio.run(main())
-    keys = ", ".join(f"{name} {count}" for name, count in report.keys.items())
-    print(
-        f"rebuilt from offset zero: {report.records:,} records "
-        f"({report.folded:,} folded) in {report.fold_seconds:.2f} s "
-        f"({report.rate:,.0f} records/s) into {report.out_dir}"
-    )
-    print(f"compared keys: {keys}")
-    if report.divergences:
-        print(f"DIVERGED: {len(report.divergences)} key(s); first: {report.divergences[0]}")
-        return 1
-    print("live state equals rebuilt state, byte for byte")
-    return 0

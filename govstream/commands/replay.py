@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -67,9 +67,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _rebuild(args: argparse.Namespace) -> int:
-    import streams.rebuild
+    from govstream.broker import resolve_bootstrap
+    from govstream.commands.lag import wait_for_zero_lag
+    from streams.rebuild import RebuildReport, rebuild
 
-    return int(streams.rebuild.run_cli(args) or 0)
+    settings = load(app_id=args.app_id)
+    bootstrap = resolve_bootstrap(settings)
+    timeout = float(args.timeout)
+    if timeout <= 0:
+        raise UsageError("--timeout must be positive")
+    run = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out_dir = Path(args.out) if args.out else settings.home / "rebuild" / run
+
+    async def main() -> RebuildReport:
+        await wait_for_zero_lag(settings, bootstrap, timeout, "processors")
+        return await rebuild(settings, bootstrap, out_dir=out_dir)
+
+    report = asyncio.run(main())
+    keys = ", ".join(f"{name} {count}" for name, count in report.keys.items())
+    print(
+        f"rebuilt from offset zero: {report.records:,} records "
+        f"({report.folded:,} folded) in {report.fold_seconds:.2f} s "
+        f"({report.rate:,.0f} records/s) into {report.out_dir}"
+    )
+    print(f"compared keys: {keys}")
+    if report.divergences:
+        print(f"DIVERGED: {len(report.divergences)} key(s); first: {report.divergences[0]}")
+        return 1
+    print("live state equals rebuilt state, byte for byte")
+    return 0
 
 
 # --- reading a session --------------------------------------------------------------

@@ -23,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from streams.worker import run_worker  # Faust imports are slow; load on use
+    from govstream.worker import run_worker  # Faust imports are slow; load on use
 
     settings = load(web_port=args.web_port, app_id=args.app_id, worker_agents=args.agents)
     return run_worker(settings, loglevel=args.loglevel)

@@ -593,9 +593,15 @@ def test_no_planted_secret_is_stored_anywhere(worker: tuple[Settings, WorkerProc
     assert context.status_code == 200, context.text
     assert "[REDACTED:" in context.text
     assert [value for value in planted if value in context.text] == []
-    changelog = asyncio.run(read_topic(
-        settings.kafka_bootstrap or "", changelog_topic(settings, "session-memory")
-    ))  # fmt: skip
-    memory = b"\n".join(r.value or b"" for r in changelog).decode("utf-8", "replace")
-    assert f"t-victim/{session}" in b"\n".join(r.key or b"" for r in changelog).decode()
+    # The memory changelog commits with the worker's next transaction: wait for it.
+    def changelog() -> list[Any]:
+        topic = changelog_topic(settings, "session-memory")
+        return asyncio.run(read_topic(settings.kafka_bootstrap or "", topic))
+
+    records = _poll(
+        "the session's memory in the changelog",
+        changelog,
+        lambda rs: any(r.key == json.dumps(f"t-victim/{session}").encode() for r in rs),
+    )
+    memory = b"\n".join(r.value or b"" for r in records).decode("utf-8", "replace")
     assert [value for value in planted if value in memory] == []
