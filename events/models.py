@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 
 def _utc(value: datetime) -> datetime:
@@ -340,6 +340,36 @@ class DuplicateSuppressed(SessionEvent):
     suppressed_by: Label
 
 
+# --- written by the workers into the tenant's log ----------------------------------
+
+
+class AdmissionRequested(SessionEvent):
+    """A runtime asked the admission API. The worker appends the question to the
+    tenant's log (signed) and answers what the governor decides when it folds it,
+    so every admission is decided in log order (log-first admission)."""
+
+    request_kind: Literal["turn", "tool"]
+    model: Name | None = None
+    estimated_tokens: Count = 0
+    tool: Name | None = None
+    action: Name | None = None
+    operation_key: Key | None = None
+    destination_host: str | None = Field(default=None, max_length=512)
+    method: str | None = Field(default=None, max_length=16, pattern=r"^[A-Za-z]+$")
+    payload_bytes: Count = 0
+    risk_level: RiskLevel | None = None
+
+    @model_validator(mode="after")
+    def _fields_of_the_kind(self) -> AdmissionRequested:
+        needed = ("model",) if self.request_kind == "turn" else (
+            "tool", "action", "operation_key", "risk_level"
+        )  # fmt: skip
+        missing = [name for name in needed if getattr(self, name) is None]
+        if missing:
+            raise ValueError(f"a {self.request_kind} request needs {', '.join(missing)}")
+        return self
+
+
 # --- dead letters --------------------------------------------------------------
 
 
@@ -406,8 +436,14 @@ DERIVED_EVENTS: tuple[type[SessionEvent], ...] = (
     DuplicateSuppressed,
 )
 TENANT_EVENTS: tuple[type[Event], ...] = (TenantProfileUpdated,)
+# What a worker appends to the tenant's log itself (signed): the questions of
+# the admission API, and the tenant profiles it relays from the tenants topic.
+WORKER_EVENTS: tuple[type[Event], ...] = (AdmissionRequested, TenantProfileUpdated)
 CATALOG: dict[str, type[BaseModel]] = {
-    m.__name__: m for m in (*SESSION_EVENTS, *DERIVED_EVENTS, *TENANT_EVENTS, RecordDeadLettered)
+    m.__name__: m
+    for m in (
+        *SESSION_EVENTS, *DERIVED_EVENTS, *TENANT_EVENTS, AdmissionRequested, RecordDeadLettered
+    )
 }
 
 

@@ -26,7 +26,9 @@ class Topics:
 
     @property
     def sessions(self) -> str:
-        """Session events from producers, keyed by session_id (ordered per session)."""
+        """The tenant log: session events keyed by tenant_id, so all of a tenant's
+        sessions are totally ordered on one partition; the workers append their
+        admission requests and the relayed tenant profiles to it."""
         return f"{self.prefix}.sessions"
 
     @property
@@ -36,23 +38,19 @@ class Topics:
 
     @property
     def derived(self) -> str:
-        """Facts the processors derive (decisions, budget events), keyed by session_id."""
+        """Facts the governor derives (decisions, budget events), keyed by tenant_id,
+        partition p holding what partition p of the tenant log derived."""
         return f"{self.prefix}{DERIVED_SUFFIX}"
 
     @property
     def review(self) -> str:
-        """Denied policy decisions, for human review, keyed by session_id."""
+        """Denied policy decisions, for human review, keyed by tenant_id."""
         return f"{self.prefix}.review"
 
-    @property
-    def budget_input(self) -> str:
-        """Internal repartition: applied session events and admissions, keyed by tenant_id."""
-        return f"{self.prefix}.budget-input"
-
-    @property
-    def session_signals(self) -> str:
-        """Internal: what other components tell a session's owner, keyed by session_id."""
-        return f"{self.prefix}.session-signals"
+    @staticmethod
+    def governor_changelog(group: str) -> str:
+        """The governor's state, one record per changed key (compacted)."""
+        return f"{group}-changelog"
 
     @property
     def deadletter(self) -> str:
@@ -60,15 +58,7 @@ class Topics:
         return f"{self.prefix}.deadletter"
 
     def all(self) -> tuple[str, ...]:
-        return (
-            self.sessions,
-            self.tenants,
-            self.derived,
-            self.review,
-            self.budget_input,
-            self.session_signals,
-            self.deadletter,
-        )
+        return (self.sessions, self.tenants, self.derived, self.review, self.deadletter)
 
     def sink_inputs(self) -> tuple[str, ...]:
         """What the ClickHouse sink reads: producer events and the processors' facts.
@@ -82,15 +72,14 @@ class Topics:
 
     def internal(self) -> tuple[str, ...]:
         """Topics only workers write (their records carry the worker's signature)."""
-        return (self.derived, self.review, self.budget_input, self.session_signals)
+        return (self.derived, self.review)
 
     @staticmethod
     def key_of(event: BaseModel) -> str:
-        """The record key of a producer event: its tenant for profiles, else its session."""
-        if isinstance(event, TenantProfileUpdated):
+        """The record key of a producer event: its tenant. A tenant is the unit of
+        order (DESIGN "The governor")."""
+        if isinstance(event, TenantProfileUpdated | SessionEvent):
             return event.tenant_id
-        if isinstance(event, SessionEvent):
-            return event.session_id
         raise ValueError(f"{type(event).__name__} is not a producer event")
 
     def route(self, event: BaseModel) -> tuple[str, str]:

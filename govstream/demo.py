@@ -87,25 +87,35 @@ def summarize(settings: Settings, truth: dict[str, Any]) -> list[str]:
 
 
 INCIDENT_SQL = """
-SELECT session_id, event_type
-FROM events_archive
-WHERE event_type IN ('BudgetExceeded', 'SessionQuarantined') AND session_id != ''
-ORDER BY event_type = 'BudgetExceeded' DESC, occurred_at, session_id
+SELECT session_id, kind
+FROM (
+    SELECT session_id, 'BudgetExceeded, suspended' AS kind, 0 AS rank, occurred_at
+    FROM budget_events FINAL
+    WHERE event_type = 'BudgetExceeded' AND action = 'suspend' AND session_id != ''
+    UNION ALL
+    SELECT session_id, event_type AS kind, 1 AS rank, occurred_at
+    FROM events_archive
+    WHERE event_type IN ('BudgetExceeded', 'SessionQuarantined') AND session_id != ''
+)
+ORDER BY rank, occurred_at, session_id
 LIMIT 1
 """
 
 
 def forensics(settings: Settings, bootstrap: str) -> list[str]:
-    """Rebuild the memory projections and diff them with live; replay one incident.
+    """Rebuild the governor's state and derived events and diff them with live;
+    replay one incident.
 
     Returns mismatches (a divergence, or no incident in the fleet).
     """
     from govstream.commands.replay import decode_records, read_session_records, render
+    from govstream.settings import governor_config
     from projections.timeline import replay
     from sql.client import open_clickhouse
     from streams.rebuild import rebuild
 
-    report = asyncio.run(rebuild(settings, bootstrap))
+    config = governor_config(settings)
+    report = asyncio.run(rebuild(settings, config, bootstrap))
     keys = ", ".join(f"{count:,} {name}" for name, count in report.keys.items())
     if report.divergences:
         return [f"rebuild diverged from live state: {report.divergences[0]}"]
@@ -119,7 +129,8 @@ def forensics(settings: Settings, bootstrap: str) -> list[str]:
         return ["the fleet has no quarantined or budget-exceeded session to replay"]
     session_id, kind = rows[0]
     say(f"      incident: session {session_id} ({kind}); govstream replay session {session_id}\n")
-    result = replay(decode_records(settings, read_session_records(settings, session_id)), None)
+    tenant, records = read_session_records(settings, session_id)
+    result = replay(decode_records(settings, records), tenant, session_id, config)
     for line in render(result, None).splitlines():
         say(f"    {line}")
     return []
@@ -179,15 +190,13 @@ def run_demo(settings: Settings, *, tenants: int, sessions: int, seed: int, prog
         say(f"      caught up {waited:.1f}s after the last send")
         say("[5/7] summary from ClickHouse SQL")
         mismatches = summarize(settings, truth)
-        say("[6/7] dashboards: waiting for the enforcement processors, then every panel ...")
-        for _ in range(2):  # a forward still in flight can add lag back once
-            asyncio.run(wait_for_zero_lag(settings, bootstrap, timeout=300, which="all"))
-            time.sleep(1)
+        say("[6/7] dashboards: waiting for the governor, then every panel ...")
+        asyncio.run(wait_for_zero_lag(settings, bootstrap, timeout=300, which="all"))
         page, failed = write_dashboard(settings, demo_dir / "dashboard")
         say(f"      dashboard: {page}")
         if failed:
             mismatches.append(f"{failed} dashboard panels failed (see {page})")
-        say("[7/7] forensics: memory rebuilt from the log, and an incident session replayed")
+        say("[7/7] forensics: the governor rebuilt from the log, and an incident replayed")
         mismatches += forensics(settings, bootstrap)
     finally:
         if worker is not None:

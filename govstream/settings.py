@@ -60,8 +60,8 @@ class Settings(BaseSettings):
     app_id: str = "govstream-worker"
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=6066, ge=1, le=65535)
-    worker_agents: Literal["all", "sink", "processors"] = Field(
-        default="all", description="which agents a worker runs (compose splits them)"
+    worker_agents: Literal["all", "sink", "governor"] = Field(
+        default="all", description="which services a worker runs (compose splits them)"
     )
     processing_guarantee: Literal["exactly_once", "at_least_once"] = "exactly_once"
     sink_batch_size: int = Field(default=20_000, ge=1)
@@ -70,7 +70,18 @@ class Settings(BaseSettings):
         default=2, ge=0, le=16, description="decoder processes for the sink; 0 = in-process"
     )
 
-    # Session processor (lifecycle + dedupe + policy)
+    # The governor (streams/governor.py): checkpoints every N records or T ms
+    governor_checkpoint_records: int = Field(
+        default=5_000, ge=1, description="records folded per partition between checkpoints, at most"
+    )
+    governor_checkpoint_ms: int = Field(
+        default=200, ge=10, le=60_000, description="milliseconds between checkpoints, at most"
+    )
+    admission_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="how long an admission waits for the governor's answer"
+    )
+
+    # Decisions (lifecycle + dedupe + policy)
     policy_path: Path | None = Field(
         default=None, description="policy document; unset = the packaged policies/example.yaml"
     )
@@ -116,9 +127,6 @@ class Settings(BaseSettings):
     )
     reservation_timeout_seconds: float = Field(
         default=60.0, gt=0, description="an admitted turn's reservation lapses after this"
-    )
-    budget_key_bound: int = Field(
-        default=256, ge=1, description="idempotency keys remembered per budget balance (FIFO)"
     )
 
     # Memory projections (projections/memory.py) and the context endpoint
@@ -173,6 +181,11 @@ class Settings(BaseSettings):
         return f"{self.app_id}-{self.worker_agents}"
 
     @property
+    def governor_group(self) -> str:
+        """Consumer group of the governor (and the prefix of its transactional ids)."""
+        return f"{self.consumer_group}.governor"
+
+    @property
     def sink_group(self) -> str:
         """Consumer group of the ClickHouse sink (its own aiokafka consumer)."""
         return f"{self.consumer_group}.sink"
@@ -198,6 +211,34 @@ class Settings(BaseSettings):
     @property
     def broker_dir(self) -> Path:
         return (self.home / "kafka").resolve()
+
+
+def governor_config(settings: Settings) -> Any:
+    """The governor's fold configured from these settings: the one place the worker,
+    rebuild, replay, backtest and reprice take it from (a GovernorConfig)."""
+    from datetime import timedelta
+
+    from projections.governor.config import GovernorConfig
+    from projections.policy import load_policy
+    from projections.pricing import DEFAULT_PRICES
+    from projections.redaction import Redactor
+
+    return GovernorConfig(
+        policy=load_policy(settings.resolved_policy_path),
+        signing_key=settings.policy_signing_key.encode(),
+        key_id=settings.policy_key_id,
+        decision_ttl=timedelta(seconds=settings.policy_decision_ttl_seconds),
+        prices=DEFAULT_PRICES,
+        global_tokens_per_minute=settings.global_tokens_per_minute,
+        partitions=settings.topic_partitions,
+        reservation_timeout=timedelta(seconds=settings.reservation_timeout_seconds),
+        dedupe_window=settings.dedupe_window,
+        turn_retention=timedelta(hours=settings.memory_turn_retention_hours),
+        task_retention=timedelta(days=settings.memory_task_retention_days),
+        tenant_versions=settings.memory_tenant_versions,
+        compaction_threshold_tokens=settings.compaction_threshold_tokens,
+        redactor=Redactor.build(settings.redaction_patterns),
+    )
 
 
 _SECRETS = frozenset({"api_keys", "policy_signing_key"})  # never echoed in errors

@@ -67,6 +67,7 @@ from events.models import (
     ToolCallProposed,
     TurnCompleted,
 )
+from events.topics import Topics
 from projections.pricing import DEFAULT_PRICES, ModelPrice, cost_usd_micros
 
 if TYPE_CHECKING:
@@ -899,7 +900,7 @@ class _Generator:
         session_ids = [s.session_id for s in sessions]
         n_malformed = 0
         for event in ordered:
-            key = event.session_id if isinstance(event, SessionEvent) else event.tenant_id  # type: ignore[attr-defined]
+            key = Topics.key_of(event)  # the tenant: a tenant's records are in log order
             records.append(SimRecord(event, None, key, "event"))
             # Draw both numbers every time: noise placement does not depend on rates.
             dup_roll, bad_roll = self.noise.random(), self.noise.random()
@@ -910,7 +911,9 @@ class _Generator:
                 records.append(SimRecord(copy, None, key, kind))
             if bad_roll < cfg.malformed_rate:
                 code = MALFORMED_CODES[n_malformed % len(MALFORMED_CODES)]
-                bad_key = key if isinstance(event, SessionEvent) else self.noise.choice(session_ids)
+                if not isinstance(event, SessionEvent):
+                    self.noise.choice(session_ids)  # drawn as before: the same seeded stream
+                bad_key = key
                 raw = self.malformed(code, event, bad_key, n_malformed)
                 records.append(SimRecord(None, raw, bad_key, code))  # type: ignore[arg-type]
                 malformed[code] += 1

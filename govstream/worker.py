@@ -1,11 +1,12 @@
 """`govstream worker`: the composition root of one stream-processing worker.
 
 Start-up, in order: resolve the broker, open ClickHouse as the owner of the
-embedded engine (or a server client), apply migrations, register the sink,
-the enforcement agents and the web views, create the topics (the tables'
-changelogs included), then run Faust. With embedded ClickHouse this
-process is the engine's only owner: it serves SQL to the CLI over its web port
-and registers itself in the owner file until it stops.
+embedded engine (or a server client), apply migrations, build the services
+(the ClickHouse sink, the governor) and the web routes behind the guard,
+create the topics, then run Faust (its worker, web server and services; no
+agents, no tables). With embedded ClickHouse this process is the engine's
+only owner: it serves read-only SQL to the CLI over its web port and
+registers itself in the owner file until it stops.
 """
 
 from __future__ import annotations
@@ -22,21 +23,17 @@ from events.codec import Codec
 from events.registry import registry_from_settings
 from events.topics import Topics
 from govstream.broker import resolve_bootstrap
-from govstream.settings import Settings
+from govstream.settings import Settings, governor_config
 from sql.client import ClickHouse, open_clickhouse, register_owner
 from sql.migrate import apply_migrations
 from sql.retention import apply_retention
 from streams.admin import ensure_topics, worker_groups
-from streams.admission import Admission
+from streams.admission import AdmissionApi
 from streams.app import create_app
 from streams.backlog import BacklogRecorder
-from streams.budget import register_budget
-from streams.forwarder import Forwarder
+from streams.governor import Governor
 from streams.http_guard import Guard, new_local_secret, registered_worker
 from streams.ingest import InputRules
-from streams.memory import mount_context, register_memory
-from streams.processors import register_processors
-from streams.profiles import TenantProfiles
 from streams.sink import ClickHouseSink, SinkStats
 from streams.views import register_views
 
@@ -58,13 +55,14 @@ def run_worker(settings: Settings, *, loglevel: str = "warn") -> int:
     local_secret = new_local_secret()
     guard = Guard(settings.api_key_tenants, local_secret)
     app = create_app(settings, bootstrap, middlewares=[guard.middleware])
+    owner_url = f"http://{settings.web_host}:{settings.web_port}"
     codec = Codec(
         registry_from_settings(settings.schema_registry_url),
         max_record_bytes=settings.max_record_bytes,
     )
-    services = []
+    services: list[faust.Service] = []
     stats = SinkStats()
-    agents = {}
+    governor: Governor | None = None
     if settings.worker_agents in ("all", "sink"):
         sink = ClickHouseSink(
             bootstrap=bootstrap,
@@ -82,41 +80,30 @@ def run_worker(settings: Settings, *, loglevel: str = "warn") -> int:
         )
         services.append(sink)
         stats = sink.stats
-    # "processors": the enforcement agents (lifecycle + policy, budget) and the
-    # admission API that answers from their tables.
-    if settings.worker_agents in ("all", "processors"):
-        profiles = TenantProfiles(
-            bootstrap=bootstrap, topic=topics.tenants, codec=codec, rules=rules
+    # The governor: every decision (lifecycle, policy, budgets, memory) and the
+    # admission API that asks it.
+    if settings.worker_agents in ("all", "governor"):
+        governor = Governor(
+            bootstrap=bootstrap,
+            group_id=settings.governor_group,
+            url=owner_url,
+            topics=topics,
+            codec=codec,
+            rules=rules,
+            config=governor_config(settings),
+            checkpoint_records=settings.governor_checkpoint_records,
+            checkpoint_ms=settings.governor_checkpoint_ms,
         )
-        forwarder = Forwarder(bootstrap, settings, rules.signer)
-        forwarder.install(app)
-        services += [profiles, forwarder]
-        shared = {
-            "settings": settings,
-            "topics": topics,
-            "codec": codec,
-            "rules": rules,
-            "profiles": profiles,
-            "forwarder": forwarder,
-        }
-        sessions = register_processors(app, **shared)
-        budgets = register_budget(app, **shared)
-        memory = register_memory(app, settings=settings, topics=topics, codec=codec, rules=rules)
-        agents = {
-            "session-processor": sessions.stats,
-            "budget-processor": budgets.stats,
-            "session-memory": memory.stats,
-        }
-        admission = Admission(
-            app, settings=settings, topics=topics, codec=codec,
-            sessions=sessions, budgets=budgets, forwarder=forwarder,
-        )  # fmt: skip
-        router = app.web.web_app.router  # type: ignore[attr-defined]
-        admission.mount(router)
-        mount_context(
-            router, admission=admission, memory=memory, session_table=sessions.table,
-            settings=settings, topics=topics,
-        )  # fmt: skip
+        services.append(governor)
+        api = AdmissionApi(
+            governor,
+            partitions=settings.topic_partitions,
+            http=lambda: app.http_client,
+            self_url=owner_url,
+            timeout=settings.admission_timeout_seconds,
+            context_token_budget=settings.context_token_budget,
+        )
+        api.mount(app.web.web_app.router)  # type: ignore[attr-defined]
     if settings.backlog_interval_seconds > 0:
         services.append(
             BacklogRecorder(
@@ -135,22 +122,25 @@ def run_worker(settings: Settings, *, loglevel: str = "warn") -> int:
         )
 
     register_views(
-        app, clickhouse=clickhouse, executor=executor, stats=stats, agents=agents, migrate=migrate
+        app,
+        clickhouse=clickhouse,
+        executor=executor,
+        stats=stats,
+        governor=governor,
+        migrate=migrate,
     )
-    # Once, with the tables' changelogs: the agents have registered their tables now.
-    changelogs = tuple(t.changelog_topic.get_topic_name() for t in app.tables.values())
+    changelogs = (topics.governor_changelog(settings.governor_group),)
     created = asyncio.run(ensure_topics(bootstrap, topics, settings.topic_partitions, changelogs))
     if created:
         print(f"created topics: {', '.join(created)}", flush=True)
 
-    owner_url = f"http://{settings.web_host}:{settings.web_port}"
     owner = (
         register_owner(settings, owner_url, local_secret) if settings.clickhouse_embedded else None
     )
     worker = faust.Worker(app, *services, loglevel=loglevel, redirect_stdouts=False, quiet=True)
     # Faust's terminal spinner sets the root logger to DEBUG so it can spin on
     # every record: each logger.debug() in aiokafka and Faust then builds a
-    # LogRecord. Profiled at 11% of the processors' time. No spinner.
+    # LogRecord. Profiled at 11% of the processors' time once. No spinner.
     worker.spinner = None
     # The sink allocates ~10^5 short-lived objects per batch and none of them
     # form cycles; the default thresholds would run the cyclic GC every 700
@@ -166,7 +156,11 @@ def run_worker(settings: Settings, *, loglevel: str = "warn") -> int:
         with registration, owner or contextlib.nullcontext():
             worker.execute_from_commandline()
     except SystemExit as exc:
-        return int(exc.code or 0)
+        code = int(exc.code or 0)
+        if governor is not None and governor.failure is not None:
+            print(f"govstream worker: the governor stopped: {governor.failure}", flush=True)
+            return code or 3
+        return code
     finally:
         executor.shutdown(wait=True)
         clickhouse.close()

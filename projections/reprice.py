@@ -10,10 +10,10 @@ integer micro-dollars:
 - new cost: projections.pricing.cost_usd_micros with the new table, per turn
   (rounded once per turn, exactly as a turn is priced live).
 
-Turns are deduplicated by (tenant_id, idempotency_key) and the first attempt
-wins (the lowest `attempt`; on a tie the first seen), the same row the
-ClickHouse turns table keeps (sql/migrations/0002) and the same event the
-session processor applied. A model missing from the new table is an error
+The turns are the ones the governor's fold applied (projections/governor
+`fold_log`: the first record of each idempotency key in log order; a retry
+or a redelivery is not applied), so a reprice counts what was charged. A
+model missing from the new table is an error
 (`UnpricedModels`, one line naming every missing model and how many turns use
 it): a partial reprice would silently understate the new cost.
 """
@@ -82,36 +82,26 @@ class RepriceResult:
         }
 
 
-def first_attempts(turns: Iterable[TurnCompleted]) -> tuple[list[TurnCompleted], int]:
-    """One turn per (tenant, idempotency_key): the lowest attempt, first seen on a tie.
-
-    Returns (the kept turns in first-seen order, how many were dropped).
-    """
-    kept: dict[tuple[str, str], TurnCompleted] = {}
-    seen = 0
-    for turn in turns:
-        seen += 1
-        key = (turn.tenant_id, turn.idempotency_key)
-        current = kept.get(key)
-        if current is None or turn.attempt < current.attempt:
-            kept[key] = turn
-    return list(kept.values()), seen - len(kept)
-
-
 def reprice(
-    turns: Iterable[TurnCompleted],
+    turns: Iterable[tuple[TurnCompleted, bool]],
     prices: Mapping[str, ModelPrice],
     *,
     tenant: str | None = None,
 ) -> RepriceResult:
-    """Per-tenant old (recorded) and new (repriced) cost of the deduplicated turns.
+    """Per-tenant old (recorded) and new (repriced) cost of the applied turns.
 
-    Raises UnpricedModels when a kept turn's model has no price in `prices`.
+    `turns`: (turn, whether the fold applied it). Raises UnpricedModels when an
+    applied turn's model has no price in `prices`.
     """
-    wanted = (t for t in turns if isinstance(t, TurnCompleted))
-    if tenant is not None:
-        wanted = (t for t in wanted if t.tenant_id == tenant)
-    kept, duplicates = first_attempts(wanted)
+    kept: list[TurnCompleted] = []
+    duplicates = 0
+    for turn, applied in turns:
+        if not isinstance(turn, TurnCompleted) or (tenant is not None and turn.tenant_id != tenant):
+            continue
+        if applied:
+            kept.append(turn)
+        else:
+            duplicates += 1
     missing: dict[str, int] = {}
     totals: dict[str, list[int]] = {}
     for turn in kept:

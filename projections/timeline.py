@@ -1,28 +1,19 @@
 """Replay of one session: its timeline and its state at any instant. Pure: no I/O.
 
-Input is the session's records as read from the log (or from an evidence
-export): pairs of (where the record was, the decoded SessionEvent). Records
-of several topics interleave (producer events on `<prefix>.sessions`, the
-processors' facts on `<prefix>.derived`), so they are merged by the events'
-own time:
+Input is the session's tenant log (the tenant's records, in log order, up to
+the session's last record; read from Kafka or from an evidence export):
+pairs of (where the record was, the decoded event). They go through the
+governor's own fold (projections/governor/fold.py), the one the live worker
+runs, so the replay shows exactly what was decided and derived, in the order
+it happened: each record of the session, then what its step derived (a
+decision, a budget warning, a suspension) right after it.
 
-    merge order = (occurred_at, producer before derived, topic, partition, offset)
-
-A derived fact carries the occurred_at of the event that caused it (a
-PolicyDecided that of its ToolCallProposed, a BudgetExceeded that of its
-TurnCompleted); on such a tie the producer record goes first so the timeline
-reads cause -> effect. Otherwise ties fall back to the log position.
-
-`timeline(records)` gives one row per record: time, event type, what it
-decided or did, and the session's spend after it. `state_at(records, at)`
-folds the records with occurred_at <= at (default: all of them): lifecycle
-status (projections.lifecycle), turns, tokens and cost, tool decisions,
-budget verdicts, and the memory strata (projections.memory).
-
-Folding follows the processors: a producer event whose idempotency_key was
-already applied is a retry and does not move the lifecycle or count again
-(for turns the lowest attempt wins, as in ClickHouse); a fact redelivered
-with the same event id counts once; a decision is per operation_key.
+`replay(records, tenant, session, config, at)` gives the timeline (one row
+per record of the session and per event derived for it: time, event type,
+what it decided or did, the session's spend after it) and the session's state
+after the last record of the session with occurred_at <= `at` (default: all
+of them): lifecycle status, turns, tokens and cost, tool decisions, budget
+verdicts and memory.
 """
 
 from __future__ import annotations
@@ -40,25 +31,19 @@ from events.models import (
     CheckpointCreated,
     ContextCompactionRequested,
     DuplicateSuppressed,
+    Event,
     InvalidTransitionRejected,
     PolicyDecided,
     SessionEvent,
-    SessionStarted,
     TaskSummaryUpdated,
     ToolCallCompleted,
     ToolCallProposed,
     TurnCompleted,
 )
-from events.topics import is_derived_topic
-from projections import memory as memory_strata
-from projections.lifecycle import (
-    LIFECYCLE_EVENTS,
-    Applied,
-    SessionState,
-    Status,
-    state_to_dict,
-    transition,
-)
+from projections.governor.config import GovernorConfig
+from projections.governor.fold import policy_chain_ok, step
+from projections.governor.state import PartitionState, SessionEntry, session_key
+from projections.lifecycle import LIFECYCLE_EVENTS, Status, state_to_dict
 
 __all__ = [
     "COLUMNS",
@@ -66,13 +51,9 @@ __all__ = [
     "Row",
     "SessionReplay",
     "format_time",
-    "memory_state",
-    "merge",
     "render_state",
     "render_table",
     "replay",
-    "state_at",
-    "timeline",
 ]
 
 COLUMNS = ("time", "event", "decision", "budget after")
@@ -84,145 +65,22 @@ class Position(Protocol):
     topic: str
     partition: int
     offset: int
+    timestamp_ms: int
 
 
-Located = tuple[Position, SessionEvent]
+Located = tuple[Position, Event]
 
 
 def format_time(at: datetime) -> str:
-    """ISO 8601 UTC with milliseconds: 2026-11-22T12:00:01.250Z."""
     return at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def format_spend(tokens: int, cost_usd_micros: int) -> str:
-    return f"{tokens:,} tok ${cost_usd_micros / 1_000_000:.6f}"
+    return f"{tokens:,} tok / ${cost_usd_micros / 1_000_000:.6f}"
 
 
-def _merge_key(item: Located) -> tuple[Any, ...]:
-    pos, event = item
-    return (event.occurred_at, is_derived_topic(pos.topic), pos.topic, pos.partition, pos.offset)
-
-
-def merge(records: Iterable[Located]) -> list[Located]:
-    """The records in timeline order (see the module docstring); one session only."""
-    items = list(records)
-    sessions = {event.session_id for _, event in items}
-    if len(sessions) > 1:
-        raise ValueError(f"records of {len(sessions)} sessions: {sorted(sessions)[:3]}")
-    return sorted(items, key=_merge_key)
-
-
-# --- the fold ---------------------------------------------------------------------------
-
-
-@dataclass
-class _Fold:
-    """The session as seen after some prefix of its merged records."""
-
-    lifecycle: SessionState | None = None
-    records: int = 0
-    last_event_at: datetime | None = None
-    applied_keys: dict[str, int] = field(default_factory=dict)  # idempotency_key -> attempt
-    seen_event_ids: set[str] = field(default_factory=set)
-    turns: dict[str, tuple[int, TurnCompleted]] = field(default_factory=dict)  # key -> attempt
-    retries: int = 0
-    proposals: set[str] = field(default_factory=set)
-    decisions: dict[str, PolicyDecided] = field(default_factory=dict)  # operation_key -> first
-    last_decision: PolicyDecided | None = None
-    warnings: list[BudgetWarning] = field(default_factory=list)
-    exceeded: list[BudgetExceeded] = field(default_factory=list)
-    rejections: int = 0
-    started: SessionStarted | None = None
-
-    # what the last apply() did, for the timeline row
-    note: str = ""
-
-    def apply(self, pos: Position, event: SessionEvent) -> None:
-        self.records += 1
-        self.note = ""
-        self.last_event_at = (
-            event.occurred_at
-            if self.last_event_at is None
-            else max(self.last_event_at, event.occurred_at)
-        )
-        redelivered = event.event_id in self.seen_event_ids
-        self.seen_event_ids.add(event.event_id)
-        derived = is_derived_topic(pos.topic)
-        name = type(event).__name__
-
-        if not derived and name in LIFECYCLE_EVENTS:
-            self._apply_input(event, redelivered)
-        elif derived and name in LIFECYCLE_EVENTS:
-            # A fact the processors applied themselves (a budget suspension, the
-            # quarantine notice of repeated rejections).
-            self._apply_lifecycle(event)
-        if redelivered:
-            self.note = "redelivered"
-            return
-        if isinstance(event, PolicyDecided):
-            self.decisions.setdefault(event.operation_key, event)
-            self.last_decision = event
-        elif isinstance(event, BudgetWarning):
-            self.warnings.append(event)
-        elif isinstance(event, BudgetExceeded):
-            self.exceeded.append(event)
-        elif isinstance(event, InvalidTransitionRejected):
-            self.rejections += 1
-
-    def _apply_input(self, event: SessionEvent, redelivered: bool) -> None:
-        key = event.idempotency_key
-        first = self.applied_keys.get(key)
-        if first is not None:
-            if not redelivered:
-                self.retries += 1
-                self.note = f"retry (attempt {event.attempt}), not applied"
-            if isinstance(event, TurnCompleted):
-                # first attempt wins: the lowest attempt of the key is the one counted
-                counted = self.turns.get(key)
-                if counted is not None and event.attempt < counted[0]:
-                    self.turns[key] = (event.attempt, event)
-            return
-        self.applied_keys[key] = event.attempt
-        if isinstance(event, SessionStarted) and self.started is None:
-            self.started = event
-        if isinstance(event, TurnCompleted):
-            self.turns[key] = (event.attempt, event)
-        if isinstance(event, ToolCallProposed):
-            self.proposals.add(event.operation_key)
-        self._apply_lifecycle(event)
-
-    def _apply_lifecycle(self, event: SessionEvent) -> None:
-        result = transition(self.lifecycle, event)
-        if result.new_state is not None:
-            self.lifecycle = result.new_state
-        if not isinstance(result, Applied):
-            self.note = f"rejected: {result.reason_code}"
-            if result.quarantined:
-                self.note += ", session quarantined"
-
-    # -- views -----------------------------------------------------------------------
-
-    @property
-    def status(self) -> str | None:
-        return str(self.lifecycle.status) if self.lifecycle is not None else None
-
-    @property
-    def tokens(self) -> tuple[int, int]:
-        turns = [t for _, t in self.turns.values()]
-        return sum(t.input_tokens for t in turns), sum(t.output_tokens for t in turns)
-
-    @property
-    def cost_usd_micros(self) -> int:
-        return sum(t.cost_usd_micros for _, t in self.turns.values())
-
-    def spend(self) -> str:
-        tokens_in, tokens_out = self.tokens
-        return format_spend(tokens_in + tokens_out, self.cost_usd_micros)
-
-
-def _decision_text(event: SessionEvent, fold: _Fold) -> str:
+def _decision_text(event: Event, status: str) -> str:
     """What the record decided or did, in a few words."""
-    status = fold.status or "-"
     if isinstance(event, PolicyDecided):
         return f"{event.decision} {event.reason_code} {event.tool}.{event.action}"
     if isinstance(event, BudgetWarning):
@@ -299,132 +157,86 @@ class Row:
         }
 
 
-def timeline(records: Iterable[Located]) -> list[Row]:
-    """One row per record, in merge order, with the spend after each."""
-    fold = _Fold()
-    rows = []
-    for pos, event in merge(records):
-        fold.apply(pos, event)
-        decision = _decision_text(event, fold)
-        if fold.note:
-            decision = f"{decision} [{fold.note}]" if decision else f"[{fold.note}]"
-        tokens_in, tokens_out = fold.tokens
-        rows.append(
-            Row(
-                time=format_time(event.occurred_at),
-                event=type(event).__name__,
-                decision=decision,
-                budget_after=fold.spend(),
-                topic=pos.topic,
-                partition=pos.partition,
-                offset=pos.offset,
-                event_id=event.event_id,
-                status_after=fold.status,
-                tokens_after=tokens_in + tokens_out,
-                cost_usd_micros_after=fold.cost_usd_micros,
-                occurred_at=event.occurred_at,
-            )
-        )
-    return rows
-
-
-# --- state at an instant ---------------------------------------------------------------
-
-
-def memory_state(events: Sequence[SessionEvent]) -> dict[str, Any] | None:
-    """The memory strata after `events` (merge order), or None when nothing touched memory.
-
-    The hook for projections.memory: its fold reads each stratum from one
-    ordered stream, so the interleaving of the merge does not change it.
-    """
-    return memory_strata.fold_session(events)
-
-
-def _decision_dict(decided: PolicyDecided) -> dict[str, Any]:
+def _decision_dict(decided: dict[str, Any]) -> dict[str, Any]:
     return {
-        "at": format_time(decided.occurred_at),
-        "operation_key": decided.operation_key,
-        "tool": decided.tool,
-        "action": decided.action,
-        "decision": decided.decision,
-        "reason_code": decided.reason_code,
-        "rule_id": decided.rule_id,
-        "policy_version": decided.policy_version,
-    }
+        "at": format_time(datetime.fromisoformat(decided["occurred_at"])),
+        **{k: decided[k] for k in (
+            "operation_key", "tool", "action", "decision", "reason_code", "rule_id",
+            "policy_version",
+        )},
+    }  # fmt: skip
 
 
-def state_at(records: Iterable[Located], at: datetime | None = None) -> dict[str, Any]:
-    """The session's state after every record with occurred_at <= `at` (None: all).
+@dataclass
+class _Tally:
+    """What the timeline counts of the session's records as the fold takes them."""
 
-    A JSON-ready dict. `at` before the first record gives the empty state
-    (status None, nothing spent).
-    """
-    merged = merge(records)
-    if at is not None and at.tzinfo is None:
-        raise ValueError("at must carry a timezone")
-    upto = [item for item in merged if at is None or item[1].occurred_at <= at]
-    fold = _Fold()
-    for pos, event in upto:
-        fold.apply(pos, event)
-    session_id = merged[0][1].session_id if merged else None
-    tenant_id = merged[0][1].tenant_id if merged else None
-    tokens_in, tokens_out = fold.tokens
+    records: int = 0
+    turns: int = 0
+    retries: int = 0
+    proposals: int = 0
+    rejections: int = 0
+    last_decision: dict[str, Any] | None = None
+    warnings: list[dict[str, Any]] = field(default_factory=list)
+    exceeded: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _state(
+    session: SessionEntry | None, tally: _Tally, total: int, tenant: str, sid: str,
+    at: datetime | None,
+) -> dict[str, Any]:  # fmt: skip
+    """The session's state as a JSON-ready dict (the fold's entry plus the tally)."""
+    lifecycle = session.lifecycle if session is not None else None
+    status = str(lifecycle.status) if lifecycle is not None else None
+    spent_in, spent_out, cost = session.spent if session is not None else (0, 0, 0)
     counts = {"allow": 0, "deny": 0, "require_approval": 0}
-    for decided in fold.decisions.values():
-        counts[decided.decision] = counts.get(decided.decision, 0) + 1
-    status = fold.status
-    budget_action = fold.exceeded[-1].action if fold.exceeded else None
-    lifecycle = state_to_dict(fold.lifecycle) if fold.lifecycle is not None else None
-    if lifecycle is not None:
-        lifecycle.pop("recent_event_ids", None)  # bookkeeping for idempotency, not state
-    memory = memory_state([event for _, event in upto])
+    for decided in (session.decisions if session is not None else {}).values():
+        counts[decided["decision"]] = counts.get(decided["decision"], 0) + 1
+    exceeded = tally.exceeded or []
+    described = state_to_dict(lifecycle) if lifecycle is not None else None
+    if described is not None:
+        described.pop("recent_event_ids", None)  # bookkeeping, not state
+    memory = None
+    if session is not None and (session.turns or session.policy or session.task.objective
+                                or session.task.checkpoints):  # fmt: skip
+        memory = {
+            "turns": [t.to_json() for t in session.turns],
+            "turn_tokens": session.turn_tokens,
+            "task": session.task.to_json(),
+            "policy": [r.to_json() for r in session.policy],
+            "policy_chain_ok": policy_chain_ok(session),
+            "compaction": session.compaction,
+        }
     return {
-        "session_id": session_id,
-        "tenant_id": tenant_id,
+        "session_id": sid,
+        "tenant_id": tenant,
         "at": format_time(at) if at is not None else None,
-        "records": fold.records,
-        "records_total": len(merged),
-        "last_event_at": format_time(fold.last_event_at) if fold.last_event_at else None,
+        "records": tally.records,
+        "records_total": total,
+        "last_event_at": format_time(lifecycle.last_event_at) if lifecycle else None,
         "status": status,
         "quarantined": status == Status.QUARANTINED,
         "suspended": status == Status.SUSPENDED,
-        "quarantine_reason": fold.lifecycle.quarantine_reason if fold.lifecycle else None,
-        "tier": fold.started.tier if fold.started else None,
-        "plan": fold.started.plan if fold.started else None,
-        "turns": len(fold.turns),
-        "retries": fold.retries,
-        "tokens": {"input": tokens_in, "output": tokens_out, "total": tokens_in + tokens_out},
-        "cost_usd_micros": fold.cost_usd_micros,
+        "quarantine_reason": lifecycle.quarantine_reason if lifecycle else None,
+        "tier": session.tier if session is not None else None,
+        "plan": session.plan if session is not None else None,
+        "turns": tally.turns,
+        "retries": tally.retries,
+        "tokens": {"input": spent_in, "output": spent_out, "total": spent_in + spent_out},
+        "cost_usd_micros": cost,
         "tools": {
-            "proposed": len(fold.proposals),
+            "proposed": tally.proposals,
             "decisions": counts,
-            "last_decision": _decision_dict(fold.last_decision) if fold.last_decision else None,
-            "pending": sorted(fold.lifecycle.pending_operations) if fold.lifecycle else [],
+            "last_decision": tally.last_decision,
+            "pending": sorted(lifecycle.pending_operations) if lifecycle else [],
         },
         "budget": {
-            "warnings": [
-                {
-                    "scope": w.scope,
-                    "threshold_pct": w.threshold_pct,
-                    "used": w.used,
-                    "limit": w.limit,
-                }
-                for w in fold.warnings
-            ],
-            "exceeded": [
-                {
-                    "scope": e.scope,
-                    "action": e.action,
-                    "used": e.used,
-                    "limit": e.limit,
-                    "fallback_model": e.fallback_model,
-                }
-                for e in fold.exceeded
-            ],
-            "action": budget_action,
+            "warnings": list(tally.warnings or []),
+            "exceeded": list(exceeded),
+            "action": (session.verdict or {}).get("action") if session is not None else None,
         },
-        "invalid_transitions": fold.rejections,
-        "lifecycle": lifecycle,
+        "invalid_transitions": tally.rejections,
+        "lifecycle": described,
         "memory": memory,
     }
 
@@ -438,10 +250,97 @@ class SessionReplay:
         return {"timeline": [r.to_dict() for r in self.rows], "state": self.state}
 
 
-def replay(records: Iterable[Located], at: datetime | None = None) -> SessionReplay:
-    """Timeline (every record) and the state at `at` (default: after the last record)."""
-    items = list(records)
-    return SessionReplay(timeline(items), state_at(items, at))
+def replay(
+    records: Iterable[Located],
+    tenant: str,
+    session_id: str,
+    config: GovernorConfig,
+    at: datetime | None = None,
+) -> SessionReplay:
+    """Fold the tenant log with the governor's fold; the session's timeline and its
+    state at `at` (default: after the last record)."""
+    if at is not None and at.tzinfo is None:
+        raise ValueError("at must carry a timezone")
+    state = PartitionState()
+    key = session_key(tenant, session_id)
+    rows: list[Row] = []
+    tally, cut = _Tally(), None
+    total = 0
+    for pos, event in records:
+        mine = isinstance(event, SessionEvent) and (event.tenant_id, event.session_id) == (
+            tenant, session_id,
+        )  # fmt: skip
+        if mine and at is not None and cut is None and event.occurred_at > at:
+            # The state at `at`: a copy, the fold goes on for the rest of the timeline.
+            session = state.peek(key)
+            frozen = (
+                SessionEntry.from_json(session.to_json())
+                if isinstance(session, SessionEntry)
+                else None
+            )
+            copied = _Tally(**vars(tally))
+            copied.warnings, copied.exceeded = list(tally.warnings), list(tally.exceeded)
+            cut = _state(frozen, copied, 0, tenant, session_id, at)
+        folded = step(state, event, pos.timestamp_ms, config)
+        if not mine:
+            continue
+        total += 1
+        if cut is None:
+            tally.records += 1
+        session = state.peek(key)
+        assert isinstance(session, SessionEntry)  # the step just wrote it
+        status = session.status
+        spent_in, spent_out, cost = session.spent
+        produced = [(pos.topic, pos.partition, pos.offset, event)]
+        produced += [("derived", pos.partition, pos.offset, d) for d in folded.derived]
+        for topic, partition, offset, item in produced:
+            if cut is None:
+                _count(tally, item, folded.derived)
+            rows.append(
+                Row(
+                    time=format_time(item.occurred_at),  # type: ignore[attr-defined]
+                    event=type(item).__name__,
+                    decision=_decision_text(item, status),
+                    budget_after=format_spend(spent_in + spent_out, cost),
+                    topic=topic,
+                    partition=partition,
+                    offset=offset,
+                    event_id=item.event_id,  # type: ignore[attr-defined]
+                    status_after=status,
+                    tokens_after=spent_in + spent_out,
+                    cost_usd_micros_after=cost,
+                    occurred_at=item.occurred_at,  # type: ignore[attr-defined]
+                )
+            )
+    final = state.peek(key)
+    if cut is None:
+        cut = _state(
+            final if isinstance(final, SessionEntry) else None, tally, 0, tenant, session_id, at
+        )
+    cut["records_total"] = total
+    return SessionReplay(rows, cut)
+
+
+def _count(tally: _Tally, item: Event, derived: Sequence[Event]) -> None:
+    if isinstance(item, TurnCompleted) and not any(
+        isinstance(d, DuplicateSuppressed) for d in derived
+    ):
+        tally.turns += 1
+    elif isinstance(item, DuplicateSuppressed):
+        tally.retries += 1
+    elif isinstance(item, ToolCallProposed):
+        tally.proposals += 1
+    elif isinstance(item, InvalidTransitionRejected):
+        tally.rejections += 1
+    elif isinstance(item, PolicyDecided):
+        tally.last_decision = _decision_dict(item.model_dump(mode="json"))
+    elif isinstance(item, BudgetWarning):
+        warning = {"scope": item.scope, "threshold_pct": item.threshold_pct}
+        tally.warnings.append({**warning, "used": item.used, "limit": item.limit})
+    elif isinstance(item, BudgetExceeded):
+        exceeded = {"scope": item.scope, "action": item.action, "used": item.used}
+        limits = {"limit": item.limit, "fallback_model": item.fallback_model}
+        tally.exceeded.append({**exceeded, **limits})
 
 
 # --- text ----------------------------------------------------------------------------
@@ -473,7 +372,7 @@ def _memory_lines(memory: dict[str, Any] | None) -> list[str]:
         return ["  memory        (nothing yet)"]
     task = memory.get("task") or {}
     policy = memory.get("policy") or []
-    chain = memory_strata.policy_chain_ok(memory)
+    chain = memory.get("policy_chain_ok")
     compaction = memory.get("compaction")
     lines = [
         f"  memory        turns {len(memory.get('turns') or [])} "

@@ -22,10 +22,8 @@ async def ensure_topics(
 ) -> list[str]:
     """Create the pipeline's topics if missing; return the ones created.
 
-    `changelogs`: the Faust tables' changelog topics (compacted). Created here,
-    before the worker starts, because a table written before Faust's own
-    creation of its changelog reaches the consumer's metadata crashes the agent
-    (PartitionsMismatch: "changelog topic ... has 0 partitions").
+    `changelogs`: the governor's changelog topics (compacted), created with
+    the same partition count as the tenant log they mirror.
     """
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="govstream-admin")
     await admin.start()
@@ -150,20 +148,12 @@ async def group_lag(bootstrap: str, group: str, topic_names: list[str]) -> list[
 
 
 def worker_groups(settings: Settings, which: str = "all") -> list[tuple[str, list[str]]]:
-    """(consumer group, its input topics) of a worker: "sink", "processors" or "all"."""
+    """(consumer group, its input topics) of a worker: "sink", "governor" or "all"."""
     topics = Topics(settings.topic_prefix)
     chosen = []
     if which in ("sink", "all"):
         chosen.append((settings.sink_group, list(topics.sink_inputs())))
-    if which in ("processors", "all"):
-        # The enforcement agents (the session processor's inputs, the budget
-        # processor's repartition topic) and the memory agents' inputs.
-        inputs = [
-            topics.sessions,
-            topics.session_signals,
-            topics.budget_input,
-            topics.derived,
-            topics.tenants,
-        ]
-        chosen.append((settings.consumer_group, inputs))
+    if which in ("governor", "all"):
+        # The tenant log, and the tenants topic whose profiles it relays into it.
+        chosen.append((settings.governor_group, [topics.sessions, topics.tenants]))
     return chosen

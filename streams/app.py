@@ -10,28 +10,12 @@ import faust
 from govstream.settings import Settings
 
 
-def _patch_recovery_highwaters() -> None:
-    """Faust's table recovery asks for the changelogs' end offsets, and under
-    exactly_once it answers from aiokafka's cached last-stable-offset, which is
-    unknown (-1) until a fetch has run on that partition: recovery then reads
-    nothing and the tables start empty. Ask the broker instead (end_offsets
-    honours read_committed: it returns the last stable offset)."""
-    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
-
-    async def _highwaters(self: Any, partitions: Any) -> Any:
-        return await self._ensure_consumer().end_offsets(partitions)
-
-    AIOKafkaConsumerThread._highwaters = _highwaters  # type: ignore[method-assign]
-
-
 def create_app(settings: Settings, bootstrap: str, middlewares: Sequence[Any] = ()) -> faust.App:
     """The worker's Faust App. `middlewares` guard its web server (streams/http_guard.py)."""
-    _patch_recovery_highwaters()
     app = faust.App(
         settings.consumer_group,
         broker=f"kafka://{bootstrap}",
-        # Live state is rebuilt from the log (DESIGN pitfalls: changelog
-        # recovery is fragile), so tables need no RocksDB here.
+        # No Faust tables: the governor keeps its own state and changelog.
         store="memory://",
         processing_guarantee=settings.processing_guarantee,
         topic_partitions=settings.topic_partitions,

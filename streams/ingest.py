@@ -7,17 +7,17 @@ topic/partition/offset. Its event_id is derived from that position, so a
 redelivered bad record yields the same dead letter.
 
 What belongs where (`InputRules`, issue 10):
-- producer topics (sessions, tenants) carry producer events only, keyed as
-  `Topics.key_of` keys them, with occurred_at within the configured bounds
-  of the record's log time. A derived type there (a decision, a budget
-  verdict) is dead-lettered (`derived_from_producer`) unless a worker wrote
-  it and signed it (events/provenance.py);
-- internal topics (derived, review, budget-input, session-signals) carry
-  worker-signed session events only (`unsigned_internal` otherwise);
+- producer topics (the tenant log `sessions`, `tenants`) carry producer
+  events only, keyed by their tenant (`Topics.key_of`), with occurred_at
+  within the configured bounds of the record's log time. A derived type or a
+  worker's own record there (a decision, a budget verdict, an admission
+  request, a relayed profile) is dead-lettered (`derived_from_producer`)
+  unless a worker wrote it and signed it (events/provenance.py);
+- internal topics (derived, review) carry worker-signed session events only
+  (`unsigned_internal` otherwise);
 - anything else decodable but out of place is `wrong_topic`.
-Every consumer (the sink, the processors, the memory agents, replay and
-rebuild) takes records through `ingest`, so what one dead-letters no other
-applies.
+Every consumer (the sink, the governor, replay, rebuild, backtest) takes
+records through `ingest`, so what one dead-letters no other applies.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from events.evidence import LogRecord
 from events.models import (
     DERIVED_EVENTS,
     SESSION_EVENTS,
+    WORKER_EVENTS,
     Event,
     RecordDeadLettered,
     SessionEvent,
@@ -113,26 +114,27 @@ class InputRules:
         if not isinstance(event, Event):
             return _refuse("wrong_topic", f"{type(event).__name__} is not an event")
         if topic in (t.sessions, t.tenants):
-            producer_types = SESSION_EVENTS if topic == t.sessions else (TenantProfileUpdated,)
-            if isinstance(event, DERIVED_EVENTS) and topic == t.sessions:
-                if not self._signed(source):
-                    return _refuse(
-                        "derived_from_producer",
-                        f"{type(event).__name__} is derived by govstream workers; this record "
-                        "carries no valid worker signature",
-                    )
-                return None
-            if not isinstance(event, producer_types):
-                return _refuse(
-                    "wrong_topic", f"{type(event).__name__} does not belong on {topic}"
-                )
-            expected = t.key_of(event)
+            name = type(event).__name__
+            expected = t.key_of(event) if isinstance(event, Event) else ""
             if source.key != expected.encode():
                 return _refuse(
                     "key_mismatch",
-                    f"record key {_shown(source.key)} is not {expected!r}, the key of its "
-                    f"{'session' if topic == t.sessions else 'tenant'}",
+                    f"record key {_shown(source.key)} is not {expected!r}, the tenant of its "
+                    f"{'event' if topic == t.sessions else 'profile'}",
                 )
+            if topic == t.sessions and isinstance(event, (*DERIVED_EVENTS, *WORKER_EVENTS)):
+                # Written into the tenant log by a worker (a relayed profile, an
+                # admission request) or a derived fact: honoured only when signed.
+                if not self._signed(source):
+                    return _refuse(
+                        "derived_from_producer",
+                        f"{name} is written by govstream workers only; this record carries no "
+                        "valid worker signature",
+                    )
+                return None
+            producer_types = SESSION_EVENTS if topic == t.sessions else (TenantProfileUpdated,)
+            if not isinstance(event, producer_types):
+                return _refuse("wrong_topic", f"{name} does not belong on {topic}")
             return self._bounded(source, event)
         if topic in t.internal():
             if not isinstance(event, SessionEvent):

@@ -1,25 +1,25 @@
-"""`govstream replay rebuild`: every memory projection again from offset zero, diffed with live.
+"""`govstream replay rebuild`: the governor's whole state and every derived event again
+from offset zero, compared with live byte for byte.
 
-The live tables (streams/memory.py) and this rebuild run the same pure folds
-(projections/memory.py) over the same records, so their state must be equal
-byte for byte. The rebuild:
+The live governor (streams/governor.py) and this rebuild run the same fold
+(projections/governor/fold.py) over the same records of the tenant log, so
+they must agree on every state key and every derived event, signatures
+included. The rebuild:
 
-1. reads the processors group's committed offsets on the memory agents'
-   inputs (sessions, derived, tenants): the exact log prefix live state has
-   folded, because under exactly_once the tables' changelog records commit in
-   the same transaction as those offsets;
-2. folds that prefix from offset zero into its own namespace (a directory of
-   canonical JSON lines, `<home>/rebuild/<run>/` unless --out says where);
-3. reads the live state from the tables' changelog topics (the last committed
-   value per key);
-4. reads the committed offsets again: if the worker committed meanwhile the
-   snapshot is torn and the whole comparison is retried;
-5. compares key by key, and also the ContextCompactionRequested events the
-   live agent wrote against the ones the rebuild asks for.
+1. reads the governor group's committed offsets on the tenant log: the exact
+   prefix live state has folded (the changelog records and the derived events
+   commit in the same transaction as those offsets);
+2. folds each partition's prefix from offset zero into its own namespace (a
+   directory of canonical JSON lines, `<home>/rebuild/<run>/` unless --out
+   says where), one process per core over disjoint partitions;
+3. reads the live state (the last changelog value per key) and the live
+   derived events of each partition;
+4. reads the committed offsets again: a worker that committed meanwhile tore
+   the snapshot, and the whole comparison is retried;
+5. compares every key and the derived events in log order.
 
-Exit 0 when every key is byte-identical, 1 on any divergence (the first
-differing key and the first differing field are printed), 2 on usage errors.
-Records of types no stratum reads are skipped by their schema id, unread.
+Exit 0 when all of it is byte-identical, 1 on any divergence (the first
+differing key and field, or the first differing derived event, is printed).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import json
 import multiprocessing
 import os
 import time
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,36 +38,29 @@ from typing import Any
 from aiokafka.structs import TopicPartition
 
 from events.codec import Codec
-from events.models import (
-    CheckpointCreated,
-    ContextCompactionRequested,
-    PolicyDecided,
-    SessionEvent,
-    TaskSummaryUpdated,
-    TenantProfileUpdated,
-    TurnCompleted,
-)
 from events.registry import registry_from_settings
 from events.topics import Topics
 from govstream.errors import GovstreamError
 from govstream.settings import Settings
-from projections.memory import MemoryConfig, canonical_json, session_step, tenant_step
+from projections.governor.config import GovernorConfig
+from projections.governor.fold import step
+from projections.governor.state import PartitionState
 from streams.admin import group_lag, partitions_of
 from streams.ingest import Ingested, InputRules, ingest
 from streams.log_reader import read_topics
-from streams.memory import SESSION_TABLE, TENANT_TABLE, changelog_topic, memory_config
 
 __all__ = [
     "Divergence",
-    "LogFold",
+    "FoldResult",
     "RebuildReport",
     "first_difference",
     "fold_log",
+    "fold_records",
     "rebuild",
 ]
 
-SESSION_INPUTS = (TurnCompleted, TaskSummaryUpdated, CheckpointCreated, PolicyDecided)
-COMPACTIONS = "compaction-requests"
+DERIVED = "derived-events"
+STATE = "governor-state"
 ATTEMPTS = 5
 
 
@@ -84,8 +77,8 @@ class Divergence:
 @dataclass
 class RebuildReport:
     records: int = 0  # log records read
-    folded: int = 0  # records a stratum applied or checked
-    keys: dict[str, int] = field(default_factory=dict)  # projection -> keys compared
+    folded: int = 0  # records the fold applied
+    keys: dict[str, int] = field(default_factory=dict)  # what was compared -> how many
     fold_seconds: float = 0.0
     divergences: list[Divergence] = field(default_factory=list)
     out_dir: Path | None = None
@@ -116,238 +109,235 @@ def first_difference(live: Any, rebuilt: Any, path: str = "$") -> str:
     return f"{path}: live {json.dumps(live)[:120]} != rebuilt {json.dumps(rebuilt)[:120]}"
 
 
-class LogFold:
-    """The rebuild's own namespace: the folds' state, keyed as the live tables key it."""
-
-    def __init__(self, codec: Codec, config: MemoryConfig, rules: InputRules) -> None:
-        self.codec, self.config, self.rules = codec, config, rules
-        self.sessions: dict[str, dict[str, Any]] = {}
-        self.tenants: dict[str, dict[str, Any]] = {}
-        self.requested: set[str] = set()  # compaction event ids the fold asks for
-        self.written: set[str] = set()  # compaction event ids live wrote
-        self.records = self.folded = 0
-        # Schema ids worth decoding; any other id is skipped unread.
-        wanted = (*SESSION_INPUTS, ContextCompactionRequested, TenantProfileUpdated)
-        self._wanted_names = {m.__name__ for m in wanted}
-        self._wanted_ids: dict[int, bool] = {}
-
-    def result(self) -> FoldResult:
-        return FoldResult(
-            self.sessions, self.tenants, self.requested, self.written, self.records, self.folded
-        )
-
-    def _wanted(self, value: bytes) -> bool:
-        if len(value) < 5 or value[0] != 0:
-            return False
-        schema_id = int.from_bytes(value[1:5], "big")
-        known = self._wanted_ids.get(schema_id)
-        if known is None:
-            try:
-                name = self.codec.registry.by_id(schema_id).record_name
-            except Exception:  # unknown schema: the sink dead-letters it, no stratum reads it
-                name = ""
-            known = self._wanted_ids[schema_id] = name.rsplit(".", 1)[-1] in self._wanted_names
-        return known
-
-    def fold(self, batch: Iterable[Any]) -> None:
-        sessions, config = self.sessions, self.config
-        for record in batch:
-            self.records += 1
-            if not record.value or not self._wanted(record.value):
-                continue
-            item = ingest(self.codec, record, self.rules)
-            if not isinstance(item, Ingested):
-                continue  # the sink dead-letters it; no live table folded it either
-            event = item.event
-            self.folded += 1
-            if isinstance(event, TenantProfileUpdated):
-                state = tenant_step(self.tenants.get(event.tenant_id), event, config)
-                if state is not None:
-                    self.tenants[event.tenant_id] = state
-            elif isinstance(event, ContextCompactionRequested):
-                self.written.add(event.event_id)
-            elif isinstance(event, SessionEvent):
-                key = event.session_key
-                state, out = session_step(sessions.get(key), event, config)
-                if state is not None:
-                    sessions[key] = state
-                self.requested.update(e.event_id for e in out)
-
-
-async def _committed(
-    settings: Settings, bootstrap: str, topics: list[str]
-) -> dict[TopicPartition, int]:
-    rows = await group_lag(bootstrap, settings.consumer_group, topics)
-    return {TopicPartition(r.topic, r.partition): max(r.committed, 0) for r in rows}
-
-
-async def _live_table(bootstrap: str, topic: str) -> dict[str, bytes]:
-    """The last committed value per key of a table's changelog (a tombstone removes it)."""
-    state: dict[str, bytes] = {}
-    try:
-        async for batch in read_topics(bootstrap, [topic]):
-            for record in batch:
-                key = json.loads(record.key) if record.key else None
-                if key is None:
-                    continue
-                if record.value:
-                    state[str(key)] = record.value
-                else:
-                    state.pop(str(key), None)
-    except GovstreamError:
-        return {}  # no changelog yet: no live state
-    return state
-
-
-def _write_namespace(out_dir: Path, name: str, state: Mapping[str, Any]) -> None:
-    with (out_dir / f"{name}.jsonl").open("wb") as fh:
-        for key in sorted(state):
-            fh.write(canonical_json({"key": key, "value": state[key]}) + b"\n")
-
-
-def _compare(
-    projection: str, live: Mapping[str, bytes], rebuilt: Mapping[str, Any], report: RebuildReport
-) -> None:
-    report.keys[projection] = len(set(live) | set(rebuilt))
-    for key in sorted(set(live) | set(rebuilt)):
-        if key not in live:
-            report.divergences.append(Divergence(projection, key, "only in rebuilt state"))
-            continue
-        if key not in rebuilt:
-            report.divergences.append(Divergence(projection, key, "only in live state"))
-            continue
-        expected = canonical_json(rebuilt[key])
-        if live[key] != expected:
-            detail = first_difference(json.loads(live[key]), rebuilt[key])
-            report.divergences.append(Divergence(projection, key, detail))
-
-
-def memory_inputs(settings: Settings) -> list[str]:
-    topics = Topics(settings.topic_prefix)
-    return [topics.sessions, topics.derived, topics.tenants]
-
-
 @dataclass
 class FoldResult:
-    """What a fold of the log produced: the rebuilt namespace and its counts."""
+    """What a fold of the log produced: the state and the derived events per partition."""
 
-    sessions: dict[str, dict[str, Any]]
-    tenants: dict[str, dict[str, Any]]
-    requested: set[str]  # compaction event ids the fold asks for
-    written: set[str]  # compaction event ids live wrote
+    state: dict[str, bytes]  # key -> canonical bytes
+    derived: dict[int, list[bytes]]  # partition -> encoded derived events, in order
     records: int
     folded: int
 
     def merge(self, other: FoldResult) -> FoldResult:
-        # Partitions are disjoint by key (a session, a tenant lives in one).
+        # Partitions are disjoint: a tenant lives in one.
         return FoldResult(
-            {**self.sessions, **other.sessions},
-            {**self.tenants, **other.tenants},
-            self.requested | other.requested,
-            self.written | other.written,
+            {**self.state, **other.state},
+            {**self.derived, **other.derived},
             self.records + other.records,
             self.folded + other.folded,
         )
 
 
+def fold_records(
+    records: Any, codec: Codec, rules: InputRules, config: GovernorConfig
+) -> tuple[PartitionState, list[Any], int, int]:
+    """The governor's fold over one partition's records, as the live worker folds
+    them: (state, derived events, records read, records folded)."""
+    state = PartitionState()
+    derived: list[Any] = []
+    read = folded = 0
+    for record in records:
+        read += 1
+        item = ingest(codec, record, rules)
+        if not isinstance(item, Ingested):
+            continue
+        folded += 1
+        derived.extend(step(state, item.event, record.timestamp_ms, config).derived)
+    state.commit()
+    return state, derived, read, folded
+
+
 async def _fold_partitions(
     settings: Settings,
+    config: GovernorConfig,
     bootstrap: str,
     stop_at: Mapping[TopicPartition, int] | None,
-    partitions: Collection[int] | None,
-    progress: Any = None,
+    partitions: list[int],
 ) -> FoldResult:
     codec = Codec(registry_from_settings(settings.schema_registry_url))
-    folder = LogFold(codec, memory_config(settings), InputRules.from_settings(settings))
-    inputs = memory_inputs(settings)
-    async for batch in read_topics(bootstrap, inputs, stop_at=stop_at, partitions=partitions):
-        folder.fold(batch)
-        if progress is not None:
-            progress(folder.records)
-    return folder.result()
+    rules = InputRules.from_settings(settings)
+    topic = Topics(settings.topic_prefix).sessions
+    result = FoldResult({}, {}, 0, 0)
+    for number in partitions:
+        records: list[Any] = []
+        async for batch in read_topics(bootstrap, [topic], stop_at=stop_at, partitions=[number]):
+            records.extend(batch)
+        state, derived, read, folded = fold_records(records, codec, rules, config)
+        part = FoldResult(
+            state.snapshot(), {number: [codec.encode(e) for e in derived]}, read, folded
+        )
+        result = result.merge(part)
+    return result
 
 
 def _fold_in_child(
     settings: Settings,
+    config: GovernorConfig,
     bootstrap: str,
     stop_at: dict[TopicPartition, int] | None,
     partitions: list[int],
 ) -> FoldResult:
-    return asyncio.run(_fold_partitions(settings, bootstrap, stop_at, partitions))
+    return asyncio.run(_fold_partitions(settings, config, bootstrap, stop_at, partitions))
 
 
 async def fold_log(
     settings: Settings,
+    config: GovernorConfig,
     bootstrap: str,
     stop_at: Mapping[TopicPartition, int] | None = None,
-    progress: Any = None,
     processes: int = 0,
 ) -> tuple[FoldResult, float]:
-    """Fold the memory agents' inputs from offset zero to `stop_at` (default: the end).
+    """Fold the tenant log from offset zero to `stop_at` (default: the end).
 
     `processes` > 1 folds the partitions in that many processes (a partition
-    holds whole sessions and tenants, so the folds are independent); 0 = one
-    per core. Returns the fold and the wall seconds it took, start-up included.
+    holds whole tenants, so the folds are independent); 0 = one per core.
+    Returns the fold and the wall seconds it took, start-up included.
     """
     started = time.perf_counter()
-    processes = processes or os.cpu_count() or 1
-    partitions = sorted(
-        {tp.partition for tp in await partitions_of(bootstrap, memory_inputs(settings))}
-    )
-    if processes <= 1 or len(partitions) <= 1:
-        result = await _fold_partitions(settings, bootstrap, stop_at, None, progress)
-        return result, time.perf_counter() - started
-    groups = [partitions[i::processes] for i in range(min(processes, len(partitions)))]
-    loop = asyncio.get_running_loop()
+    topic = Topics(settings.topic_prefix).sessions
+    partitions = sorted({tp.partition for tp in await partitions_of(bootstrap, [topic])})
+    processes = min(processes or os.cpu_count() or 1, len(partitions))
     stops = dict(stop_at) if stop_at is not None else None
+    if processes <= 1:
+        result = await _fold_partitions(settings, config, bootstrap, stops, partitions)
+        return result, time.perf_counter() - started
+    groups = [partitions[i::processes] for i in range(processes)]
+    loop = asyncio.get_running_loop()
     # spawn: a forked child would inherit this process's running event loop.
     with ProcessPoolExecutor(len(groups), mp_context=multiprocessing.get_context("spawn")) as pool:
         parts = await asyncio.gather(
             *(
-                loop.run_in_executor(pool, _fold_in_child, settings, bootstrap, stops, group)
+                loop.run_in_executor(
+                    pool, _fold_in_child, settings, config, bootstrap, stops, group
+                )
                 for group in groups
             )
         )
     result = parts[0]
     for part in parts[1:]:
         result = result.merge(part)
-    if progress is not None:
-        progress(result.records)
     return result, time.perf_counter() - started
+
+
+async def _committed(settings: Settings, bootstrap: str) -> dict[TopicPartition, int]:
+    topics = Topics(settings.topic_prefix)
+    rows = await group_lag(bootstrap, settings.governor_group, [topics.sessions])
+    return {TopicPartition(r.topic, r.partition): max(r.committed, 0) for r in rows}
+
+
+async def live_state(bootstrap: str, topic: str) -> dict[str, bytes]:
+    """The last committed value per key of the governor's changelog (a tombstone
+    removes the key)."""
+    state: dict[str, bytes] = {}
+    try:
+        async for batch in read_topics(bootstrap, [topic]):
+            for record in batch:
+                if record.key is None:
+                    continue
+                key = record.key.decode()
+                if record.value:
+                    state[key] = record.value
+                else:
+                    state.pop(key, None)
+    except GovstreamError:
+        return {}  # no changelog yet: no live state
+    return state
+
+
+async def live_derived(bootstrap: str, topic: str) -> dict[int, list[bytes]]:
+    """Every committed derived event, per partition, in log order."""
+    out: dict[int, list[bytes]] = {}
+    try:
+        async for batch in read_topics(bootstrap, [topic]):
+            for record in batch:
+                out.setdefault(record.partition, []).append(record.value or b"")
+    except GovstreamError:
+        return {}
+    return out
+
+
+def _compare_state(
+    live: Mapping[str, bytes], rebuilt: Mapping[str, bytes], report: RebuildReport
+) -> None:
+    keys = sorted(set(live) | set(rebuilt))
+    report.keys[STATE] = len(keys)
+    for key in keys:
+        if key not in live:
+            report.divergences.append(Divergence(STATE, key, "only in rebuilt state"))
+        elif key not in rebuilt:
+            report.divergences.append(Divergence(STATE, key, "only in live state"))
+        elif live[key] != rebuilt[key]:
+            detail = first_difference(json.loads(live[key]), json.loads(rebuilt[key]))
+            report.divergences.append(Divergence(STATE, key, detail))
+
+
+def _compare_derived(
+    live: Mapping[int, list[bytes]],
+    rebuilt: Mapping[int, list[bytes]],
+    codec: Codec,
+    report: RebuildReport,
+) -> None:
+    report.keys[DERIVED] = sum(len(v) for v in rebuilt.values())
+    for number in sorted(set(live) | set(rebuilt)):
+        ours, theirs = rebuilt.get(number, []), live.get(number, [])
+        for index, (a, b) in enumerate(zip(theirs, ours, strict=False)):
+            if a != b:
+                live_event, rebuilt_event = codec.decode(a).event, codec.decode(b).event
+                detail = first_difference(
+                    live_event.model_dump(mode="json"), rebuilt_event.model_dump(mode="json")
+                )
+                report.divergences.append(
+                    Divergence(DERIVED, f"partition {number} #{index}", detail)
+                )
+                break
+        else:
+            if len(theirs) != len(ours):
+                report.divergences.append(
+                    Divergence(
+                        DERIVED,
+                        f"partition {number}",
+                        f"{len(theirs)} derived events live, {len(ours)} rebuilt",
+                    )
+                )
+
+
+def _write_namespace(out_dir: Path, result: FoldResult) -> None:
+    with (out_dir / f"{STATE}.jsonl").open("wb") as fh:
+        for key in sorted(result.state):
+            fh.write(
+                b'{"key":' + json.dumps(key).encode() + b',"value":' + result.state[key] + b"}\n"
+            )
 
 
 async def rebuild(
     settings: Settings,
+    config: GovernorConfig,
     bootstrap: str,
     *,
     out_dir: Path | None = None,
-    progress: Any = None,
 ) -> RebuildReport:
-    """Fold the committed log prefix into a fresh namespace and diff it with live state."""
-    inputs = memory_inputs(settings)
+    """Fold the committed log prefix into a fresh namespace and diff it with live."""
+    topics = Topics(settings.topic_prefix)
+    changelog = topics.governor_changelog(settings.governor_group)
     for _attempt in range(ATTEMPTS):
-        before = await _committed(settings, bootstrap, inputs)
-        folder, fold_seconds = await fold_log(settings, bootstrap, before, progress)
-        live_sessions = await _live_table(bootstrap, changelog_topic(settings, SESSION_TABLE))
-        live_tenants = await _live_table(bootstrap, changelog_topic(settings, TENANT_TABLE))
-        after = await _committed(settings, bootstrap, inputs)
+        before = await _committed(settings, bootstrap)
+        result, fold_seconds = await fold_log(settings, config, bootstrap, before)
+        state = await live_state(bootstrap, changelog)
+        derived = await live_derived(bootstrap, topics.derived)
+        after = await _committed(settings, bootstrap)
         if after == before:
             break
     else:
         raise GovstreamError(
             f"the worker kept committing during {ATTEMPTS} attempts; "
-            "rebuild when the log is idle (govstream lag --group processors --wait-zero)"
+            "rebuild when the log is idle (govstream lag --group governor --wait-zero)"
         )
-    report = RebuildReport(records=folder.records, folded=folder.folded, fold_seconds=fold_seconds)
-    _compare(SESSION_TABLE, live_sessions, folder.sessions, report)
-    _compare(TENANT_TABLE, live_tenants, folder.tenants, report)
-    report.keys[COMPACTIONS] = len(folder.requested | folder.written)
-    for event_id in sorted(folder.requested ^ folder.written):
-        where = "rebuilt" if event_id in folder.requested else "live"
-        report.divergences.append(Divergence(COMPACTIONS, event_id, f"only in {where}"))
+    report = RebuildReport(records=result.records, folded=result.folded, fold_seconds=fold_seconds)
+    codec = Codec(registry_from_settings(settings.schema_registry_url))
+    _compare_state(state, result.state, report)
+    _compare_derived(derived, result.derived, codec, report)
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
-        _write_namespace(out_dir, SESSION_TABLE, folder.sessions)
-        _write_namespace(out_dir, TENANT_TABLE, folder.tenants)
+        _write_namespace(out_dir, result)
         report.out_dir = out_dir
     return report

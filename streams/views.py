@@ -1,20 +1,19 @@
-"""Web views of the worker: health and sink stats, and SQL for the engine owner.
+"""Web views of the worker: health, and SQL for the embedded engine's owner.
 
 Every route sits behind the guard (streams/http_guard.py), which lists who may call it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from concurrent.futures import Executor
-from typing import Any
 
 import faust
-from faust.web import Request, Response, View
+from aiohttp import web
 
 from sql.client import ClickHouse, Migrate, mount_owner_routes
+from streams.admission import json_response
+from streams.governor import Governor
 from streams.sink import SinkStats
-from streams.stats import AgentStats
 
 
 def register_views(
@@ -23,25 +22,28 @@ def register_views(
     clickhouse: ClickHouse,
     executor: Executor,
     stats: SinkStats,
-    agents: Mapping[str, AgentStats] | None = None,
+    governor: Governor | None,
     migrate: Migrate,
 ) -> None:
-    agent_stats = dict(agents or {})
+    """GET /v1/health: 200 {"status": "ok", ...}, or 503 {"status": "failed", "reason"}
+    when the governor halted a partition (a fold that raised: nothing past the
+    record was committed)."""
 
-    @app.page("/v1/health")
-    class Health(View):
-        async def get(self, request: Request, **kwargs: Any) -> Response:
-            assigned = sorted([tp.topic, tp.partition] for tp in app.assignor.assigned_actives())
-            return self.json(
-                {
-                    "status": "ok",
-                    "sink": stats.as_dict(),
-                    "agents": {name: s.as_dict() for name, s in agent_stats.items()},
-                    # the Faust partitions this worker owns (its agents' and tables')
-                    "assigned": assigned,
-                }
-            )
+    async def health(request: web.Request) -> web.Response:
+        governed = governor.health() if governor is not None else None
+        failed = governed is not None and governed["status"] != "ok"
+        body = {
+            "status": "failed" if failed else "ok",
+            "reason": governed["reason"] if governed else None,
+            "sink": stats.as_dict(),
+            "governor": governed,
+            # the partitions of the tenant log this worker owns
+            "assigned": sorted(int(p) for p in (governed or {}).get("partitions", {})),
+        }
+        return json_response(body, status=503 if failed else 200)
 
-    # Faust's web server is aiohttp: the owner routes (SQL for other processes
-    # while this one holds embedded ClickHouse) mount on it as they are.
+    router = app.web.web_app.router  # type: ignore[attr-defined]
+    router.add_get("/v1/health", health)
+    # Faust's web server is aiohttp: the owner routes (read-only SQL for the
+    # CLI while this process holds embedded ClickHouse) mount on it as they are.
     mount_owner_routes(app.web.web_app, clickhouse, executor, migrate)  # type: ignore[attr-defined]

@@ -1,7 +1,8 @@
 """`govstream export session ID --out FILE.avro`: a session's records as evidence.
 
-The archive names where the session's records are (the same lookup as
-`replay session`); exactly those records are read from Kafka and written with
+The archive names where the session's records are: its tenant's records on
+the tenant log up to the session's last one (what `replay session` folds)
+and the session's derived records; exactly those are read from Kafka and written with
 events.evidence.write_export: an Avro container file with the writer schemas
 embedded and a hash chain over the exact log bytes, its manifest in the
 container metadata. `govstream verify FILE` checks it.
@@ -44,7 +45,7 @@ def _session(args: argparse.Namespace) -> int:
     if not out.parent.is_dir():
         raise UsageError(f"--out {out}: directory {out.parent} does not exist")
     settings = load(app_id=args.app_id)
-    records = read_session_records(settings, args.session_id)
+    _, records = read_session_records(settings, args.session_id, derived=True)
     try:
         manifest = write_export(out, args.session_id, records, Codec(EmbeddedRegistry()))
     except ExportError as exc:

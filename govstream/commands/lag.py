@@ -1,11 +1,12 @@
 """`govstream lag`: consumer-group lag of the worker, optionally waiting for zero.
 
 Two groups consume the log: the sink (`<app id>.sink`; zero lag means every
-record is in ClickHouse) and the enforcement processors (the Faust app id;
-zero lag on the sessions, session-signals and budget-input topics means every
-event has been deduplicated, run through the lifecycle, decided and charged;
-a forward still in flight can add lag again, so wait for zero twice when it
-matters). `--group` picks which to report or wait for; the sink by default.
+record is in ClickHouse) and the governor (`<app id>.governor`; zero lag on
+the tenant log and the tenants topic means every event has been
+deduplicated, run through the lifecycle, decided, charged and remembered).
+The governor relays a tenant profile into the tenant log in the transaction
+that commits its tenants offset, so lag is read until it is zero twice in a
+row. `--group` picks which to report or wait for; the sink by default.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import time
 from govstream.errors import GovstreamError
 from govstream.settings import Settings, load
 
-GROUPS = ("sink", "processors", "all")
+GROUPS = ("sink", "governor", "all")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -41,15 +42,19 @@ async def total_lag(settings: Settings, bootstrap: str, which: str = "sink") -> 
 async def wait_for_zero_lag(
     settings: Settings, bootstrap: str, timeout: float, which: str = "sink"
 ) -> float:
-    """Poll until the chosen groups have consumed everything; return seconds waited."""
+    """Poll until the chosen groups have consumed everything (zero on two readings
+    in a row: a relay committed between the topics' readings shows on the next);
+    return seconds waited."""
     started = time.monotonic()
+    zeros = 0
     while True:
         lag, _ = await total_lag(settings, bootstrap, which)
-        if lag == 0:
+        zeros = zeros + 1 if lag == 0 else 0
+        if zeros >= 2:
             return time.monotonic() - started
         if time.monotonic() - started > timeout:
             raise GovstreamError(f"lag still {lag} after {timeout:.0f}s")
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(0.25 if lag == 0 else 0.5)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -1,12 +1,11 @@
 """`govstream policy`: work with policy documents against the log.
 
 `govstream policy backtest --policy NEW.yaml [--tenant T] [--since T] [--json]`
-re-evaluates the historical tool proposals in Kafka (the sessions, derived
-and tenants topics; never ClickHouse) against a new policy document and
-lists every decision that would change, with the old and new decision and
-reason code. The reconstruction of each proposal's context is the pure
-projections/backtest.py; this module only reads and decodes the log and
-prints. Exit 0 whether or not anything changes; a bad policy file is one
+folds the tenant log in Kafka (never ClickHouse) again with the governor's
+fold under a new policy document and lists every decision that would change
+against the one recorded in the derived topic, with the old and new decision
+and reason code (projections/backtest.py); this module only reads and decodes
+the log and prints. Exit 0 whether or not anything changes; a bad policy file is one
 line and exit 2.
 """
 
@@ -16,10 +15,12 @@ import argparse
 import asyncio
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
+from events.models import PolicyDecided
 from govstream.errors import UsageError
-from govstream.settings import Settings, load
+from govstream.settings import Settings, governor_config, load
 from projections.backtest import BacktestResult, Logged, backtest
 from projections.policy import ContractError, load_policy
 
@@ -56,12 +57,10 @@ def since_ms(text: str | None) -> int | None:
 
 async def read_log(
     settings: Settings, bootstrap: str, topics: Sequence[str], *, since: int | None = None
-) -> dict[str, list[Logged]]:
-    """Every record of `topics` the worker would apply (partition order kept), by topic.
-
-    What the ingest rules refuse (undecodable, forged, out of bounds) is
-    skipped: the sink dead-letters it, and the processors never applied it.
-    """
+) -> dict[tuple[str, int], list[Logged]]:
+    """Every record of `topics` the worker would apply, per (topic, partition), in log
+    order. What the ingest rules refuse (undecodable, forged, out of bounds) is
+    skipped: the sink dead-letters it, and the governor never applied it."""
     from events.codec import Codec
     from events.registry import EmbeddedRegistry
     from streams.ingest import Ingested, InputRules, ingest
@@ -69,13 +68,24 @@ async def read_log(
 
     codec = Codec(EmbeddedRegistry())
     rules = InputRules.from_settings(settings)
-    out: dict[str, list[Logged]] = {topic: [] for topic in topics}
+    out: dict[tuple[str, int], list[Logged]] = {}
     async for batch in read_topics(bootstrap, list(topics), since_ms=since):
         for record in batch:
             item = ingest(codec, record, rules)
             if isinstance(item, Ingested):
-                out[record.topic].append(Logged(item.event, record.timestamp_ms, record.offset))  # type: ignore[arg-type]
+                logged = Logged(item.event, record.timestamp_ms, record.offset)
+                out.setdefault((record.topic, record.partition), []).append(logged)
     return out
+
+
+def recorded_decisions(logged: Sequence[Logged]) -> dict[tuple[str, str], PolicyDecided]:
+    """The first PolicyDecided per (tenant, operation key) in the derived topic."""
+    first: dict[tuple[str, str], PolicyDecided] = {}
+    for record in logged:
+        event = record.event
+        if isinstance(event, PolicyDecided):
+            first.setdefault((event.tenant_id, event.operation_key), event)
+    return first
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int] = set()) -> str:  # noqa: B006
@@ -142,18 +152,17 @@ def _run_backtest(args: argparse.Namespace) -> int:
     settings = load()
     topics = Topics(settings.topic_prefix)
     bootstrap = resolve_bootstrap(settings)
-    # The whole history is read even with --since: a session's start, its
-    # budget signals and the tenant's profile may be older than the window.
-    log = asyncio.run(
-        read_log(settings, bootstrap, (topics.sessions, topics.derived, topics.tenants))
-    )
+    # The whole history is read even with --since: contexts start at offset zero.
+    log = asyncio.run(read_log(settings, bootstrap, (topics.sessions, topics.derived)))
+    partitions = [
+        records for (topic, _), records in sorted(log.items()) if topic == topics.sessions
+    ]
+    derived = [
+        r for (topic, _), records in sorted(log.items()) if topic == topics.derived for r in records
+    ]
+    config = replace(governor_config(settings), policy=policy)
     result = backtest(
-        policy,
-        sessions=log[topics.sessions],
-        derived=log[topics.derived],
-        profiles=log[topics.tenants],
-        tenant=args.tenant,
-        since_ms=since,
+        partitions, recorded_decisions(derived), config, tenant=args.tenant, since_ms=since
     )
     print(json.dumps(result.to_dict(), indent=2) if args.json else render_backtest(result))
     return 0

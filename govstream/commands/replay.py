@@ -1,14 +1,17 @@
 """`govstream replay session ID` (and `replay rebuild`): a session's timeline and state.
 
-`replay session` finds where the session's records are in the log through the
-ClickHouse archive (sql/queries/session_positions.sql), reads exactly those
-records from Kafka (streams.log_reader.read_positions, no topic scan), decodes
-them and hands them to the pure fold in projections/timeline.py, which gives
-the timeline (time, event, decision, budget after) and the state at `--at`
-(default: after the last event). `--source FILE` replays an evidence export
-(`govstream export session`) instead: no Kafka, no ClickHouse.
+`replay session` finds the session's tenant and its place in the tenant log
+through the ClickHouse archive (sql/queries/session_tenant.sql), reads the
+tenant's records up to the session's last one from Kafka at exactly their
+positions (tenant_log_positions.sql, streams.log_reader.read_positions, no
+topic scan), takes them through the ingest rules and folds them with the
+governor's own fold (projections/timeline.py): the timeline (time, event,
+decision, budget after) and the state at `--at` (default: after the last
+event). `--source FILE` replays an evidence export (`govstream export
+session`, which holds the same records) instead: no Kafka, no ClickHouse.
 
-`replay rebuild` rebuilds every projection from offset zero (streams/rebuild.py).
+`replay rebuild` folds the whole tenant log again and compares every state key
+and every derived event with live (streams/rebuild.py).
 """
 
 from __future__ import annotations
@@ -21,14 +24,15 @@ from pathlib import Path
 from typing import Any
 
 from events.evidence import MANIFEST_KEY, SCHEMAS_KEY, LogRecord, iter_events, read_export
-from events.models import CATALOG, SessionEvent
+from events.models import CATALOG, Event, SessionEvent
+from events.topics import Topics, is_derived_topic
 from govstream.commands.slo import parse_at
 from govstream.errors import GovstreamError, UsageError
-from govstream.settings import Settings, load
+from govstream.settings import Settings, governor_config, load
 from projections.timeline import SessionReplay, render_state, render_table, replay
 
 QUERIES = Path(__file__).resolve().parents[2] / "sql" / "queries"
-Located = tuple[LogRecord, SessionEvent]
+Located = tuple[LogRecord, Event]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -45,6 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "or from an evidence export, and print its timeline and state.",
     )
     session.add_argument("session_id", metavar="ID", help="the session id")
+    session.add_argument("--tenant", help="the session's tenant (when two tenants use the id)")
     session.add_argument(
         "--at", metavar="TIMESTAMP", help="state at this UTC time (ISO 8601); default: the end"
     )
@@ -80,8 +85,8 @@ def _rebuild(args: argparse.Namespace) -> int:
     out_dir = Path(args.out) if args.out else settings.home / "rebuild" / run
 
     async def main() -> RebuildReport:
-        await wait_for_zero_lag(settings, bootstrap, timeout, "processors")
-        return await rebuild(settings, bootstrap, out_dir=out_dir)
+        await wait_for_zero_lag(settings, bootstrap, timeout, "governor")
+        return await rebuild(settings, governor_config(settings), bootstrap, out_dir=out_dir)
 
     report = asyncio.run(main())
     keys = ", ".join(f"{name} {count}" for name, count in report.keys.items())
@@ -98,38 +103,60 @@ def _rebuild(args: argparse.Namespace) -> int:
     return 0
 
 
-# --- reading a session --------------------------------------------------------------
+# --- reading a session ---------------------------------------------------------------
 
 
-def session_positions(settings: Settings, session_id: str) -> list[tuple[str, int, int]]:
-    """(topic, partition, offset) of every archived record of the session, in time order."""
+def _query(settings: Settings, name: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
     from sql.client import open_clickhouse
 
     with open_clickhouse(settings, role="client") as clickhouse:
-        result = clickhouse.query(
-            (QUERIES / "session_positions.sql").read_text(), {"session": session_id}
-        )
-    return [(str(t), int(p), int(o)) for t, p, o in result.rows]
+        return clickhouse.query((QUERIES / f"{name}.sql").read_text(), params).rows
 
 
-def read_session_records(settings: Settings, session_id: str) -> list[LogRecord]:
-    """The session's records from Kafka at the positions the archive names.
+def session_place(settings: Settings, session_id: str, tenant: str | None) -> tuple[str, int, int]:
+    """(tenant, partition, offset of its last record) of a session in the tenant log."""
+    topic = Topics(settings.topic_prefix).sessions
+    rows = _query(settings, "session_tenant", {"session": session_id, "topic": topic})
+    if tenant is not None:
+        rows = [r for r in rows if r[0] == tenant]
+    if not rows:
+        raise GovstreamError(f"no records for session {session_id} in the archive")
+    if len({r[0] for r in rows}) > 1:
+        tenants = ", ".join(sorted({str(r[0]) for r in rows}))
+        raise UsageError(f"session {session_id} exists for tenants {tenants}: name one (--tenant)")
+    tenant_id, partition, last = rows[0]
+    return str(tenant_id), int(partition), int(last)
+
+
+def read_session_records(
+    settings: Settings, session_id: str, tenant: str | None = None, *, derived: bool = False
+) -> tuple[str, list[LogRecord]]:
+    """(tenant, the tenant's records on the tenant log up to the session's last one),
+    read from Kafka at the positions the archive names; with `derived`, the
+    session's derived records follow (what an export keeps as evidence).
 
     Raises GovstreamError when the archive knows no record of the session.
     """
     from govstream.broker import resolve_bootstrap
     from streams.log_reader import read_positions
 
-    positions = session_positions(settings, session_id)
-    if not positions:
-        raise GovstreamError(f"no records for session {session_id} in the archive")
+    topics = Topics(settings.topic_prefix)
+    tenant_id, partition, last = session_place(settings, session_id, tenant)
+    params = {"tenant": tenant_id, "topic": topics.sessions, "partition": partition, "last": last}
+    positions = [
+        (str(t), int(p), int(o)) for t, p, o in _query(settings, "tenant_log_positions", params)
+    ]
+    if derived:
+        params = {"session": session_id, "tenant": tenant_id, "topic": topics.derived}
+        found = _query(settings, "session_positions", params)
+        positions += [(str(t), int(p), int(o)) for t, p, o in found]
     bootstrap = resolve_bootstrap(settings)
-    return asyncio.run(read_positions(bootstrap, positions))
+    return tenant_id, asyncio.run(read_positions(bootstrap, positions))
 
 
 def decode_records(settings: Settings, records: list[LogRecord]) -> list[Located]:
     """Take the records through the ingest rules the worker applies (streams/ingest.py);
-    one the worker would not apply, or that is not a session event, is an error."""
+    a record the worker would not apply is an error."""
     from events.codec import Codec
     from events.registry import EmbeddedRegistry
     from streams.ingest import InputRules, Rejected, ingest
@@ -142,15 +169,13 @@ def decode_records(settings: Settings, records: list[LogRecord]) -> list[Located
         if isinstance(item, Rejected):
             letter = item.dead_letter
             raise GovstreamError(f"{record.position}: {letter.reason_code}: {letter.reason}")
-        if not isinstance(item.event, SessionEvent):
-            kind = type(item.event).__name__
-            raise GovstreamError(f"{record.position}: {kind} is not a session event")
         out.append((record, item.event))
     return out
 
 
-def records_from_export(path: Path, session_id: str) -> list[Located]:
-    """The session's events from an evidence export (embedded schemas, no registry)."""
+def records_from_export(path: Path, session_id: str) -> tuple[str, list[Located]]:
+    """(tenant, the tenant-log records) of an evidence export (embedded schemas, no
+    registry); its derived records are evidence, not input to the fold."""
     if not path.is_file():
         raise UsageError(f"{path}: no such file")
     try:
@@ -168,25 +193,28 @@ def records_from_export(path: Path, session_id: str) -> list[Located]:
                 entry["timestamp_ms"],
                 entry["value"],
             )
-            located.append((position, event))  # type: ignore[arg-type]
+            if not is_derived_topic(position.topic):
+                located.append((position, event))  # type: ignore[arg-type]
     except Exception as exc:  # an unreadable file is one line, not a traceback
         detail = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
         raise GovstreamError(f"{path}: not a readable evidence export ({detail})") from None
     if manifest.get("session_id") != session_id:
         raise UsageError(f"{path} holds session {manifest.get('session_id')!r}, not {session_id!r}")
-    if not all(isinstance(event, SessionEvent) for _, event in located):
-        raise GovstreamError(f"{path}: holds records that are not session events")
-    return located
+    tenants = {e.tenant_id for _, e in located if isinstance(e, SessionEvent)}
+    if not located or not tenants:
+        raise GovstreamError(f"no records for session {session_id} in {path}")
+    return sorted(tenants)[0], located
 
 
-def load_session(args: argparse.Namespace) -> list[Located]:
-    if args.source is not None:
-        located = records_from_export(args.source, args.session_id)
-        if not located:
-            raise GovstreamError(f"no records for session {args.session_id} in {args.source}")
-        return located
+def load_session(args: argparse.Namespace) -> SessionReplay:
+    at = parse_at(args.at) if args.at is not None else None
     settings = load(app_id=args.app_id)
-    return decode_records(settings, read_session_records(settings, args.session_id))
+    if args.source is not None:
+        tenant, located = records_from_export(args.source, args.session_id)
+    else:
+        tenant, records = read_session_records(settings, args.session_id, args.tenant)
+        located = decode_records(settings, records)
+    return replay(located, tenant, args.session_id, governor_config(settings), at)
 
 
 def render(result: SessionReplay, at: datetime | None) -> str:
@@ -195,8 +223,7 @@ def render(result: SessionReplay, at: datetime | None) -> str:
 
 def _session(args: argparse.Namespace) -> int:
     at = parse_at(args.at) if args.at is not None else None
-    located = load_session(args)
-    result = replay(located, at)
+    result = load_session(args)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2, default=_json_default))
     else:

@@ -1,8 +1,8 @@
 """`govstream reprice`: historical cost under a corrected price table, from the log.
 
 `govstream reprice --prices NEW.yaml [--since T] [--tenant T] [--json]` reads
-every TurnCompleted from the sessions topic in Kafka (never ClickHouse),
-keeps the first attempt per (tenant, idempotency_key), and prints per tenant
+the tenant log in Kafka (never ClickHouse), folds it with the governor's fold
+to know which turns were applied (a retry or redelivery is not), and prints per tenant
 the recorded cost (what the stream charged), the cost under the new table and
 the difference, with a total row (projections/reprice.py does the arithmetic
 in integer micro-dollars). A model the new table does not price is an error
@@ -20,9 +20,11 @@ import asyncio
 import json
 from pathlib import Path
 
+from events.models import TurnCompleted
 from govstream.commands.policy import read_log, since_ms, table
 from govstream.errors import UsageError
-from govstream.settings import load
+from govstream.settings import governor_config, load
+from projections.governor.fold import fold_log
 from projections.pricing import PriceTable
 from projections.reprice import RepriceResult, UnpricedModels, reprice, usd
 
@@ -78,8 +80,15 @@ def _run(args: argparse.Namespace) -> int:
     topic = Topics(settings.topic_prefix).sessions
     bootstrap = resolve_bootstrap(settings)
     log = asyncio.run(read_log(settings, bootstrap, (topic,), since=since))
+    config = governor_config(settings)
+    turns = [
+        (event, folded.applied)
+        for _, records in sorted(log.items())
+        for _, event, folded in fold_log(((r, r.event) for r in records), config)
+        if isinstance(event, TurnCompleted)
+    ]
     try:
-        result = reprice((r.event for r in log[topic]), prices, tenant=args.tenant)  # type: ignore[misc]
+        result = reprice(turns, prices, tenant=args.tenant)
     except UnpricedModels as exc:
         raise UsageError(f"{args.prices}: {exc}") from None
     print(json.dumps(result.to_dict(), indent=2) if args.json else render(result))

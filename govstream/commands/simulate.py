@@ -230,9 +230,9 @@ async def send_simulation(
     (events, duplicates, redeliveries, retries, malformed).
 
     Valid events are encoded and routed by the emitter (topics.route), raw
-    malformed records go to the sessions topic keyed by their session id.
-    Records are handed to the producer strictly in list order, so per-key
-    (per-session) order on the partition equals the simulation's order.
+    malformed records go to the sessions topic keyed by their tenant. Records
+    are handed to the producer strictly in list order, so per-key (per-tenant)
+    order on the partition equals the simulation's order.
     """
     sessions_topic = emitter.topics.sessions
     # A duplicate or redelivery directly follows what it repeats and reuses its bytes.

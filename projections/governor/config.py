@@ -1,0 +1,49 @@
+"""What the governor's fold is configured with: one frozen value, built from settings
+at the edge (govstream/), never read from the environment here."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from projections.ledger import DEFAULT_POLICY, BudgetPolicy
+from projections.lifecycle import LifecyclePolicy
+from projections.policy import PolicyDocument
+from projections.pricing import DEFAULT_PRICES, ModelPrice
+from projections.redaction import DEFAULT_REDACTOR, Redactor
+
+# The lifecycle machine remembers one event id only: idempotency is the
+# governor's (one mechanism, one window: the session's `applied` keys).
+LIFECYCLE = LifecyclePolicy(remember_event_ids=1)
+
+
+@dataclass(frozen=True)
+class GovernorConfig:
+    policy: PolicyDocument
+    signing_key: bytes
+    key_id: str
+    decision_ttl: timedelta = timedelta(seconds=300)
+    prices: Mapping[str, ModelPrice] = field(default_factory=lambda: DEFAULT_PRICES)
+    budget_policy: BudgetPolicy = DEFAULT_POLICY
+    global_tokens_per_minute: int | None = None
+    partitions: int = 1
+    reservation_timeout: timedelta = timedelta(seconds=60)
+    dedupe_window: int = 1000  # idempotency keys remembered per session
+    lifecycle: LifecyclePolicy = LIFECYCLE
+    turn_retention: timedelta = timedelta(hours=24)
+    task_retention: timedelta = timedelta(days=30)
+    tenant_versions: int = 16
+    compaction_threshold_tokens: int = 100_000
+    redactor: Redactor = DEFAULT_REDACTOR
+
+    @property
+    def global_share(self) -> int | None:
+        """This partition's share of the global tokens-per-minute envelope."""
+        if self.global_tokens_per_minute is None:
+            return None
+        return max(1, self.global_tokens_per_minute // self.partitions)
+
+    @property
+    def reservation_ms(self) -> int:
+        return int(self.reservation_timeout.total_seconds() * 1000)

@@ -1,0 +1,392 @@
+"""The governor's fold (projections/governor): pure, no Kafka.
+
+Crafted sessions cross budgets at known records; a simulated fleet is folded
+again and again (other checkpoint boundaries, an abort, a restore from the
+changelog bytes) and must give the same bytes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from events.models import (
+    AdmissionRequested,
+    BudgetExceeded,
+    ContextCompactionRequested,
+    DuplicateSuppressed,
+    Event,
+    PolicyDecided,
+    SessionClosed,
+    SessionEvent,
+    TenantBudgets,
+    ToolCallCompleted,
+)
+from events.signing import verify_decision
+from govstream.settings import Settings, governor_config
+from govstream.simulate import FleetConfig, simulate
+from projections.governor.context import compact_context, tenant_balances
+from projections.governor.fold import Folded, policy_chain_ok, step
+from projections.governor.state import PartitionState, SessionEntry, canonical, session_key
+from tests.factories import session_started, tenant_profile, tool_proposal, turn
+
+T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+CONFIG = governor_config(Settings(home="/nonexistent", compaction_threshold_tokens=2_000))
+KEYS = {CONFIG.key_id: CONFIG.signing_key}
+
+
+def ms(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
+
+
+class Log:
+    """A partition's log in a test: records folded in order, derived events kept."""
+
+    def __init__(self) -> None:
+        self.state = PartitionState()
+        self.derived: list[SessionEvent] = []
+        self.steps: list[Folded] = []
+
+    def fold(self, *events: Event, log_at: datetime | None = None) -> list[SessionEvent]:
+        out: list[SessionEvent] = []
+        for event in events:
+            at = log_at or event.occurred_at
+            folded = step(self.state, event, ms(at), CONFIG)
+            self.steps.append(folded)
+            out += folded.derived
+        self.derived += out
+        return out
+
+    def session(self, tenant: str, sid: str) -> SessionEntry:
+        entry = self.state.peek(session_key(tenant, sid))
+        assert isinstance(entry, SessionEntry)
+        return entry
+
+
+def _id() -> str:
+    return str(uuid.uuid4())
+
+
+def profile(tenant: str, at: datetime = T0, **budgets: int) -> Any:
+    return tenant_profile(
+        tenant_id=tenant, event_id=_id(), occurred_at=at, plan="team",
+        budgets=TenantBudgets(**budgets), egress_allowlist=["api.example.com"],
+    )  # fmt: skip
+
+
+def start(tenant: str, sid: str, tier: str = "C", seconds: float = 0, **fields: Any) -> Any:
+    return session_started(
+        event_id=_id(), tenant_id=tenant, session_id=sid, tier=tier, plan="team",
+        occurred_at=T0 + timedelta(seconds=seconds), **fields,
+    )  # fmt: skip
+
+
+def a_turn(tenant: str, sid: str, seconds: float, tokens: int = 300, **fields: Any) -> Any:
+    return turn(
+        event_id=_id(), tenant_id=tenant, session_id=sid, input_tokens=tokens - 100,
+        output_tokens=100, cost_usd_micros=tokens, occurred_at=T0 + timedelta(seconds=seconds),
+        **fields,
+    )  # fmt: skip
+
+
+def propose(tenant: str, sid: str, op: str, seconds: float, **fields: Any) -> Any:
+    return tool_proposal(
+        event_id=_id(), tenant_id=tenant, session_id=sid, idempotency_key=f"{sid}/{op}",
+        operation_key=op, destination_host="api.example.com",
+        occurred_at=T0 + timedelta(seconds=seconds), **fields,
+    )  # fmt: skip
+
+
+def ask_turn(tenant: str, sid: str, seconds: float, tokens: int = 100, **fields: Any) -> Any:
+    event_id = _id()
+    return AdmissionRequested(
+        event_id=event_id, occurred_at=T0 + timedelta(seconds=seconds), tenant_id=tenant,
+        session_id=sid, idempotency_key=f"admission/{event_id}", request_kind="turn",
+        model="gpt-4o", estimated_tokens=tokens, **fields,
+    )  # fmt: skip
+
+
+def ask_tool(tenant: str, sid: str, op: str, seconds: float, tool: str = "http_request") -> Any:
+    event_id = _id()
+    return AdmissionRequested(
+        event_id=event_id, occurred_at=T0 + timedelta(seconds=seconds), tenant_id=tenant,
+        session_id=sid, idempotency_key=f"admission/{event_id}", request_kind="tool",
+        tool=tool, action="fetch", operation_key=op, destination_host="api.example.com",
+        method="GET", payload_bytes=10, risk_level="low",
+    )  # fmt: skip
+
+
+def types(events: list[SessionEvent]) -> list[str]:
+    return [type(e).__name__ for e in events]
+
+
+# --- budgets in log order ----------------------------------------------------------------------
+
+
+def test_a_turn_crossing_the_session_budget_suspends_before_the_next_record() -> None:
+    log = Log()
+    log.fold(profile("t-1", tokens_per_session=1_000), start("t-1", "s-1", tier="C"))
+    assert types(log.fold(a_turn("t-1", "s-1", 1, tokens=600))) == ["BudgetWarning"]
+    crossing = log.fold(a_turn("t-1", "s-1", 2, tokens=600))
+    # 80% and 100% warned, exceeded, and the session suspended in the same step.
+    assert types(crossing) == [
+        "BudgetWarning",
+        "BudgetWarning",
+        "BudgetExceeded",
+        "SessionSuspended",
+    ]
+    exceeded = crossing[2]
+    assert isinstance(exceeded, BudgetExceeded)
+    assert (exceeded.scope, exceeded.used, exceeded.limit, exceeded.action) == (
+        "session", 1_200, 1_000, "suspend",
+    )  # fmt: skip
+    assert log.session("t-1", "s-1").status == "suspended"
+    # The very next records of the session are refused with the budget reason.
+    (decided,) = [
+        e for e in log.fold(propose("t-1", "s-1", "op-1", 3)) if isinstance(e, PolicyDecided)
+    ]
+    assert (decided.decision, decided.reason_code) == ("deny", "BUDGET_EXCEEDED")
+    admission = log.fold(ask_turn("t-1", "s-1", 4))
+    assert log.steps[-1].answer is not None
+    assert log.steps[-1].answer["reason_code"] == "SESSION_SUSPENDED_BY_BUDGET"
+    assert types(admission) == ["AdmissionDecided"]
+
+
+def test_a_degrading_tier_is_gated_and_degraded_not_suspended() -> None:
+    log = Log()
+    log.fold(profile("t-1", tokens_per_session=1_000), start("t-1", "s-a", tier="A"))
+    out = log.fold(a_turn("t-1", "s-a", 1, tokens=1_100, model="gpt-4o"))
+    exceeded = next(e for e in out if isinstance(e, BudgetExceeded))
+    assert (exceeded.action, exceeded.fallback_model) == ("degrade", "claude-haiku-4")
+    assert "SessionSuspended" not in types(out)
+    (decided,) = [
+        e for e in log.fold(propose("t-1", "s-a", "op-1", 2)) if isinstance(e, PolicyDecided)
+    ]
+    assert (decided.decision, decided.reason_code) == ("deny", "BUDGET_EXCEEDED")
+
+
+@pytest.mark.parametrize(
+    ("budget", "scope"),
+    [
+        ({"tokens_per_workflow": 1_000}, "workflow"),
+        ({"cost_per_day_usd_micros": 1_000}, "tenant_day"),
+        ({"cost_per_month_usd_micros": 1_000}, "tenant_month"),
+    ],
+)
+def test_workflow_and_tenant_budgets_are_crossed_across_sessions(
+    budget: dict[str, int], scope: str
+) -> None:
+    log = Log()
+    log.fold(profile("t-1", **budget))
+    log.fold(start("t-1", "s-1", workflow_id="w-1"), start("t-1", "s-2", workflow_id="w-1"))
+    log.fold(a_turn("t-1", "s-1", 1, tokens=600, workflow_id="w-1"))
+    crossing = log.fold(a_turn("t-1", "s-2", 2, tokens=600, workflow_id="w-1"))
+    exceeded = [e for e in crossing if isinstance(e, BudgetExceeded)]
+    assert [e.scope for e in exceeded] == [scope]
+    assert exceeded[0].session_id == "s-2"  # the session whose turn crossed it
+    assert log.session("t-1", "s-2").status == "suspended"
+    assert log.session("t-1", "s-1").status == "active"
+
+
+def test_another_tenant_is_not_charged() -> None:
+    log = Log()
+    log.fold(
+        profile("t-1", cost_per_day_usd_micros=1_000), profile("t-2", cost_per_day_usd_micros=1_000)
+    )
+    log.fold(start("t-1", "s-1"), start("t-2", "s-1"))
+    log.fold(a_turn("t-1", "s-1", 1, tokens=900), a_turn("t-2", "s-1", 2, tokens=900))
+    assert not any(isinstance(e, BudgetExceeded) for e in log.derived)
+    assert tenant_balances(log.state, "t-1")["balances"]["tenant_cost_day"]["used"] == 900
+
+
+# --- admission ----------------------------------------------------------------------------------
+
+
+def test_200_turn_requests_against_a_budget_for_50_admit_exactly_50() -> None:
+    log = Log()
+    log.fold(profile("t-1", tokens_per_session=5_000), start("t-1", "s-1"))
+    for n in range(200):
+        log.fold(ask_turn("t-1", "s-1", 1 + n / 1000, tokens=100))
+    answers = Counter(s.answer["reason_code"] for s in log.steps if s.answer)
+    assert answers == {"ADMITTED": 50, "SESSION_TOKENS_EXHAUSTED": 150}
+
+
+def test_reservations_expire_by_log_time() -> None:
+    log = Log()
+    log.fold(profile("t-1", tokens_per_session=100), start("t-1", "s-1"))
+    log.fold(ask_turn("t-1", "s-1", 1, tokens=100))
+    log.fold(ask_turn("t-1", "s-1", 2, tokens=100))
+    assert [s.answer["reason_code"] for s in log.steps if s.answer] == [
+        "ADMITTED", "SESSION_TOKENS_EXHAUSTED",
+    ]  # fmt: skip
+    # A minute of log time later the unused reservation no longer counts.
+    later = T0 + CONFIG.reservation_timeout + timedelta(seconds=2)
+    log.fold(ask_turn("t-1", "s-1", 3, tokens=100), log_at=later)
+    assert log.steps[-1].answer is not None
+    assert log.steps[-1].answer["reason_code"] == "ADMITTED"
+
+
+def test_the_first_decision_for_an_operation_in_log_order_wins() -> None:
+    log = Log()
+    log.fold(start("t-1", "s-1"))
+    log.fold(propose("t-1", "s-1", "op-1", 1))  # the stream decides first
+    (first,) = [e for e in log.derived if isinstance(e, PolicyDecided)]
+    log.fold(ask_tool("t-1", "s-1", "op-1", 2))  # the API asks later: the same decision
+    answer = log.steps[-1].answer
+    assert answer is not None and answer["policy_decision"] == first.model_dump(mode="json")
+    # The API first, then the stream's proposal: the stream re-emits the API's decision.
+    log.fold(ask_tool("t-1", "s-1", "op-2", 3))
+    api = log.steps[-1].answer
+    assert api is not None
+    again = [e for e in log.fold(propose("t-1", "s-1", "op-2", 4)) if isinstance(e, PolicyDecided)]
+    assert [e.model_dump(mode="json") for e in again] == [api["policy_decision"]]
+    for decided in (e for e in log.derived if isinstance(e, PolicyDecided)):
+        verify_decision(decided, KEYS, decided.occurred_at)
+        assert decided.evaluation_us == 0  # no measured durations in the log
+
+
+def test_two_tenants_may_share_an_operation_key() -> None:
+    log = Log()
+    log.fold(start("t-1", "s-1"), start("t-2", "s-1"))
+    log.fold(ask_tool("t-2", "s-1", "shared", 1), ask_tool("t-1", "s-1", "shared", 2))
+    mine, theirs = (s.answer["policy_decision"] for s in log.steps[-2:] if s.answer)
+    assert (mine["tenant_id"], theirs["tenant_id"]) == ("t-2", "t-1")
+
+
+def test_concurrent_tool_calls_are_refused_at_decision_time() -> None:
+    log = Log()
+    log.fold(profile("t-1", concurrent_calls_per_tool=1), start("t-1", "s-1"))
+    log.fold(a_turn("t-1", "s-1", 0.5))  # active
+    log.fold(propose("t-1", "s-1", "op-1", 1), propose("t-1", "s-1", "op-2", 2))
+    first, second = (e for e in log.derived if isinstance(e, PolicyDecided))
+    assert (first.decision, second.decision, second.reason_code) == (
+        "allow", "deny", "CONCURRENT_CALLS_EXHAUSTED",
+    )  # fmt: skip
+    done = ToolCallCompleted(
+        event_id=_id(), occurred_at=T0 + timedelta(seconds=3), tenant_id="t-1", session_id="s-1",
+        idempotency_key="done-1", operation_key="op-1", status="succeeded", latency_ms=1,
+    )  # fmt: skip
+    log.fold(done, propose("t-1", "s-1", "op-3", 4))
+    assert [e for e in log.derived if isinstance(e, PolicyDecided)][-1].decision == "allow"
+
+
+def test_sessions_over_the_tenants_limit_are_gated_from_the_start() -> None:
+    log = Log()
+    log.fold(profile("t-1", concurrent_sessions=1), start("t-1", "s-1"))
+    out = log.fold(start("t-1", "s-2", seconds=1))
+    assert types(out) == ["BudgetExceeded"]
+    log.fold(ask_turn("t-1", "s-2", 1.5))
+    assert log.steps[-1].answer is not None
+    assert log.steps[-1].answer["reason_code"] == "SESSION_SUSPENDED_BY_BUDGET"
+    closed = SessionClosed(
+        event_id=_id(), occurred_at=T0 + timedelta(seconds=2), tenant_id="t-1", session_id="s-1",
+        idempotency_key="close-1",
+    )  # fmt: skip
+    log.fold(closed)
+    assert types(log.fold(start("t-1", "s-3", seconds=3))) == []
+
+
+# --- dedupe ---------------------------------------------------------------------------------------
+
+
+def test_a_redelivery_does_nothing_and_a_retry_is_suppressed() -> None:
+    log = Log()
+    log.fold(profile("t-1", tokens_per_session=10_000), start("t-1", "s-1"))
+    first = a_turn("t-1", "s-1", 1, tokens=500, idempotency_key="turn-1")
+    log.fold(first)
+    assert log.fold(first) == []  # the same record again
+    retry = first.model_copy(update={"event_id": _id(), "attempt": 2})
+    (suppressed,) = log.fold(retry)
+    assert isinstance(suppressed, DuplicateSuppressed)
+    assert (suppressed.original_event_id, suppressed.duplicate_attempt) == (first.event_id, 2)
+    assert log.session("t-1", "s-1").tokens.used == 500
+    assert [s.applied for s in log.steps[-3:]] == [True, False, False]
+
+
+# --- memory ---------------------------------------------------------------------------------------
+
+
+def test_memory_compaction_once_and_a_verified_policy_chain() -> None:
+    log = Log()
+    log.fold(profile("t-1"), start("t-1", "s-1"))
+    out = [log.fold(a_turn("t-1", "s-1", n, tokens=800, content=f"turn {n}")) for n in range(1, 5)]
+    requested = [
+        e for step_out in out for e in step_out if isinstance(e, ContextCompactionRequested)
+    ]
+    assert len(requested) == 1 and requested[0].turn_tokens == 2_400
+    log.fold(propose("t-1", "s-1", "op-1", 6), propose("t-1", "s-1", "op-2", 7, tool="shell"))
+    session = log.session("t-1", "s-1")
+    assert len(session.policy) == 2 and policy_chain_ok(session) is None
+    context = compact_context(session, None, token_budget=1_000)
+    assert [t["content"] for t in context["recent_turns"]] == ["turn 4"]
+    assert context["compaction_requested"] is True
+    assert [d["operation_key"] for d in context["recent_denials"]] == ["op-2"]
+
+
+# --- determinism ---------------------------------------------------------------------------
+
+
+def _fleet() -> list[tuple[int, Event]]:
+    sim = simulate(
+        FleetConfig(seed=11, tenants=4, sessions=120, start=T0, duplicate_rate=0.05, retries=2)
+    )
+    return [(ms(r.event.occurred_at), r.event) for r in sim.records if r.event is not None]
+
+
+def _fold_all(
+    records: list[tuple[int, Event]], every: int, abort_at: int | None = None
+) -> tuple[dict[str, bytes], list[bytes]]:
+    state = PartitionState()
+    derived: list[bytes] = []
+    pending: list[bytes] = []
+    n = 0
+    while n < len(records):
+        log_ms, event = records[n]
+        pending += [
+            canonical(e.model_dump(mode="json")) for e in step(state, event, log_ms, CONFIG).derived
+        ]
+        n += 1
+        if abort_at is not None and n == abort_at:
+            # An aborted checkpoint: the overlay is dropped and the records since
+            # the last commit are folded again.
+            state.abort()
+            pending.clear()
+            n -= n % every
+            abort_at = None
+        elif n % every == 0:
+            state.commit()
+            derived += pending
+            pending.clear()
+    state.commit()
+    return state.snapshot(), derived + pending
+
+
+def test_the_fold_gives_the_same_bytes_whatever_the_checkpoints() -> None:
+    records = _fleet()
+    base_state, base_derived = _fold_all(records, every=len(records) + 1)
+    assert len(records) > 2_000 and len(base_derived) > 100
+    for every, abort_at in ((1, None), (97, None), (500, 730)):
+        state, derived = _fold_all(records, every, abort_at)
+        assert state == base_state
+        assert derived == base_derived
+
+
+def test_a_restore_from_the_changelog_bytes_continues_identically() -> None:
+    records = _fleet()
+    half = len(records) // 2
+    whole, _ = _fold_all(records, every=100)
+    first = PartitionState()
+    for log_ms, event in records[:half]:
+        step(first, event, log_ms, CONFIG)
+    restored = PartitionState()
+    for key, entry in first.commit().items():
+        restored.restore(key, None if entry is None else canonical(entry.to_json()))
+    restored.reindex()
+    for log_ms, event in records[half:]:
+        step(restored, event, log_ms, CONFIG)
+    restored.commit()
+    assert restored.snapshot() == whole
