@@ -267,7 +267,7 @@ class Governor(Service):
                     linger_ms=5,
                 )
                 await producer.start()  # fences a zombie holding this partition
-                part = Partition(number, producer)
+                part = Partition(number, producer, PartitionState(number))
                 self.partitions[number] = part
                 await self._restore(part)
 
@@ -304,6 +304,8 @@ class Governor(Service):
         for tp in self._tps(part.number):
             offset = await self._consumer.committed(tp)
             part.committed[tp] = offset if offset is not None and offset >= 0 else 0
+            # The restored state is as of the committed offsets: read from there.
+            self._consumer.seek(tp, part.committed[tp])
         part.ready = True
         self.stats.restored_keys += keys
         self.stats.restore_seconds += time.perf_counter() - started
@@ -323,6 +325,10 @@ class Governor(Service):
             for tp, records in fetched.items():
                 part = self.partitions.get(tp.partition)
                 if part is None or part.failed is not None or not part.ready:
+                    # Fetched before the partition was restored (aiokafka may
+                    # fetch before the rebalance listener ran), or halted:
+                    # never dropped, read again once it is ours and ready.
+                    consumer.seek(tp, records[0].offset)
                     continue
                 if tp.topic == self.topics.tenants:
                     self._relay(part, records)

@@ -129,11 +129,11 @@ class FoldResult:
 
 
 def fold_records(
-    records: Any, codec: Codec, rules: InputRules, config: GovernorConfig
+    number: int, records: Any, codec: Codec, rules: InputRules, config: GovernorConfig
 ) -> tuple[PartitionState, list[Any], int, int]:
-    """The governor's fold over one partition's records, as the live worker folds
-    them: (state, derived events, records read, records folded)."""
-    state = PartitionState()
+    """The governor's fold over partition `number`'s records, as the live worker
+    folds them: (state, derived events, records read, records folded)."""
+    state = PartitionState(number)
     derived: list[Any] = []
     read = folded = 0
     for record in records:
@@ -162,7 +162,7 @@ async def _fold_partitions(
         records: list[Any] = []
         async for batch in read_topics(bootstrap, [topic], stop_at=stop_at, partitions=[number]):
             records.extend(batch)
-        state, derived, read, folded = fold_records(records, codec, rules, config)
+        state, derived, read, folded = fold_records(number, records, codec, rules, config)
         part = FoldResult(
             state.snapshot(), {number: [codec.encode(e) for e in derived]}, read, folded
         )

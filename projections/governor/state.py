@@ -6,7 +6,7 @@ entries, by key (the changelog record key of each):
     s/<tenant>/<session>   SessionEntry   lifecycle, gate, budgets and memory of a session
     t/<tenant>             TenantEntry    profile versions, day/month cost, gauges
     w/<tenant>/<workflow>  WorkflowEntry  the workflow's cumulative tokens
-    p                      PartitionEntry the log clock, the global minute share
+    p/<partition>          PartitionEntry the log clock, the global minute share
 
 Changes go to an overlay (`dirty`): the first time a checkpoint interval
 touches a key, its committed entry is copied there and mutated in place for
@@ -55,7 +55,8 @@ def workflow_key(tenant_id: str, workflow_id: str) -> str:
     return f"w/{tenant_id}/{workflow_id}"
 
 
-PARTITION_KEY = "p"
+def partition_key(number: int) -> str:
+    return f"p/{number}"
 
 
 # --- balances ---------------------------------------------------------------------------
@@ -408,9 +409,10 @@ class PartitionState:
     tenant), rebuilt on restore, so a lookup never scans.
     """
 
-    __slots__ = ("committed", "dirty", "operations")
+    __slots__ = ("committed", "dirty", "number", "operations")
 
-    def __init__(self) -> None:
+    def __init__(self, number: int = 0) -> None:
+        self.number = number  # the partition of the tenant log this state is of
         self.committed: dict[str, Entry] = {}
         self.dirty: dict[str, Entry | None] = {}
         # (tenant, operation key) -> session key of the decision
@@ -457,14 +459,14 @@ class PartitionState:
         )
 
     def partition(self) -> PartitionEntry:
-        return self._touch(PARTITION_KEY, PartitionEntry, PartitionEntry)
+        return self._touch(partition_key(self.number), PartitionEntry, PartitionEntry)
 
     def delete(self, key: str) -> None:
         self.dirty[key] = None
 
     @property
     def clock_ms(self) -> int:
-        entry = self.peek(PARTITION_KEY)
+        entry = self.peek(partition_key(self.number))
         return entry.clock_ms if isinstance(entry, PartitionEntry) else 0
 
     # -- checkpoints ---------------------------------------------------------------------
