@@ -26,7 +26,7 @@ def source(
     topic: str = TOPICS.sessions,
     offset: int = 7,
     partition: int = 2,
-    key: bytes | None = b"s-1",
+    key: bytes | None = b"t-001",
     timestamp_ms: int = T0_MS,
     signed: bool = False,
 ) -> SourceRecord:
@@ -104,6 +104,7 @@ def sample_events() -> dict[str, Any]:
     from events.models import (
         CATALOG,
         AdmissionDecided,
+        AdmissionRequested,
         ApprovalRecorded,
         BudgetExceeded,
         BudgetWarning,
@@ -157,6 +158,7 @@ def sample_events() -> dict[str, Any]:
             **e(14), from_state="closed", attempted="TurnCompleted", reason="closed"
         ),
         ContextCompactionRequested(**e(15), turn_tokens=10, threshold=5),
+        AdmissionRequested(**e(17), request_kind="turn", model="gpt-4o", estimated_tokens=10),
         DuplicateSuppressed(
             **e(16), duplicate_event_id="d-2", original_event_id="d-1", duplicate_attempt=2,
             original_attempt=1, suppressed_by="processor",

@@ -1,4 +1,4 @@
-"""`govstream worker`: run the stream processors (ingest + sink) until stopped."""
+"""`govstream worker`: run the ClickHouse sink and the governor until stopped."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ from govstream.settings import load
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("worker", help="run the Faust worker (ingest, sink)")
+    parser = subparsers.add_parser("worker", help="run the worker (sink, governor, API)")
     parser.add_argument("--web-port", type=int, help="web port (GOVSTREAM_WEB_PORT)")
     parser.add_argument("--app-id", help="consumer group / app id (GOVSTREAM_APP_ID)")
     parser.add_argument(
         "--agents",
-        choices=["all", "sink", "processors"],
-        help="run only the sink or only the processors (GOVSTREAM_WORKER_AGENTS)",
+        choices=["all", "sink", "governor"],
+        help="run only the sink or only the governor (GOVSTREAM_WORKER_AGENTS)",
     )
     parser.add_argument(
         "--loglevel", default="warn", choices=["crit", "error", "warn", "info", "debug"]

@@ -65,7 +65,7 @@ def test_typed_rows_are_built_from_the_redacted_event() -> None:
                           status="succeeded", latency_ms=1,
                           result_ref=f"https://x.example/r?key={SECRETS['api_key']}"),
     ]  # fmt: skip
-    items = [ingest(codec, source(codec.encode(e), key=b"s-1"), RULES) for e in events]
+    items = [ingest(codec, source(codec.encode(e), key=b"t-1"), RULES) for e in events]
     rows = build_batch(items).rows
     text = repr(rows)
     assert not any(secret in text for secret in SECRETS.values())

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from events.codec import Codec
-from events.models import DERIVED_EVENTS, SESSION_EVENTS, TurnCompleted
+from events.models import DERIVED_EVENTS, SESSION_EVENTS, WORKER_EVENTS, TurnCompleted
 from events.provenance import RecordSigner
 from events.registry import EmbeddedRegistry
 from streams.ingest import Ingested, InputRules, Rejected, SourceRecord, ingest
@@ -52,7 +52,7 @@ def test_bad_record_becomes_a_dead_letter_with_its_position_and_bytes() -> None:
     )  # fmt: skip
     assert letter.raw_value == b"garbage!"
     assert letter.reason_code == "bad_framing"
-    assert letter.raw_key == b"s-1"
+    assert letter.raw_key == b"t-001"
 
 
 def test_dead_letter_ids_are_stable_per_position() -> None:
@@ -111,9 +111,9 @@ def _expected(topic: str, name: str, signed: bool) -> str | None:
     """The reason code a record of type `name` on `topic` must get (None = applied)."""
     if name == "RecordDeadLettered":
         return "wrong_topic"
-    derived = name in {m.__name__ for m in DERIVED_EVENTS}
+    worker = name in {m.__name__ for m in (*DERIVED_EVENTS, *WORKER_EVENTS)}
     if topic == TOPICS.sessions:
-        if derived:
+        if worker:  # decisions, verdicts, admission requests, relayed profiles
             return None if signed else "derived_from_producer"
         return None if name in PRODUCER_TYPES else "wrong_topic"
     if topic == TOPICS.tenants:
@@ -128,8 +128,7 @@ def _expected(topic: str, name: str, signed: bool) -> str | None:
 def test_every_schema_on_every_input_topic(topic: str, signed: bool) -> None:
     outcomes = {}
     for name, event in sample_events().items():
-        key = (b"t-001" if topic == TOPICS.tenants else b"s-1")
-        result = ingest_(CODEC, source(CODEC.encode(event), topic=topic, key=key, signed=signed))
+        result = ingest_(CODEC, source(CODEC.encode(event), topic=topic, signed=signed))
         outcomes[name] = None if isinstance(result, Ingested) else result.dead_letter.reason_code
     assert outcomes == {name: _expected(topic, name, signed) for name in outcomes}
 
@@ -138,19 +137,19 @@ def test_a_forged_worker_signature_is_refused() -> None:
     decided = CODEC.encode(sample_events()["BudgetExceeded"])
     zeros = (("govstream-signature", b"test-1:" + b"0" * 64),)
     other = RecordSigner.from_policy_key("test-1", b"an-attacker-guessed-this-key")
-    for headers in (zeros, (other.header(b"s-1", decided),), (("govstream-signature", b"x"),)):
-        record = SourceRecord(TOPICS.sessions, 0, 1, T0_MS, decided, b"s-1", headers)
+    for headers in (zeros, (other.header(b"t-001", decided),), (("govstream-signature", b"x"),)):
+        record = SourceRecord(TOPICS.sessions, 0, 1, T0_MS, decided, b"t-001", headers)
         result = ingest_(CODEC, record)
         assert isinstance(result, Rejected)
         assert result.dead_letter.reason_code == "derived_from_producer"
     # The genuine signature covers key and value: moved to another key, it fails.
-    moved = SourceRecord(TOPICS.sessions, 0, 1, T0_MS, decided, b"s-2",
-                         (SIGNER.header(b"s-1", decided),))  # fmt: skip
+    moved = SourceRecord(TOPICS.sessions, 0, 1, T0_MS, decided, b"t-002",
+                         (SIGNER.header(b"t-001", decided),))  # fmt: skip
     assert isinstance(ingest_(CODEC, moved), Rejected)
 
 
 def test_a_record_keyed_for_another_session_or_tenant_is_refused() -> None:
-    result = ingest_(CODEC, source(CODEC.encode(turn()), key=b"s-victim"))
+    result = ingest_(CODEC, source(CODEC.encode(turn()), key=b"t-victim"))
     assert isinstance(result, Rejected)
     assert result.dead_letter.reason_code == "key_mismatch"
     profile = CODEC.encode(tenant_profile())
@@ -203,7 +202,7 @@ def test_oversized_or_odd_fields_are_dead_lettered(field: dict[str, str]) -> Non
     model = TurnCompleted.model_construct(**record)  # encodes what a careless producer sends
     codec = Codec(EmbeddedRegistry())  # records up to 1 MiB: the bound is the field's
     value = codec.encode(model)
-    key = record["session_id"].encode()
+    key = record["tenant_id"].encode()
     result = ingest(codec, source(value, key=key), RULES)
     assert isinstance(result, Rejected)
     assert result.dead_letter.reason_code == "invalid_event"

@@ -78,9 +78,9 @@ def test_events_are_immutable() -> None:
         event.input_tokens = 5  # type: ignore[misc]
 
 
-def test_routing_keys_sessions_by_session_and_tenants_by_tenant() -> None:
+def test_routing_keys_every_record_by_its_tenant() -> None:
     topics = Topics("gs")
-    assert topics.route(turn(session_id="s-9")) == ("gs.sessions", "s-9")
+    assert topics.route(turn(session_id="s-9", tenant_id="t-3")) == ("gs.sessions", "t-3")
     assert topics.route(tenant_profile(tenant_id="t-7")) == ("gs.tenants", "t-7")
 
 

@@ -15,7 +15,7 @@ CODEC = Codec(EmbeddedRegistry())
 
 
 def _raw(
-    value: bytes | None, offset: int, topic: str = "gs.sessions", key: bytes = b"s-1"
+    value: bytes | None, offset: int, topic: str = "gs.sessions", key: bytes = b"t-001"
 ) -> RawRecord:
     return (topic, 1, offset, T0_MS, value, key, ())
 
@@ -46,7 +46,7 @@ def test_prepare_serializes_each_table_and_encodes_dead_letters() -> None:
     ((key, value),) = batch.dead_letters
     letter = CODEC.decode(value).event
     assert isinstance(letter, RecordDeadLettered)
-    assert (key, letter.source_offset, letter.reason_code) == (b"s-1", 4, "bad_framing")
+    assert (key, letter.source_offset, letter.reason_code) == (b"t-001", 4, "bad_framing")
     assert "gs.sessions/1/4: bad_framing" in batch.dead_letter_reasons[0]
 
 

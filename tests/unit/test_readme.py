@@ -8,7 +8,7 @@ from pathlib import Path
 
 from events.jsonl import parse_event
 from events.models import SessionResumed, TenantProfileUpdated
-from projections.budget import ADMISSION_REASONS
+from projections.governor.fold import ADMISSION_REASONS
 
 README = (Path(__file__).parents[2] / "README.md").read_text()
 

@@ -7,9 +7,23 @@ from pathlib import Path
 import pytest
 
 from govstream.cli import main
+from govstream.settings import Settings, governor_config
+from projections.governor.fold import fold_log
 from projections.pricing import DEFAULT_PRICES, PriceTable, cost_usd_micros
-from projections.reprice import UnpricedModels, first_attempts, reprice, usd
-from tests.factories import turn
+from projections.reprice import UnpricedModels, reprice, usd
+from tests.factories import T0_MS, turn
+
+CONFIG = governor_config(Settings(home="/nonexistent"))
+
+
+class _At:
+    timestamp_ms = T0_MS
+
+
+def applied(turns: list) -> list:  # type: ignore[type-arg]
+    """(turn, applied) as the governor's fold applies them, in this log order."""
+    return [(e, f.applied) for _, e, f in fold_log(((_At(), t) for t in turns), CONFIG)]
+
 
 # gpt-4o-mini: 0.15 in / 0.60 out per Mtok; gpt-4o: 2.50 / 10.00
 DOUBLED_OUTPUT = PriceTable.from_mapping(
@@ -41,7 +55,7 @@ def test_doubled_output_price_gives_the_exact_difference_per_tenant() -> None:
     ]
     # a redelivery and a retry (higher attempt, more tokens): neither counts again
     retry = _turn("t-a", "a-1", "gpt-4o", 9000, 9000, attempt=2)
-    result = reprice([*turns, turns[0], retry], DOUBLED_OUTPUT)
+    result = reprice(applied([*turns, turns[0], retry]), DOUBLED_OUTPUT)
     rows = {t.tenant: (t.turns, t.old_micros, t.new_micros, t.difference_micros)
             for t in result.tenants}  # fmt: skip
     assert rows == {
@@ -58,32 +72,31 @@ def test_old_cost_is_what_the_turn_recorded() -> None:
     # a turn that was charged 1 micro-dollar (the stream charges the recorded cost)
     odd = turn(tenant_id="t-a", idempotency_key="k", model="gpt-4o", input_tokens=0,
                output_tokens=100, cost_usd_micros=1)  # fmt: skip
-    result = reprice([odd], DOUBLED_OUTPUT)
+    result = reprice(applied([odd]), DOUBLED_OUTPUT)
     assert (result.tenants[0].old_micros, result.tenants[0].new_micros) == (1, 2_000)
 
 
-def test_the_lowest_attempt_wins_even_when_logged_later() -> None:
-    late_original = _turn("t-a", "k", "gpt-4o-mini", 100, 100, attempt=1)
-    early_retry = _turn("t-a", "k", "gpt-4o-mini", 5, 5, attempt=3)
-    kept, dropped = first_attempts([early_retry, late_original])
-    assert (kept, dropped) == ([late_original], 1)
-    # the same key in two tenants is two turns
-    other = _turn("t-b", "k", "gpt-4o-mini", 1, 1)
-    assert len(first_attempts([late_original, other])[0]) == 2
+def test_the_first_applied_turn_counts_and_tenants_do_not_share_keys() -> None:
+    first = _turn("t-a", "k", "gpt-4o-mini", 100, 100, attempt=1)
+    retry = _turn("t-a", "k", "gpt-4o-mini", 5, 5, attempt=3)
+    other = _turn("t-b", "k", "gpt-4o-mini", 1, 1)  # the same key in another tenant
+    result = reprice(applied([first, retry, other]), DOUBLED_OUTPUT)
+    assert [(t.tenant, t.turns) for t in result.tenants] == [("t-a", 1), ("t-b", 1)]
+    assert result.duplicates == 1
 
 
 def test_a_model_missing_from_the_new_table_is_named() -> None:
     turns = [_turn("t-a", "1", "claude-haiku-4", 10, 10), _turn("t-a", "2", "gpt-4o", 1, 1),
              _turn("t-b", "3", "claude-haiku-4", 10, 10)]  # fmt: skip
     with pytest.raises(UnpricedModels) as caught:
-        reprice(turns, DOUBLED_OUTPUT)
+        reprice(applied(turns), DOUBLED_OUTPUT)
     assert caught.value.missing == {"claude-haiku-4": 2}
     assert "'claude-haiku-4' (2 turns)" in str(caught.value)
     assert "\n" not in str(caught.value)
 
 
 def test_tenant_filter_and_empty_log() -> None:
-    turns = [_turn("t-a", "1", "gpt-4o", 1, 1), _turn("t-b", "2", "gpt-4o", 1, 1)]
+    turns = applied([_turn("t-a", "1", "gpt-4o", 1, 1), _turn("t-b", "2", "gpt-4o", 1, 1)])
     assert [t.tenant for t in reprice(turns, DOUBLED_OUTPUT, tenant="t-b").tenants] == ["t-b"]
     empty = reprice([], DOUBLED_OUTPUT)
     assert (empty.tenants, empty.total.turns, empty.total.old_micros) == ((), 0, 0)

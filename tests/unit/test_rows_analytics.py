@@ -199,7 +199,7 @@ def test_prepare_serializes_the_new_tables_as_json() -> None:
     decided, proposed = CODEC.encode(_decided()), CODEC.encode(tool_proposal())
     records = [
         ("gs.x.derived", 0, 0, T0_MS, decided, b"s-1", (SIGNER.header(b"s-1", decided),)),
-        ("gs.x.sessions", 1, 5, T0_MS, proposed, b"s-1", ()),
+        ("gs.x.sessions", 1, 5, T0_MS, proposed, b"t-001", ()),
     ]
     prepared = prepare_batch(records, CODEC, X_RULES)
     assert {t: n for t, n in prepared.rows.items() if n} == {

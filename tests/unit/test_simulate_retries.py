@@ -164,7 +164,7 @@ def test_original_redelivery_retry_then_noise(storm: Simulation, codec: Codec) -
         assert codec.decode(codec.encode(later)).event == later
         profiles += isinstance(first, TenantProfileUpdated)
         if isinstance(first, SessionEvent):
-            assert retry.key == first.session_id
+            assert retry.key == first.tenant_id  # the tenant log is keyed by tenant
     assert profiles == storm.truth["tenants"]  # tenant profiles are retried too
 
 
