@@ -63,7 +63,6 @@ class Settings(BaseSettings):
     worker_agents: Literal["all", "sink", "governor"] = Field(
         default="all", description="which services a worker runs (compose splits them)"
     )
-    processing_guarantee: Literal["exactly_once", "at_least_once"] = "exactly_once"
     sink_batch_size: int = Field(default=20_000, ge=1)
     sink_flush_seconds: float = Field(default=0.5, gt=0)
     sink_processes: int = Field(
@@ -175,20 +174,22 @@ class Settings(BaseSettings):
 
     @property
     def consumer_group(self) -> str:
-        """Workers that split the agents (compose) need consumer groups of their own."""
+        """The Faust application's own id: workers that split the services (compose)
+        run apps of their own."""
         if self.worker_agents == "all":
             return self.app_id
         return f"{self.app_id}-{self.worker_agents}"
 
     @property
     def governor_group(self) -> str:
-        """Consumer group of the governor (and the prefix of its transactional ids)."""
-        return f"{self.consumer_group}.governor"
+        """Consumer group of the governor (and the prefix of its transactional ids):
+        the same for every worker of the app, however the services are split."""
+        return f"{self.app_id}.governor"
 
     @property
     def sink_group(self) -> str:
         """Consumer group of the ClickHouse sink (its own aiokafka consumer)."""
-        return f"{self.consumer_group}.sink"
+        return f"{self.app_id}.sink"
 
     @property
     def chdb_path(self) -> Path:

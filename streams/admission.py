@@ -236,11 +236,15 @@ class AdmissionApi:
     # --- reads -----------------------------------------------------------------------------
 
     async def _budgets(self, request: web.Request) -> web.Response:
-        """GET /v1/budgets/{tenant}: the tenant's balances and gauges, as the owner holds them."""
+        """GET /v1/budgets/{tenant}[?session=S]: the tenant's balances and gauges (and
+        the session's token balance), as the owner holds them."""
         tenant = request.match_info["tenant"]
         try:
             authorize(request, tenant)
             validated_id(tenant, "tenant")
+            session = request.query.get("session")
+            if session is not None:
+                validated_id(session, "session")
             number = self._partition(tenant)
             owner = self._local(number, request)
             if owner is not None:
@@ -248,7 +252,7 @@ class AdmissionApi:
             part = self.governor.partition_ready(number)
             if part is None:
                 raise Refusal(503, "the tenant's partition moved; retry shortly")
-            return json_response(tenant_balances(part.state, tenant))
+            return json_response(tenant_balances(part.state, tenant, session))
         except Refusal as refusal:
             return json_response({"error": str(refusal)}, status=refusal.status)
 

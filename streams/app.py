@@ -17,7 +17,6 @@ def create_app(settings: Settings, bootstrap: str, middlewares: Sequence[Any] = 
         broker=f"kafka://{bootstrap}",
         # No Faust tables: the governor keeps its own state and changelog.
         store="memory://",
-        processing_guarantee=settings.processing_guarantee,
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=1,
         topic_allow_declare=True,  # Faust declares only its internal topics (leader, changelogs)

@@ -6,7 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 from events.models import TenantBudgets
-from projections.governor.state import PartitionState, SessionEntry, TenantEntry, tenant_key
+from projections.governor.state import (
+    PartitionState,
+    SessionEntry,
+    TenantEntry,
+    session_key,
+    tenant_key,
+)
 
 
 def compact_context(
@@ -56,8 +62,11 @@ def compact_context(
     }
 
 
-def tenant_balances(state: PartitionState, tenant_id: str) -> dict[str, Any]:
-    """A tenant's balances and gauges as the partition's state holds them."""
+def tenant_balances(
+    state: PartitionState, tenant_id: str, session_id: str | None = None
+) -> dict[str, Any]:
+    """A tenant's balances and gauges as the partition's state holds them, with one
+    session's token balance when `session_id` is given."""
     tenant = state.peek(tenant_key(tenant_id))
     now = state.clock_ms
     if not isinstance(tenant, TenantEntry):
@@ -73,6 +82,9 @@ def tenant_balances(state: PartitionState, tenant_id: str) -> dict[str, Any]:
         "tenant_cost_day": balance(tenant.day, budgets.cost_per_day_usd_micros),
         "tenant_cost_month": balance(tenant.month, budgets.cost_per_month_usd_micros),
     }
+    session = state.peek(session_key(tenant_id, session_id)) if session_id else None
+    if isinstance(session, SessionEntry):
+        balances["session_tokens"] = balance(session.tokens, budgets.tokens_per_session)
     gauges = {
         "tenant_concurrent_sessions": {
             "limit": budgets.concurrent_sessions, "in_use": len(tenant.sessions)

@@ -19,7 +19,6 @@ import httpx
 import pytest
 
 from events.models import TenantBudgets
-from events.topics import Topics
 from govstream.processes import WorkerProcess, free_port
 from govstream.settings import Settings
 from streams.admission import partition_for
@@ -42,7 +41,7 @@ def workers(
 ) -> Iterator[tuple[Settings, list[WorkerProcess]]]:
     base = tmp_path_factory.mktemp("routing")
     settings = isolated_settings(
-        base, local_bootstrap, api_keys=f"{KEY}:*", worker_agents="processors"
+        base, local_bootstrap, api_keys=f"{KEY}:*", worker_agents="governor"
     )
     # Same group (app id), each its own web port and (unused) chDB directory.
     second = settings.model_copy(
@@ -89,17 +88,16 @@ def _wait_until_assigned(workers: list[WorkerProcess]) -> None:
     raise AssertionError(f"workers never owned every partition: {codes} {detail}")
 
 
-def _owned(worker: WorkerProcess, topic: str) -> set[int]:
-    assigned = worker.health()["assigned"]
-    return {partition for name, partition in assigned if name == topic}
+def _owned(worker: WorkerProcess) -> set[int]:
+    """The partitions of the tenant log the worker's governor owns."""
+    return set(worker.health()["assigned"])
 
 
 def test_each_worker_owns_part_of_the_tenants_and_forwards_the_rest(
     workers: tuple[Settings, list[WorkerProcess]],
 ) -> None:
-    settings, started = workers
-    topic = Topics(settings.topic_prefix).budget_input
-    first, second = (_owned(w, topic) for w in started)
+    _, started = workers
+    first, second = (_owned(w) for w in started)
     assert first and second and not first & second
     assert first | second == {0, 1, 2}
     # A tenant the second worker owns, asked of the first: forwarded, same answer.
@@ -146,14 +144,14 @@ def test_concurrent_admissions_over_two_workers_never_overspend(
     answers = asyncio.run(admit_all())
     decisions = Counter(a.get("decision", a.get("error")) for a in answers)
     assert decisions == {"allow": 50, "deny": 150}, decisions
-    # The owner applies the 50 reservations; both workers show its balance.
-    key = f"session_tokens|{session}|"
-
+    # The owner holds the 50 reservations; both workers show its balance.
     def views() -> list[dict[str, Any]]:
         return [
-            httpx.get(f"{w.url}/v1/budgets/{tenant}", headers=_auth(), timeout=10)
+            httpx.get(
+                f"{w.url}/v1/budgets/{tenant}?session={session}", headers=_auth(), timeout=10
+            )
             .json()["balances"]
-            .get(key, {})
+            .get("session_tokens", {})
             for w in started
         ]
 
@@ -161,4 +159,4 @@ def test_concurrent_admissions_over_two_workers_never_overspend(
     while views()[0].get("reserved") != 5_000 and time.monotonic() < deadline:
         time.sleep(0.3)
     first, second = views()
-    assert first == second == {"limit": 5_000, "used": 0, "reserved": 5_000}
+    assert first == second == {"limit": 5_000, "used": 0, "reserved": 5_000, "period": ""}

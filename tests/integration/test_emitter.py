@@ -37,7 +37,7 @@ def test_sync_emitter_sends_keyed_validated_events(local_bootstrap: str, tmp_pat
                           "input_tokens": -1})  # fmt: skip
     records = [(r.key, r.value) for r in asyncio.run(read_topic(local_bootstrap, topics.sessions))]
     codec = Codec(EmbeddedRegistry())
-    assert [k for k, _ in records] == [b"s-sync", b"s-sync"]
+    assert [k for k, _ in records] == [b"t-001", b"t-001"]  # the tenant log: keyed by tenant
     assert [codec.decode(v).event for _, v in records] == events  # order kept per session
     tenants = [(r.key, r.value) for r in asyncio.run(read_topic(local_bootstrap, topics.tenants))]
     assert [k for k, _ in tenants] == [b"t-sync"]
@@ -86,9 +86,8 @@ def test_lag_wait_zero_times_out_when_nobody_consumes(local_bootstrap: str, tmp_
     )  # fmt: skip
     assert both.returncode == 0, both.stderr
     lines = both.stdout.splitlines()
-    assert lines[-1] == "total lag 10"  # 5 for the sink, 5 for the processors
+    assert lines[-1] == "total lag 10"  # 5 for the sink, 5 for the governor
     # sessions, tenants and derived: 3 topics x 3 partitions
     assert sum(line.startswith(f"{settings.sink_group} ") for line in lines) == 9
-    # sessions, session-signals, budget-input, and the memory agents' derived
-    # and tenants: 5 topics x 3 partitions
-    assert sum(line.startswith(f"{settings.consumer_group} ") for line in lines) == 15
+    # the tenant log and the tenants topic: 2 topics x 3 partitions
+    assert sum(line.startswith(f"{settings.governor_group} ") for line in lines) == 6

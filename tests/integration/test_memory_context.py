@@ -1,27 +1,19 @@
-"""Memory on a real broker and worker: the context endpoint, compaction, redaction, v1 state.
+"""Memory on a real broker and worker: the context endpoint, compaction, redaction.
 
-One worker for the module. Before it starts, a version 1 session-processor
-entry (tests/snapshots/session_entry_v1.json, the previous release's layout)
-is written into the session-state changelog, where Faust's table recovery
-reads it; the worker signs with a rotated key, so a decision it made anew
-could not carry the stored signature.
+One worker for the module (the governor holds memory with the rest of its state).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from events.models import (
     ContextCompactionRequested,
@@ -32,8 +24,6 @@ from events.models import (
 from events.topics import Topics
 from govstream.processes import WorkerProcess
 from govstream.settings import Settings
-from streams.admission import partition_for
-from streams.memory import changelog_topic
 from tests.conftest import BACKENDS, Backend, isolated_settings
 from tests.factories import session_started, tool_proposal, turn
 from tests.kafka_io import read_events_until, read_topic, wait_for_partitions
@@ -43,8 +33,6 @@ pytestmark = pytest.mark.integration
 KEY_A, KEY_B, KEY_OPS = "key-mem-a", "key-mem-b", "key-mem-ops"
 WAIT_SECONDS = 40
 THRESHOLD = 1_000
-V1_FIXTURE = Path(__file__).resolve().parents[1] / "snapshots" / "session_entry_v1.json"
-V1_SESSION, V1_OPERATION = "s-entry-v1", "s-entry-v1/op-1"
 
 SECRETS = {
     "email": "carol.jones@example.org",
@@ -54,34 +42,6 @@ SECRETS = {
     "bearer_token": "tok9876543210ZYXWVUTsecret",
     "ticket": "TKT-770019",
 }
-
-
-async def _seed_v1_entry(settings: Settings) -> None:
-    """Write the stored v1 entry where Faust's recovery of `session-state` finds it."""
-    bootstrap = settings.kafka_bootstrap or ""
-    topic = f"{settings.consumer_group}-session-state-changelog"
-    partitions = settings.topic_partitions
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        config = {"cleanup.policy": "compact"}
-        await admin.create_topics([NewTopic(topic, partitions, 1, topic_configs=config)])
-    finally:
-        await admin.close()
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    await producer.start()
-    try:
-        # State keys are tenant-scoped ("tenant/session"); Faust's "json" key
-        # serializer writes a str key as a JSON string.
-        tenant = json.loads(V1_FIXTURE.read_text())["lifecycle"]["tenant_id"]
-        key = json.dumps(f"{tenant}/{V1_SESSION}").encode()
-        assert key == b'"t-001/s-entry-v1"'
-        value = json.dumps(json.loads(V1_FIXTURE.read_text())).encode()
-        await producer.send_and_wait(
-            topic, value=value, key=key, partition=partition_for(V1_SESSION, partitions)
-        )
-    finally:
-        await producer.stop()
 
 
 @pytest.fixture(scope="module", params=BACKENDS, ids=str)
@@ -100,10 +60,7 @@ def worker(
         api_keys=f"{KEY_A}:t-a,{KEY_B}:t-b,{KEY_OPS}:*",
         compaction_threshold_tokens=THRESHOLD,
         redaction_patterns={"ticket": "TKT-[0-9]+"},
-        policy_signing_key="a-rotated-signing-key-for-this-worker",
-        policy_key_id="rotated-2",
     )
-    asyncio.run(_seed_v1_entry(settings))
     process = WorkerProcess(settings, log_path=base / "worker.log", loglevel="info")
     try:
         process.wait_ready()
@@ -272,47 +229,26 @@ def test_context_endpoint_compaction_and_redaction(worker: tuple[Settings, str])
         _context(url, session, KEY_OPS, f"?tenant={tenant}"),
     )
     answers = "".join(r.text for r in replies)
-    changelog = asyncio.run(
-        read_topic(settings.kafka_bootstrap or "", changelog_topic(settings, "session-memory"))
-    )
-    ours = [r.value for r in changelog if r.key == json.dumps(f"{tenant}/{session}").encode()]
+    topic = Topics(settings.topic_prefix).governor_changelog(settings.governor_group)
+    key = f"s/{tenant}/{session}".encode()
+
+    def committed() -> list[Any]:
+        # The changelog commits with the governor's next checkpoint.
+        deadline = time.monotonic() + WAIT_SECONDS
+        while True:
+            records = asyncio.run(read_topic(settings.kafka_bootstrap or "", topic))
+            if any(r.key == key for r in records) or time.monotonic() > deadline:
+                return records
+            time.sleep(0.3)
+
+    changelog = committed()
+    ours = [r.value for r in changelog if r.key == key]
     assert ours, "no changelog record of the session's memory"
     assert b"[REDACTED:email]" in ours[-1]
     stored = b"\n".join(r.value or b"" for r in changelog)
     for kind, raw in SECRETS.items():
         assert raw not in answers, f"raw {kind} in a context answer"
-        assert raw.encode() not in stored, f"raw {kind} in the session-memory changelog"
-
-
-def test_a_stored_v1_entry_is_migrated_and_its_decision_re_emitted(
-    worker: tuple[Settings, str],
-) -> None:
-    settings, url = worker
-    stored = PolicyDecided.model_validate_json(
-        json.loads(V1_FIXTURE.read_text())["decisions"][V1_OPERATION]
-    )
-    assert stored.key_id != settings.policy_key_id  # a new decision would be signed otherwise
-    retry = tool_proposal(
-        event_id=str(uuid.uuid4()), tenant_id=stored.tenant_id, session_id=V1_SESSION,
-        idempotency_key=f"{V1_SESSION}/proposal-1-retry", operation_key=V1_OPERATION,
-        destination_host="good.com", occurred_at=datetime.now(UTC), attempt=2,
-    )  # fmt: skip
-    _send(settings, [retry])
-
-    def decided(events: list[SessionEvent]) -> bool:
-        return any(isinstance(e, PolicyDecided) and e.session_id == V1_SESSION for e in events)
-
-    derived = _derived(settings, decided)
-    decisions = [e for e in derived if isinstance(e, PolicyDecided) and e.session_id == V1_SESSION]
-    assert decisions == [stored]
-    assert (decisions[0].event_id, decisions[0].signature) == (stored.event_id, stored.signature)
-    # The re-emitted decision reached policy memory too, hash-chained from the genesis.
-    context = _poll_context(
-        url, V1_SESSION, KEY_OPS, lambda c: "policy_head" in c, f"?tenant={stored.tenant_id}"
-    )
-    assert context["tenant_id"] == stored.tenant_id
-    assert context["recent_denials"] == []
-    assert context["constraints"]["status"] == "waiting_for_tool"
+        assert raw.encode() not in stored, f"raw {kind} in the governor's changelog"
 
 
 def test_no_seeded_secret_reaches_clickhouse(worker: tuple[Settings, str]) -> None:

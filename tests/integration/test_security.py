@@ -43,7 +43,6 @@ from govstream.processes import WorkerProcess
 from govstream.settings import Settings
 from sql.client import ClickHouse, open_clickhouse
 from streams.http_guard import ROUTES, read_local_secret
-from streams.memory import changelog_topic
 from tests.conftest import BACKENDS, Backend, isolated_settings
 from tests.factories import sample_events, session_started, tool_proposal
 from tests.factories import turn as turn_event
@@ -595,13 +594,13 @@ def test_no_planted_secret_is_stored_anywhere(worker: tuple[Settings, WorkerProc
     assert [value for value in planted if value in context.text] == []
     # The memory changelog commits with the worker's next transaction: wait for it.
     def changelog() -> list[Any]:
-        topic = changelog_topic(settings, "session-memory")
+        topic = topics.governor_changelog(settings.governor_group)
         return asyncio.run(read_topic(settings.kafka_bootstrap or "", topic))
 
     records = _poll(
         "the session's memory in the changelog",
         changelog,
-        lambda rs: any(r.key == json.dumps(f"t-victim/{session}").encode() for r in rs),
+        lambda rs: any(r.key == f"s/t-victim/{session}".encode() for r in rs),
     )
     memory = b"\n".join(r.value or b"" for r in records).decode("utf-8", "replace")
     assert [value for value in planted if value in memory] == []

@@ -28,12 +28,15 @@ def test_every_command_parses_with_the_cli(name: str) -> None:
     assert callable(args.func)
 
 
-def test_worker_and_sink_consume_in_different_groups() -> None:
-    groups = set()
+def test_split_workers_run_apps_of_their_own_and_share_the_groups() -> None:
+    apps, groups = set(), set()
     for name in ("worker", "sink"):
         args = build_parser().parse_args(SERVICES[name]["command"][1:])
-        groups.add(Settings(worker_agents=args.agents).consumer_group)
-    assert len(groups) == 2
+        settings = Settings(worker_agents=args.agents)
+        apps.add(settings.consumer_group)
+        groups.add((settings.governor_group, settings.sink_group))
+    assert len(apps) == 2  # two Faust applications
+    assert len(groups) == 1  # one governor group, one sink group, whoever runs them
 
 
 def test_ports_match_the_settings() -> None:
