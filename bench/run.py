@@ -40,7 +40,7 @@ from govstream.broker import ensure_broker, stop_broker
 from govstream.commands.lag import wait_for_zero_lag
 from govstream.commands.simulate import send_simulation
 from govstream.processes import WorkerProcess, free_port
-from govstream.settings import Settings, load
+from govstream.settings import Settings, load, record_signer
 from govstream.simulate import FleetConfig, simulate
 from streams.admin import ensure_topics
 
@@ -70,7 +70,9 @@ async def emit(settings: Settings, sessions: int) -> tuple[int, float, float]:
     generated = time.perf_counter() - started
     topics = Topics(settings.topic_prefix)
     await ensure_topics(settings.kafka_bootstrap or "", topics, settings.topic_partitions)
-    async with Emitter(settings.kafka_bootstrap or "", topics=topics) as emitter:
+    async with Emitter(
+        settings.kafka_bootstrap or "", topics=topics, signer=record_signer(settings)
+    ) as emitter:
         started = time.perf_counter()
         counts = await send_simulation(emitter, sim)
         elapsed = time.perf_counter() - started
@@ -181,7 +183,9 @@ def send_bench_profiles(settings: Settings) -> None:
 
     async def send() -> None:
         topics = Topics(settings.topic_prefix)
-        async with Emitter(settings.kafka_bootstrap or "", topics=topics) as emitter:
+        async with Emitter(
+            settings.kafka_bootstrap or "", topics=topics, signer=record_signer(settings)
+        ) as emitter:
             await emitter.emit_many(profiles)
 
     asyncio.run(send())

@@ -7,7 +7,13 @@ Events are validated (they are pydantic models, or dicts validated on the way
 in) and encoded before anything is sent. The producer is idempotent with
 acks=all, so a retry inside the client never duplicates a record; each event
 goes to its topic keyed by session_id (tenant_id for tenant profiles), which
-keeps one session's events in order on one partition.
+keeps one tenant's events in order on one partition.
+
+Tenant profiles are admin records. An emitter given the deployment's record
+signer (`signer=`, what the admin tools pass) writes them signed into the
+tenant's log, where the governor folds them at that position; without one
+they go to the tenants topic and the governor relays them into the tenant's
+log when it reads them (DESIGN "The governor").
 
 `SyncEmitter` wraps it for code without an event loop.
 """
@@ -25,8 +31,12 @@ from pydantic import BaseModel
 
 from events.codec import Codec
 from events.jsonl import parse_event
+from events.models import TenantProfileUpdated
+from events.provenance import RecordSigner
 from events.registry import SchemaRegistry, registry_from_settings
 from events.topics import Topics
+
+Header = tuple[str, bytes]
 
 
 class Emitter:
@@ -39,9 +49,11 @@ class Emitter:
         schema_registry_url: str | None = None,
         linger_ms: int = 5,
         client_id: str = "govstream-emitter",
+        signer: RecordSigner | None = None,
         **producer_options: Any,
     ) -> None:
         self.topics = topics or Topics()
+        self.signer = signer
         self.codec = Codec(registry or registry_from_settings(schema_registry_url))
         self._producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap,
@@ -67,17 +79,28 @@ class Emitter:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    def prepare(self, event: BaseModel | dict[str, Any]) -> tuple[str, bytes, bytes]:
-        """Validate, route and encode: (topic, key, value) ready to enqueue."""
+    def prepare(
+        self, event: BaseModel | dict[str, Any]
+    ) -> tuple[str, bytes, bytes, list[Header] | None]:
+        """Validate, route and encode: (topic, key, value, headers) ready to enqueue."""
         if isinstance(event, dict):
             event = parse_event(event)
         topic, key = self.topics.route(event)
-        return topic, key.encode(), self.codec.encode(event)
+        value = self.codec.encode(event)
+        if isinstance(event, TenantProfileUpdated) and self.signer is not None:
+            # Signed straight into the tenant's log: folded where the admin put it.
+            return (
+                self.topics.sessions,
+                key.encode(),
+                value,
+                [self.signer.header(key.encode(), value)],
+            )
+        return topic, key.encode(), value, None
 
     async def emit(self, event: BaseModel | dict[str, Any]) -> None:
         """Send one event and wait until the broker has it (acks=all)."""
-        topic, key, value = self.prepare(event)
-        await (await self._producer.send(topic, value=value, key=key))
+        topic, key, value, headers = self.prepare(event)
+        await (await self._producer.send(topic, value=value, key=key, headers=headers))
         self.sent += 1
 
     async def emit_many(
@@ -94,8 +117,8 @@ class Emitter:
         """
         prepared = [self.prepare(e) for e in events]
         pending: list[Awaitable[Any]] = []
-        for topic, key, value in prepared:
-            pending.append(await self._producer.send(topic, value=value, key=key))
+        for topic, key, value, headers in prepared:
+            pending.append(await self._producer.send(topic, value=value, key=key, headers=headers))
             if len(pending) >= window:
                 await asyncio.gather(*pending)
                 self.sent += len(pending)

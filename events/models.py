@@ -274,9 +274,7 @@ class PolicyDecided(SessionEvent):
     rule_id: Label
     evaluation_us: Count
     key_id: Label
-    signature: str = Field(
-        max_length=128, description="hex HMAC-SHA256 over the decision fields"
-    )
+    signature: str = Field(max_length=128, description="hex HMAC-SHA256 over the decision fields")
     expires_at: UtcDateTime
 
 
@@ -442,7 +440,11 @@ WORKER_EVENTS: tuple[type[Event], ...] = (AdmissionRequested, TenantProfileUpdat
 CATALOG: dict[str, type[BaseModel]] = {
     m.__name__: m
     for m in (
-        *SESSION_EVENTS, *DERIVED_EVENTS, *TENANT_EVENTS, AdmissionRequested, RecordDeadLettered
+        *SESSION_EVENTS,
+        *DERIVED_EVENTS,
+        *TENANT_EVENTS,
+        AdmissionRequested,
+        RecordDeadLettered,
     )
 }
 

@@ -9,10 +9,13 @@ itself, embedded ClickHouse (chDB) under ./.govstream, the embedded registry.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from events.provenance import RecordSigner
 
 
 def _default_cache_dir() -> Path:
@@ -212,6 +215,15 @@ class Settings(BaseSettings):
     @property
     def broker_dir(self) -> Path:
         return (self.home / "kafka").resolve()
+
+
+def record_signer(settings: Settings) -> RecordSigner:
+    """The deployment's record signer: the worker's appends and the admin's profiles."""
+    from events.provenance import RecordSigner
+
+    return RecordSigner.from_policy_key(
+        settings.policy_key_id, settings.policy_signing_key.encode()
+    )
 
 
 def governor_config(settings: Settings) -> Any:

@@ -114,6 +114,7 @@ def run_worker(settings: Settings, *, loglevel: str = "warn") -> int:
                 interval=settings.backlog_interval_seconds,
             )
         )
+
     def migrate(ch: ClickHouse) -> tuple[list[str], list[str]]:
         """`govstream migrate` through this owner: its own migration files, no SQL in."""
         cluster = settings.clickhouse_cluster

@@ -284,23 +284,26 @@ def replay(
         folded = step(state, event, pos.timestamp_ms, config)
         if not mine:
             continue
-        total += 1
-        if cut is None:
-            tally.records += 1
         session = state.peek(key)
         assert isinstance(session, SessionEntry)  # the step just wrote it
         status = session.status
         spent_in, spent_out, cost = session.spent
         produced = [(pos.topic, pos.partition, pos.offset, event)]
         produced += [("derived", pos.partition, pos.offset, d) for d in folded.derived]
+        total += len(produced)
+        if cut is None:
+            tally.records += len(produced)
         for topic, partition, offset, item in produced:
             if cut is None:
                 _count(tally, item, folded.derived)
+            decision = _decision_text(item, status)
+            if item is event and not folded.applied:
+                decision += f"  [retry (attempt {event.attempt}), not applied]"  # type: ignore[attr-defined]
             rows.append(
                 Row(
                     time=format_time(item.occurred_at),  # type: ignore[attr-defined]
                     event=type(item).__name__,
-                    decision=_decision_text(item, status),
+                    decision=decision,
                     budget_after=format_spend(spent_in + spent_out, cost),
                     topic=topic,
                     partition=partition,

@@ -98,11 +98,11 @@ class InputRules:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> InputRules:
+        from govstream.settings import record_signer
+
         return cls(
             topics=Topics(settings.topic_prefix),
-            signer=RecordSigner.from_policy_key(
-                settings.policy_key_id, settings.policy_signing_key.encode()
-            ),
+            signer=record_signer(settings),
             max_event_age=timedelta(days=settings.max_event_age_days),
             max_event_lead=timedelta(seconds=settings.max_event_lead_seconds),
         )
@@ -138,9 +138,7 @@ class InputRules:
             return self._bounded(source, event)
         if topic in t.internal():
             if not isinstance(event, SessionEvent):
-                return _refuse(
-                    "wrong_topic", f"{type(event).__name__} does not belong on {topic}"
-                )
+                return _refuse("wrong_topic", f"{type(event).__name__} does not belong on {topic}")
             if not self._signed(source):
                 return _refuse(
                     "unsigned_internal",

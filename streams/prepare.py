@@ -27,9 +27,7 @@ from streams.rows import build_batch, use_redactor
 
 # SourceRecord's fields in order (topic, partition, offset, timestamp_ms, value,
 # key, headers) as a plain tuple: cheap to pickle to the decoder processes.
-RawRecord = tuple[
-    str, int, int, int, bytes | None, bytes | None, tuple[tuple[str, bytes], ...]
-]
+RawRecord = tuple[str, int, int, int, bytes | None, bytes | None, tuple[tuple[str, bytes], ...]]
 
 # Tables whose rows travel as JSON; dead_letters carry raw bytes, which JSON
 # cannot hold, so their rows go through the driver's binary insert. The sink

@@ -143,9 +143,18 @@ def sample_events() -> dict[str, Any]:
         SessionQuarantined(**e(9), reason="faults"),
         tenant_profile(),
         PolicyDecided(
-            **e(10), operation_key="op-1", tool="web_search", action="search", decision="allow",
-            reason_code="ALLOWED", policy_version="p-1", rule_id="r", evaluation_us=1,
-            key_id="k-1", signature="0" * 64, expires_at=T0,
+            **e(10),
+            operation_key="op-1",
+            tool="web_search",
+            action="search",
+            decision="allow",
+            reason_code="ALLOWED",
+            policy_version="p-1",
+            rule_id="r",
+            evaluation_us=1,
+            key_id="k-1",
+            signature="0" * 64,
+            expires_at=T0,
         ),
         BudgetWarning(
             **e(11), scope="session", scope_key="s-1", limit=10, used=5, threshold_pct=50
@@ -160,12 +169,22 @@ def sample_events() -> dict[str, Any]:
         ContextCompactionRequested(**e(15), turn_tokens=10, threshold=5),
         AdmissionRequested(**e(17), request_kind="turn", model="gpt-4o", estimated_tokens=10),
         DuplicateSuppressed(
-            **e(16), duplicate_event_id="d-2", original_event_id="d-1", duplicate_attempt=2,
-            original_attempt=1, suppressed_by="processor",
+            **e(16),
+            duplicate_event_id="d-2",
+            original_event_id="d-1",
+            duplicate_attempt=2,
+            original_attempt=1,
+            suppressed_by="processor",
         ),
         RecordDeadLettered(
-            event_id="dl-1", occurred_at=T0, reason_code="bad_framing", reason="x",
-            source_topic="gs.sessions", source_partition=0, source_offset=1, raw_value=b"x",
+            event_id="dl-1",
+            occurred_at=T0,
+            reason_code="bad_framing",
+            reason="x",
+            source_topic="gs.sessions",
+            source_partition=0,
+            source_offset=1,
+            raw_value=b"x",
         ),
     ]
     by_type = {type(s).__name__: s for s in samples}

@@ -16,7 +16,7 @@ from events.emitter import Emitter
 from events.models import SessionEvent
 from events.registry import EmbeddedRegistry
 from events.topics import Topics
-from govstream.settings import Settings
+from govstream.settings import Settings, record_signer
 from streams.admin import partitions_of
 
 
@@ -72,7 +72,9 @@ def send_events(settings: Settings, events: Sequence[BaseModel]) -> None:
 
     async def go() -> None:
         topics = Topics(settings.topic_prefix)
-        async with Emitter(settings.kafka_bootstrap or "", topics=topics) as emitter:
+        async with Emitter(
+            settings.kafka_bootstrap or "", topics=topics, signer=record_signer(settings)
+        ) as emitter:
             await emitter.emit_many(list(events))
 
     asyncio.run(go())

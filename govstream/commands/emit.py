@@ -8,7 +8,7 @@ import sys
 import time
 
 from govstream.errors import UsageError
-from govstream.settings import load
+from govstream.settings import load, record_signer
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -64,6 +64,9 @@ async def _send(settings, events) -> int:  # type: ignore[no-untyped-def]
     topics = Topics(settings.topic_prefix)
     await ensure_topics(bootstrap, topics, settings.topic_partitions)
     async with Emitter(
-        bootstrap, topics=topics, schema_registry_url=settings.schema_registry_url
+        bootstrap,
+        topics=topics,
+        schema_registry_url=settings.schema_registry_url,
+        signer=record_signer(settings),
     ) as emitter:
         return await emitter.emit_many(events)

@@ -237,7 +237,7 @@ async def send_simulation(
     sessions_topic = emitter.topics.sessions
     # A duplicate or redelivery directly follows what it repeats and reuses its bytes.
     last_event: object = None
-    prepared: tuple[str, bytes, bytes] = ("", b"", b"")
+    prepared: tuple[str, bytes, bytes, list[tuple[str, bytes]] | None] = ("", b"", b"", None)
     pending: list[Any] = []
     counts = {"records": 0, **dict.fromkeys(_EVENT_COUNTS.values(), 0), "malformed": 0}
     for record in sim.records:
@@ -245,13 +245,13 @@ async def send_simulation(
             if record.event is not last_event:
                 prepared = emitter.prepare(record.event)
                 last_event = record.event
-            topic, key, value = prepared
+            topic, key, value, headers = prepared
             counts[_EVENT_COUNTS[record.kind]] += 1
         else:
             assert record.raw is not None
-            topic, key, value = sessions_topic, record.key.encode(), record.raw
+            topic, key, value, headers = sessions_topic, record.key.encode(), record.raw, None
             counts["malformed"] += 1
-        pending.append(await emitter.enqueue(topic, value, key))
+        pending.append(await emitter.enqueue(topic, value, key, headers=headers))
         if len(pending) >= window:
             await asyncio.gather(*pending)
             counts["records"] += len(pending)
@@ -275,13 +275,16 @@ async def _send_to_kafka(
     from events.emitter import Emitter
     from events.topics import Topics
     from govstream.broker import resolve_bootstrap  # lazy: the broker module is heavy
+    from govstream.settings import record_signer
     from streams.admin import ensure_topics
 
     bootstrap = resolve_bootstrap(settings)
     topics = Topics(settings.topic_prefix)
     try:
         await ensure_topics(bootstrap, topics, settings.topic_partitions)
-        async with Emitter(bootstrap, topics=topics, registry=registry) as emitter:
+        async with Emitter(
+            bootstrap, topics=topics, registry=registry, signer=record_signer(settings)
+        ) as emitter:
             return await send_simulation(emitter, sim, progress.update)
     except KafkaError as exc:
         raise GovstreamError(f"kafka at {bootstrap}: {exc}") from None

@@ -144,12 +144,11 @@ def test_concurrent_admissions_over_two_workers_never_overspend(
     answers = asyncio.run(admit_all())
     decisions = Counter(a.get("decision", a.get("error")) for a in answers)
     assert decisions == {"allow": 50, "deny": 150}, decisions
+
     # The owner holds the 50 reservations; both workers show its balance.
     def views() -> list[dict[str, Any]]:
         return [
-            httpx.get(
-                f"{w.url}/v1/budgets/{tenant}?session={session}", headers=_auth(), timeout=10
-            )
+            httpx.get(f"{w.url}/v1/budgets/{tenant}?session={session}", headers=_auth(), timeout=10)
             .json()["balances"]
             .get("session_tokens", {})
             for w in started

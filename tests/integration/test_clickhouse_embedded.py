@@ -147,6 +147,7 @@ def serve(build: Callable[[web.Application, Executor], None]) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def owner_url(engine: ClickHouse, migrated: list[str]) -> Iterator[str]:
     """The owner routes around the module's engine, as mount_owner_routes serves them."""
+
     def migrate(ch: ClickHouse) -> tuple[list[str], list[str]]:
         return apply_migrations(ch), apply_retention(ch, {}, None)
 

@@ -20,7 +20,7 @@ from events.registry import EmbeddedRegistry
 from events.topics import Topics
 from govstream.commands.lag import wait_for_zero_lag
 from govstream.processes import WorkerProcess
-from govstream.settings import Settings, as_environment
+from govstream.settings import Settings, as_environment, record_signer
 from sql.client import ClickHouse, open_clickhouse
 from tests.conftest import BACKENDS, Backend, isolated_settings
 from tests.factories import session_started, turn
@@ -58,7 +58,9 @@ def pipeline(
 def _send(settings: Settings, *events: Any, raw: list[bytes] | None = None) -> None:
     async def go() -> None:
         topics = Topics(settings.topic_prefix)
-        async with Emitter(settings.kafka_bootstrap or "", topics=topics) as em:
+        async with Emitter(
+            settings.kafka_bootstrap or "", topics=topics, signer=record_signer(settings)
+        ) as em:
             for value in raw or []:
                 await em.send_raw(topics.sessions, value, key=b"s-bad")
             for event in events:

@@ -240,12 +240,19 @@ def test_export_verify_and_replay_from_the_file(cli: Any, tmp_path: Path) -> Non
     status, out, err = cli("export", "session", SID, "--out", str(path))
     assert status == 0, err
     _, entries = read_export(path)
-    assert out.strip().startswith(f"wrote {len(EXPECTED)} records of session {SID}")
+    # The evidence: the tenant's log up to the session's last record (the profile, the
+    # session, the noise session interleaved with it), then the session's derived records.
+    log = [e["event_type"] for e in entries if e["topic"].endswith(".sessions")]
+    derived = [e["event_type"] for e in entries if e["topic"].endswith(".derived")]
+    assert len(log) + len(derived) == len(entries)
+    assert log[0] == "TenantProfileUpdated" and log.count("SessionStarted") == 2
+    assert sorted(log[1:] + derived) == sorted([*EXPECTED, "SessionStarted", "TurnCompleted"])
+    assert out.strip().startswith(f"wrote {len(entries)} records of session {SID}")
     assert out.strip().endswith(f"last hash {entries[-1]['hash']}")
 
     status, out, err = cli("verify", str(path))
     assert (status, out.count("\n")) == (0, 1), err
-    assert out.startswith(f"OK: {len(EXPECTED)} records of session {SID}")
+    assert out.startswith(f"OK: {len(entries)} records of session {SID}")
 
     _, kafka, _ = cli("replay", "session", SID, "--json")
     status, from_file, err = cli("replay", "session", SID, "--json", "--source", str(path))

@@ -57,7 +57,7 @@ from events.topics import Topics
 from govstream.commands.lag import wait_for_zero_lag
 from govstream.commands.simulate import run_simulation, send_simulation
 from govstream.processes import WorkerProcess
-from govstream.settings import Settings
+from govstream.settings import Settings, record_signer
 from govstream.simulate import FleetConfig, SimRecord, Simulation, simulate, storm_copies
 from sql.client import ClickHouse, open_clickhouse
 from tests.conftest import BACKENDS, Backend, isolated_settings
@@ -207,7 +207,9 @@ def _measure(ch: ClickHouse) -> dict[str, list[tuple[Any, ...]]]:
 
 async def _send(settings: Settings, records: list[SimRecord]) -> None:
     topics = Topics(settings.topic_prefix)
-    async with Emitter(settings.kafka_bootstrap or "", topics=topics) as emitter:
+    async with Emitter(
+        settings.kafka_bootstrap or "", topics=topics, signer=record_signer(settings)
+    ) as emitter:
         await send_simulation(emitter, Simulation(records, truth={}))
 
 
@@ -279,8 +281,12 @@ def test_events_per_type_equal_the_truth(runs: dict[str, Run], name: str) -> Non
     # The demo's summary counts events by idempotency key, so a storm is not inflated.
     by_topic = {row[0]: row[2] for row in run.clickhouse["summary_events"]}
     misbehaving = len(_misbehaving_sessions())
-    assert by_topic[f"{run.prefix}.sessions"] == run.truth["session_events_total"] + misbehaving
-    assert by_topic[f"{run.prefix}.tenants"] == run.truth["tenants"]
+    # The admin's profiles are signed into the tenant logs: the tenants topic stays empty.
+    profiles = run.truth["tenants"]
+    assert by_topic[f"{run.prefix}.sessions"] == (
+        run.truth["session_events_total"] + misbehaving + profiles
+    )
+    assert f"{run.prefix}.tenants" not in by_topic
     records, ids, events = run.clickhouse["misbehaving_archive"][0]
     assert events == misbehaving
     sends, new_ids = (1, 1) if name == "single" else (RETRIES, 2)

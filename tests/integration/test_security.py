@@ -266,11 +266,10 @@ def test_forged_derived_events_are_not_obeyed(worker: tuple[Settings, WorkerProc
                          tenant_id="t-victim", request_kind="turn", decision="allow",
                          reason_code="ALLOWED"),
     ]  # fmt: skip
-    key = victim.encode()
-    # On the producer topic, on the internal topics (no ACLs assumed): never obeyed.
-    _send_raw(settings, [(topics.sessions, key, CODEC.encode(e)) for e in forged])
-    _send_raw(settings, [(topics.session_signals, key, CODEC.encode(forged[1]))])
-    _send_raw(settings, [(topics.derived, key, CODEC.encode(forged[2]))])
+    # On the tenant log (keyed as producers key it) and on an internal topic (no ACLs
+    # assumed): never obeyed.
+    _send_raw(settings, [(topics.sessions, e.tenant_id.encode(), CODEC.encode(e)) for e in forged])
+    _send_raw(settings, [(topics.derived, b"t-victim", CODEC.encode(forged[2]))])
     # The victim's real proposals: shell (not permitted on team) and a low-risk fetch.
     shell = tool_proposal(event_id=f"{victim}-p1", tenant_id="t-victim", session_id=victim,
                           idempotency_key=f"{victim}-p1", operation_key=f"{victim}/op-shell",
@@ -313,6 +312,7 @@ def test_forged_derived_events_are_not_obeyed(worker: tuple[Settings, WorkerProc
     assert reasons == sorted(
         [(topics.sessions, "derived_from_producer")] * 4 + [(topics.derived, "unsigned_internal")]
     )
+
     def real_decisions() -> list[tuple[Any, ...]]:
         with _clickhouse(settings) as ch:
             return ch.query(
@@ -346,7 +346,7 @@ def test_misplaced_records_of_every_schema_are_dead_lettered(
         name for name in samples if name not in {
             "PolicyDecided", "BudgetWarning", "BudgetExceeded", "AdmissionDecided",
             "InvalidTransitionRejected", "ContextCompactionRequested", "DuplicateSuppressed",
-            "RecordDeadLettered",
+            "RecordDeadLettered", "AdmissionRequested",
         }
     }  # fmt: skip
     run = uuid.uuid4().hex[:6]
@@ -359,11 +359,13 @@ def test_misplaced_records_of_every_schema_are_dead_lettered(
         value = CODEC.encode(type(event).model_validate(data))
         for topic in (topics.sessions, topics.tenants, topics.derived):
             on_sessions = topic == topics.sessions and name != "TenantProfileUpdated"
-            belongs = name in producer_types and (on_sessions or topic == topics.tenants) and (
-                (topic == topics.tenants) == (name == "TenantProfileUpdated")
+            belongs = (
+                name in producer_types
+                and (on_sessions or topic == topics.tenants)
+                and ((topic == topics.tenants) == (name == "TenantProfileUpdated"))
             )
-            if not belongs:  # every misplaced (schema, topic) pair, unsigned
-                sent.append((topic, b"s-1", value))
+            if not belongs:  # every misplaced (schema, topic) pair, unsigned, keyed right
+                sent.append((topic, str(data.get("tenant_id", "t-1")).encode(), value))
     _send_raw(settings, sent)
     letters = _poll(
         "every misplaced record dead-lettered",
@@ -447,7 +449,7 @@ def test_out_of_bounds_events_are_dead_lettered(worker: tuple[Settings, WorkerPr
             "latency_ms": 1, "outcome": "ok", **fields,
         }  # fmt: skip
         event = TurnCompleted.model_construct(**data)  # what a careless producer encodes
-        return topics.sessions, data["session_id"].encode(), CODEC.encode(event)
+        return topics.sessions, data["tenant_id"].encode(), CODEC.encode(event)
 
     records = [
         turn_with(1, occurred_at=datetime(9999, 12, 31, tzinfo=UTC)),
@@ -592,6 +594,7 @@ def test_no_planted_secret_is_stored_anywhere(worker: tuple[Settings, WorkerProc
     assert context.status_code == 200, context.text
     assert "[REDACTED:" in context.text
     assert [value for value in planted if value in context.text] == []
+
     # The memory changelog commits with the worker's next transaction: wait for it.
     def changelog() -> list[Any]:
         topic = topics.governor_changelog(settings.governor_group)

@@ -43,9 +43,10 @@ def test_ports_match_the_settings() -> None:
     env = SERVICES["migrate"]["environment"]
     bootstrap_port = int(env["GOVSTREAM_KAFKA_BOOTSTRAP"].rsplit(":", 1)[1])
     assert f"{bootstrap_port}:{bootstrap_port}" in SERVICES["kafka"]["ports"]
-    assert f"PLAINTEXT://kafka:{bootstrap_port}" in SERVICES["kafka"]["environment"][
-        "KAFKA_ADVERTISED_LISTENERS"
-    ]
+    assert (
+        f"PLAINTEXT://kafka:{bootstrap_port}"
+        in SERVICES["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"]
+    )
     clickhouse_port = urlparse(env["GOVSTREAM_CLICKHOUSE_URL"]).port
     assert f"{clickhouse_port}:{clickhouse_port}" in SERVICES["clickhouse"]["ports"]
     default_web_port = Settings().web_port

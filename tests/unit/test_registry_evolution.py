@@ -22,9 +22,7 @@ SUBJECT = subject_for("TurnCompleted")
 
 def _turn_v2() -> type[models.TurnCompleted]:
     # Version 2 of TurnCompleted: one new field with a default.
-    v2 = create_model(
-        "TurnCompleted", __base__=models.TurnCompleted, region=(str, "unknown")
-    )
+    v2 = create_model("TurnCompleted", __base__=models.TurnCompleted, region=(str, "unknown"))
     v2.__doc__ = models.TurnCompleted.__doc__
     return v2
 

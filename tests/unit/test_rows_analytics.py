@@ -155,9 +155,7 @@ def test_session_transitions_applied_and_rejected() -> None:
 def test_retry_of_a_lifecycle_event_keeps_its_key_and_attempt() -> None:
     original = SessionClosed(**_env("cl-1", idempotency_key="close-s-1"))
     later = T0 + timedelta(minutes=1)
-    retry = SessionClosed(
-        **_env("cl-2", idempotency_key="close-s-1", attempt=2, occurred_at=later)
-    )
+    retry = SessionClosed(**_env("cl-2", idempotency_key="close-s-1", attempt=2, occurred_at=later))
     rows = _rows(
         _batch((TOPICS.sessions, original), (TOPICS.sessions, retry)), "session_transitions"
     )

@@ -572,3 +572,22 @@ def test_send_simulation_keeps_the_order(sim: Simulation, codec: Codec) -> None:
             tenant = isinstance(record.event, TenantProfileUpdated)
             assert topic == ("govstream.tenants" if tenant else "govstream.sessions")
             assert value == codec.encode(record.event)
+
+
+def test_the_admin_signs_profiles_into_the_tenant_log(codec: Codec) -> None:
+    """With the deployment's signer a profile goes, signed, to the tenant's log (folded
+    where it was written); without one to the tenants topic, for the worker to relay."""
+    from events.emitter import Emitter
+    from tests.factories import SIGNER, tenant_profile
+
+    profile = tenant_profile(tenant_id="t-7")
+
+    async def prepare(signer: object) -> tuple[str, bytes, bytes, list[tuple[str, bytes]] | None]:
+        emitter = Emitter("127.0.0.1:1", registry=EmbeddedRegistry(), signer=signer)  # type: ignore[arg-type]
+        return emitter.prepare(profile)
+
+    topic, key, value, headers = asyncio.run(prepare(SIGNER))
+    assert (topic, key, value) == ("govstream.sessions", b"t-7", codec.encode(profile))
+    assert headers is not None and SIGNER.signed_by_worker(headers, key, value)
+    unsigned = asyncio.run(prepare(None))
+    assert unsigned[0] == "govstream.tenants" and unsigned[3] is None

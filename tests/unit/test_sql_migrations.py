@@ -177,7 +177,6 @@ class FakeClickHouse(QueryOnlyClickHouse):
         self.commands.append(sql)
 
 
-
 def test_apply_runs_each_statement_once_and_records(tmp_path: Path) -> None:
     _write(
         tmp_path,
