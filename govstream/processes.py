@@ -60,16 +60,17 @@ class WorkerProcess:
             time.sleep(0.25)
         raise GovstreamError(f"worker not ready after {timeout:.0f}s; log {self.log_path}")
 
-    def _get_health(self, secret: str, timeout: float) -> httpx.Response:
+    def _get_health(self, secret: str, timeout: float, digest: bool = False) -> httpx.Response:
         headers = {"Authorization": f"Bearer {secret}"}
-        return httpx.get(f"{self.url}/v1/health", headers=headers, timeout=timeout)
+        params = {"digest": "1"} if digest else None
+        return httpx.get(f"{self.url}/v1/health", headers=headers, params=params, timeout=timeout)
 
-    def health(self) -> dict:  # type: ignore[type-arg]
+    def health(self, digest: bool = False) -> dict:  # type: ignore[type-arg]
         """GET /v1/health with the worker's local secret (it runs on this machine)."""
         secret = read_local_secret(self.settings)
         if secret is None:
             raise GovstreamError(f"the worker at {self.url} has not registered its secret")
-        return self._get_health(secret, 5.0).json()
+        return self._get_health(secret, 30.0 if digest else 5.0, digest).json()
 
     def tail(self, lines: int) -> str:
         try:

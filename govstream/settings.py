@@ -79,6 +79,19 @@ class Settings(BaseSettings):
     governor_checkpoint_ms: int = Field(
         default=200, ge=10, le=60_000, description="milliseconds between checkpoints, at most"
     )
+    governor_fetch_records: int = Field(
+        default=5_000, ge=1, le=100_000, description="records per fetch, at most"
+    )
+    # Drills (tests and game days); off by default.
+    governor_drill_fail_on: str | None = Field(
+        default=None, description="drill: folding this event type raises (a bug on purpose)"
+    )
+    governor_drill_checkpoint_pause_ms: int = Field(
+        default=0, ge=0, le=600_000, description="drill: pause inside each transaction"
+    )
+    governor_drill_fetch_pause_ms: int = Field(
+        default=0, ge=0, le=60_000, description="drill: a slowed consumer, pause per fetch"
+    )
     admission_timeout_seconds: float = Field(
         default=10.0, gt=0, description="how long an admission waits for the governor's answer"
     )

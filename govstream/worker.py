@@ -31,7 +31,7 @@ from streams.admin import ensure_topics, worker_groups
 from streams.admission import AdmissionApi
 from streams.app import create_app
 from streams.backlog import BacklogRecorder
-from streams.governor import Governor
+from streams.governor import Drill, Governor
 from streams.http_guard import Guard, new_local_secret, registered_worker
 from streams.ingest import InputRules
 from streams.sink import ClickHouseSink, SinkStats
@@ -93,6 +93,12 @@ def run_worker(settings: Settings, *, loglevel: str = "warn") -> int:
             config=governor_config(settings),
             checkpoint_records=settings.governor_checkpoint_records,
             checkpoint_ms=settings.governor_checkpoint_ms,
+            fetch_records=settings.governor_fetch_records,
+            drill=Drill(
+                fail_on=settings.governor_drill_fail_on,
+                checkpoint_pause_ms=settings.governor_drill_checkpoint_pause_ms,
+                fetch_pause_ms=settings.governor_drill_fetch_pause_ms,
+            ),
         )
         services.append(governor)
         api = AdmissionApi(

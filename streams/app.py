@@ -36,6 +36,10 @@ def create_app(settings: Settings, bootstrap: str, middlewares: Sequence[Any] = 
         web_stats_enabled=False,
         web_metrics_enabled=False,
         web_application_options={"middlewares": list(middlewares)},
+        # Faust's own consumer carries no records (the sink and the governor have their
+        # own): a dead member of its group holds a restart's join (and a stop) until
+        # its session ends, 60 s by Faust's default.
+        broker_session_timeout=10.0,
         # Larger fetches and buffers: the sink works in batches anyway.
         consumer_max_fetch_size=8 * 1024 * 1024,
         stream_buffer_maxsize=16384,

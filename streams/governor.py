@@ -161,6 +161,19 @@ class GovernorStats:
         }
 
 
+@dataclass(frozen=True)
+class Drill:
+    """Faults on purpose, for tests and game days; all off by default."""
+
+    fail_on: str | None = None  # folding this event type raises, as a bug would
+    checkpoint_pause_ms: int = 0  # inside each transaction, before its commit
+    fetch_pause_ms: int = 0  # after each fetch: a slowed consumer
+
+
+class DrillFault(Exception):
+    """Raised by the fail_on drill."""
+
+
 class _Rebalance(ConsumerRebalanceListener):
     def __init__(self, governor: Governor) -> None:
         self.governor = governor
@@ -188,6 +201,7 @@ class Governor(Service):
         checkpoint_records: int = 5_000,
         checkpoint_ms: int = 200,
         fetch_records: int = 5_000,
+        drill: Drill | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -195,6 +209,7 @@ class Governor(Service):
         self.codec, self.rules, self.config = codec, rules, config
         self.checkpoint_records, self.checkpoint_ms = checkpoint_records, checkpoint_ms
         self.fetch_records = fetch_records
+        self.drill = drill or Drill()
         self.changelog = topics.governor_changelog(group_id)
         self.assignor = OwnerAssignor(url)
         self.partitions: dict[int, Partition] = {}
@@ -338,6 +353,8 @@ class Governor(Service):
                     part.positions[tp] = await consumer.position(tp)
                 await asyncio.sleep(0)  # let the web server answer between partitions
             self.stats.fold_seconds += time.perf_counter() - started
+            if self.drill.fetch_pause_ms and fetched:
+                await asyncio.sleep(self.drill.fetch_pause_ms / 1000)
             await self._checkpoints()
             await self._retry_failed()
 
@@ -362,6 +379,8 @@ class Governor(Service):
                 part.pending += 1
                 continue  # dead-lettered by the sink, applied by no one
             try:
+                if type(item.event).__name__ == self.drill.fail_on:
+                    raise DrillFault(f"drill: folding {self.drill.fail_on} fails")
                 folded = step(state, item.event, record.timestamp_ms, config)
             except Exception as exc:  # a bug: halt here, never commit past this record
                 self._fail(part, f"{type(exc).__name__}: {exc} (at {record.position})")
@@ -484,6 +503,9 @@ class Governor(Service):
                 await producer.send_offsets_to_transaction(
                     {tp: o for tp, o in offsets.items()}, self.group_id
                 )
+            if self.drill.checkpoint_pause_ms:
+                log.warning("governor: drill: partition %d paused before commit", number)
+                await asyncio.sleep(self.drill.checkpoint_pause_ms / 1000)
         # Committed: the overlay becomes the state, the positions the restart point.
         part.state.commit()
         part.committed.update(offsets)
@@ -535,13 +557,16 @@ class Governor(Service):
         finally:
             part.answers.pop(request.event_id, None)
 
-    def health(self) -> dict[str, Any]:
+    def health(self, digest: bool = False) -> dict[str, Any]:
+        """Status and stats; with `digest`, each ready partition's state digest (a
+        restart drill compares them: the cost is a pass over the whole state)."""
         partitions = {
             str(p.number): {
                 "ready": p.ready,
                 "failed": p.failed,
                 "folded": p.folded,
                 "keys": len(p.state.committed),
+                **({"digest": p.state.digest() if p.ready else None} if digest else {}),
             }
             for p in self.partitions.values()
         }

@@ -27,10 +27,11 @@ def register_views(
 ) -> None:
     """GET /v1/health: 200 {"status": "ok", ...}, or 503 {"status": "failed", "reason"}
     when the governor halted a partition (a fold that raised: nothing past the
-    record was committed)."""
+    record was committed). `?digest=1` adds each partition's state digest."""
 
     async def health(request: web.Request) -> web.Response:
-        governed = governor.health() if governor is not None else None
+        digest = request.query.get("digest") == "1"
+        governed = governor.health(digest) if governor is not None else None
         failed = governed is not None and governed["status"] != "ok"
         body = {
             "status": "failed" if failed else "ok",

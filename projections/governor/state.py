@@ -19,6 +19,7 @@ unambiguous.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -508,6 +509,14 @@ class PartitionState:
             entry = self.peek(key)
             if entry is not None:
                 yield key, entry
+
+    def digest(self) -> str:
+        """sha256 of the committed state (keys and changelog bytes, in key order): two
+        states with the same digest are the same, byte for byte."""
+        h = hashlib.sha256()
+        for key in sorted(self.committed):
+            h.update(key.encode() + b"\0" + canonical(self.committed[key].to_json()) + b"\n")
+        return h.hexdigest()
 
     def snapshot(self) -> dict[str, bytes]:
         """Every current entry as its changelog bytes (what a rebuild compares)."""
