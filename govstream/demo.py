@@ -55,7 +55,8 @@ def summarize(settings: Settings, truth: dict[str, Any]) -> list[str]:
         processed = sum(row[2] for row in events.rows)
         say(f"\nEvents processed: {processed:,} distinct events in {len(by_topic)} topics")
         say(_table(events.columns, events.rows))
-        expected_session_events = truth["session_events_total"]
+        # The tenant logs also hold each tenant's profile (signed in by the admin).
+        expected_session_events = truth["session_events_total"] + truth["tenants"]
         got = by_topic.get(sessions_topic, (None, 0, 0))[2]
         if got != expected_session_events:
             mismatches.append(f"session events {got} != truth {expected_session_events}")

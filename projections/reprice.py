@@ -4,9 +4,9 @@
 integer micro-dollars:
 
 - old cost: the cost each turn recorded (TurnCompleted.cost_usd_micros). That
-  is what the stream charged: the budget ledger (projections.ledger
-  `turn_charges`) and the ClickHouse turns table both take the recorded cost,
-  never a recomputation.
+  is what the stream charged: the governor's budgets
+  (projections.governor.budgets `charge`) and the ClickHouse turns table both
+  take the recorded cost, never a recomputation.
 - new cost: projections.pricing.cost_usd_micros with the new table, per turn
   (rounded once per turn, exactly as a turn is priced live).
 

@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from events.models import AdmissionRequested, Id, Key, Name
 from projections.governor.context import compact_context, tenant_balances
 from projections.governor.state import SessionEntry, TenantEntry, session_key, tenant_key
-from streams.governor import Governor, PartitionMoved
+from streams.governor import Governor, Partition, PartitionMoved
 from streams.http_guard import principal_of
 
 log = logging.getLogger(__name__)
@@ -158,6 +158,18 @@ class AdmissionApi:
             raise Refusal(503, f"no worker serves partition {number} yet; retry shortly")
         return owner
 
+    async def _served_here(self, tenant: str, request: web.Request) -> Partition | web.Response:
+        """The tenant's partition when this worker serves it now, else the owner's
+        answer to the forwarded request (a read: no body)."""
+        number = self._partition(tenant)
+        owner = self._local(number, request)
+        if owner is not None:
+            return await self._forward(owner, request, b"")
+        part = self.governor.partition_ready(number)
+        if part is None:
+            raise Refusal(503, "the tenant's partition moved; retry shortly")
+        return part
+
     async def _forward(self, base: str, request: web.Request, raw: bytes) -> web.Response:
         headers = {
             k: v
@@ -245,13 +257,9 @@ class AdmissionApi:
             session = request.query.get("session")
             if session is not None:
                 validated_id(session, "session")
-            number = self._partition(tenant)
-            owner = self._local(number, request)
-            if owner is not None:
-                return await self._forward(owner, request, b"")
-            part = self.governor.partition_ready(number)
-            if part is None:
-                raise Refusal(503, "the tenant's partition moved; retry shortly")
+            part = await self._served_here(tenant, request)
+            if isinstance(part, web.Response):
+                return part
             return json_response(tenant_balances(part.state, tenant, session))
         except Refusal as refusal:
             return json_response({"error": str(refusal)}, status=refusal.status)
@@ -274,13 +282,9 @@ class AdmissionApi:
                 if not (text.isascii() and text.isdigit()):
                     raise Refusal(422, "tokens: expected a whole number >= 0")
                 budget = int(text)
-            number = self._partition(tenant)
-            owner = self._local(number, request)
-            if owner is not None:
-                return await self._forward(owner, request, b"")
-            part = self.governor.partition_ready(number)
-            if part is None:
-                raise Refusal(503, "the tenant's partition moved; retry shortly")
+            part = await self._served_here(tenant, request)
+            if isinstance(part, web.Response):
+                return part
             session = part.state.peek(session_key(tenant, session_id))
             if not isinstance(session, SessionEntry) or (
                 session.lifecycle is None and not session.turns

@@ -399,13 +399,20 @@ class Governor(Service):
     def _fail(self, part: Partition, reason: str) -> None:
         part.failed = reason
         part.failures += 1
+        self._rewind(part)
+        assert self._consumer is not None
+        self._consumer.pause(*self._tps(part.number))
+
+    def _rewind(self, part: Partition) -> None:
+        """Drop what was folded since the last checkpoint; read again from there."""
         part.state.abort()
         part.derived.clear()
         part.relays.clear()
         part.pending = 0
         part.positions.clear()
         assert self._consumer is not None
-        self._consumer.pause(*self._tps(part.number))
+        for tp, offset in part.committed.items():
+            self._consumer.seek(tp, offset)
 
     async def _retry_failed(self) -> None:
         """Read a failed partition again from its last checkpoint, a bounded number of
@@ -451,14 +458,7 @@ class Governor(Service):
             await self._drop(part, "the partition moved to another worker")
         except Exception:
             log.exception("governor: checkpoint of partition %d aborted", part.number)
-            part.state.abort()
-            part.derived.clear()
-            part.relays.clear()
-            part.pending = 0
-            part.positions.clear()
-            assert self._consumer is not None
-            for tp, offset in part.committed.items():
-                self._consumer.seek(tp, offset)
+            self._rewind(part)
 
     async def _checkpoint(self, part: Partition) -> None:
         """Derived events, relays, changed state and offsets in one transaction."""

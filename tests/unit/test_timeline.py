@@ -143,8 +143,12 @@ def test_at_the_budget_exceeded_the_session_is_suspended(log: Log) -> None:
 
 
 def test_final_state_after_the_last_event(log: Log) -> None:
-    state = _replay(log).state
-    assert state["records"] == state["records_total"] == 8  # the other session's not counted
+    result = _replay(log)
+    state = result.state
+    # Every row: the session's 8 log records and what the fold derived from them; the
+    # other session's are not counted.
+    assert state["records"] == state["records_total"] == len(result.rows) == 17
+    assert sum(r.topic != "derived" for r in result.rows) == 8
     assert state["tools"]["decisions"]["deny"] == 2
     assert state["memory"]["policy_chain_ok"] is None
     assert len(state["memory"]["policy"]) == 2
