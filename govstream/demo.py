@@ -132,9 +132,30 @@ def forensics(settings: Settings, bootstrap: str) -> list[str]:
     say(f"      incident: session {session_id} ({kind}); govstream replay session {session_id}\n")
     tenant, records = read_session_records(settings, session_id)
     result = replay(decode_records(settings, records), tenant, session_id, config)
-    for line in render(result, None).splitlines():
+    for line in incident_excerpt(render(result, None).splitlines(), kind.split(",")[0]):
         say(f"    {line}")
     return []
+
+
+def incident_excerpt(lines: list[str], event: str, before: int = 4, after: int = 8) -> list[str]:
+    """The timeline's header, the rows around the first `event` row and the final state:
+    the turn that crossed the budget and what the governor did on the next records."""
+    state_at = next((i for i, line in enumerate(lines) if line.startswith("state of")), len(lines))
+    rows = lines[:state_at]
+    while rows and not rows[-1].strip():
+        rows.pop()
+    hit = next((i for i, line in enumerate(rows) if f"  {event}  " in line), None)
+    if hit is None or len(rows) <= before + after + 3:
+        return lines
+    start, end = max(2, hit - before), min(len(rows), hit + after + 1)
+    skipped_before, skipped_after = start - 2, len(rows) - end
+    excerpt = rows[:2]
+    if skipped_before:
+        excerpt.append(f"... {skipped_before} earlier rows")
+    excerpt += rows[start:end]
+    if skipped_after:
+        excerpt.append(f"... {skipped_after} later rows")
+    return [*excerpt, "", *lines[state_at:]]
 
 
 def run_demo(settings: Settings, *, tenants: int, sessions: int, seed: int, progress: bool) -> int:
