@@ -21,9 +21,11 @@ the pending tool operations (ToolCallProposed / ApprovalRecorded /
 ToolCallCompleted), and where SessionResumed returns to (waiting_for_tool when
 tool calls are still pending).
 
-Idempotency: the state remembers the ids of the last `policy.remember_event_ids`
-events it saw (applied or rejected); a redelivered event changes nothing and
-derives nothing.
+Idempotency is not the machine's: the caller deduplicates before calling it.
+The governor's fold (projections/governor/fold.py `step`) drops a redelivery and
+suppresses a retry against the session's applied idempotency keys, one bounded
+window, so every event that reaches `transition` is new. Handed the same event
+twice, the machine applies (or rejects) it twice.
 """
 
 from __future__ import annotations
@@ -186,20 +188,16 @@ LIFECYCLE_EVENTS: frozenset[str] = frozenset(cls.__name__ for cls in SESSION_EVE
 
 @dataclass(frozen=True, slots=True)
 class LifecyclePolicy:
-    """When repeated invalid transitions quarantine a session, and how many event
-    ids the state remembers for idempotency."""
+    """When repeated invalid transitions quarantine a session."""
 
     quarantine_after: int = 3
     within: timedelta = timedelta(minutes=10)
-    remember_event_ids: int = 256
 
     def __post_init__(self) -> None:
         if self.quarantine_after < 1:
             raise ValueError(f"quarantine_after must be >= 1, got {self.quarantine_after}")
         if self.within < timedelta(0):
             raise ValueError(f"within must not be negative, got {self.within}")
-        if self.remember_event_ids < 1:
-            raise ValueError(f"remember_event_ids must be >= 1, got {self.remember_event_ids}")
 
 
 DEFAULT_POLICY = LifecyclePolicy()
@@ -219,17 +217,14 @@ class SessionState:
     # first, at most `policy.quarantine_after` of them.
     invalid_times: tuple[datetime, ...] = ()
     quarantine_reason: str | None = None
-    # Ids of the most recent events seen (applied or rejected), oldest first.
-    recent_event_ids: tuple[str, ...] = ()
     version: int = STATE_VERSION
 
 
 @dataclass(frozen=True, slots=True)
 class Applied:
-    """The event moved the session (or was a redelivery: `duplicate`, unchanged)."""
+    """The event moved the session."""
 
     new_state: SessionState
-    duplicate: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,10 +254,6 @@ def is_quarantined(state: SessionState | None) -> bool:
 # --- the machine ------------------------------------------------------------------
 
 
-def _remember(ids: tuple[str, ...], event_id: str, bound: int) -> tuple[str, ...]:
-    return (*ids, event_id)[-bound:]
-
-
 def _reject(
     state: SessionState | None,
     event: SessionEvent,
@@ -281,14 +272,7 @@ def _reject(
         and state.status not in TERMINAL
         and state.status is not Status.QUARANTINED
     )
-    new_state = replace(
-        state,
-        invalid_times=times,
-        invalid_count_in_window=len(times),
-        recent_event_ids=_remember(
-            state.recent_event_ids, event.event_id, policy.remember_event_ids
-        ),
-    )
+    new_state = replace(state, invalid_times=times, invalid_count_in_window=len(times))
     if trigger:
         new_state = replace(
             new_state, status=Status.QUARANTINED, quarantine_reason=QUARANTINE_REASON
@@ -313,8 +297,6 @@ def transition(
         raise ValueError(
             f"event {event.event_id} is for session {event.session_id!r}, not {state.session_id!r}"
         )
-    if state is not None and event.event_id in state.recent_event_ids:
-        return Applied(state, duplicate=True)
 
     if state is None:
         if isinstance(event, SessionStarted):
@@ -324,7 +306,6 @@ def transition(
                     tenant_id=event.tenant_id,
                     status=ALLOWED[(None, event_type)],
                     last_event_at=event.occurred_at,
-                    recent_event_ids=(event.event_id,),
                 )
             )
         return _reject(state, event, NO_SESSION, f"{event_type} before SessionStarted", policy)
@@ -383,9 +364,6 @@ def transition(
         pending_operations=pending,
         quarantine_reason=quarantine_reason,
         last_event_at=max(state.last_event_at, event.occurred_at),
-        recent_event_ids=_remember(
-            state.recent_event_ids, event.event_id, policy.remember_event_ids
-        ),
     )
     if isinstance(event, SessionResumed) and status is Status.QUARANTINED:
         # The operator released the session: its earlier offences are forgiven.
@@ -472,7 +450,7 @@ def decide(
     event: SessionEvent,
     policy: LifecyclePolicy = DEFAULT_POLICY,
 ) -> list[SessionEvent]:
-    """The derived events `event` causes: [] when applied (or redelivered);
+    """The derived events `event` causes: [] when applied;
     [InvalidTransitionRejected] when rejected; plus a SessionQuarantined notice
     when that rejection quarantines the session. Deterministic in the inputs."""
     return derived_events(event, transition(state, event, policy))
@@ -493,11 +471,13 @@ def state_to_dict(state: SessionState) -> dict[str, Any]:
         "invalid_count_in_window": state.invalid_count_in_window,
         "invalid_times": [t.isoformat() for t in state.invalid_times],
         "quarantine_reason": state.quarantine_reason,
-        "recent_event_ids": list(state.recent_event_ids),
     }
 
 
 def state_from_dict(data: Mapping[str, Any]) -> SessionState:
+    """The state `state_to_dict` wrote. Keys it no longer writes are ignored: state
+    written by an older version carries "recent_event_ids", the machine's own
+    redelivery window before the governor's fold became the one dedupe."""
     version = int(data.get("version", 1))
     if version != STATE_VERSION:
         raise ValueError(f"unsupported SessionState version {version}")
@@ -510,6 +490,5 @@ def state_from_dict(data: Mapping[str, Any]) -> SessionState:
         invalid_count_in_window=int(data.get("invalid_count_in_window", 0)),
         invalid_times=tuple(datetime.fromisoformat(t) for t in data.get("invalid_times", ())),
         quarantine_reason=data.get("quarantine_reason"),
-        recent_event_ids=tuple(data.get("recent_event_ids", ())),
         version=version,
     )

@@ -194,8 +194,6 @@ def _state(
         counts[decided["decision"]] = counts.get(decided["decision"], 0) + 1
     exceeded = tally.exceeded or []
     described = state_to_dict(lifecycle) if lifecycle is not None else None
-    if described is not None:
-        described.pop("recent_event_ids", None)  # bookkeeping, not state
     memory = None
     if session is not None and (session.turns or session.policy or session.task.objective
                                 or session.task.checkpoints):  # fmt: skip

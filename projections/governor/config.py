@@ -13,9 +13,9 @@ from projections.policy import PolicyDocument
 from projections.pricing import DEFAULT_PRICES, ModelPrice
 from projections.redaction import DEFAULT_REDACTOR, Redactor
 
-# The lifecycle machine remembers one event id only: idempotency is the
-# governor's (one mechanism, one window: the session's `applied` keys).
-LIFECYCLE = LifecyclePolicy(remember_event_ids=1)
+# The lifecycle machine's quarantine policy. Idempotency is not the machine's but
+# the fold's (one mechanism, one window: the session's `applied` keys).
+LIFECYCLE = LifecyclePolicy()
 
 
 @dataclass(frozen=True)
