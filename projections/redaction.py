@@ -636,6 +636,14 @@ class Redactor:
 
     rules: tuple[Rule, ...] = field(default=DEFAULT_RULES)
 
+    def __hash__(self) -> int:
+        # Redactors key caches of redacted text: hash the rules once, not per lookup.
+        return self._hash
+
+    @cached_property
+    def _hash(self) -> int:
+        return hash(self.rules)
+
     @classmethod
     def build(cls, extra_patterns: Mapping[str, str] | None = None) -> Redactor:
         """The default rules plus `extra_patterns` (kind name -> regex). An extra
