@@ -29,6 +29,7 @@ with the worker's signature and answered when the fold reaches them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Iterable, Mapping
@@ -132,6 +133,7 @@ class Partition:
     failures: int = 0
     answers: dict[str, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
     folded: int = 0  # records folded since assignment (health)
+    restoring: asyncio.Task[None] | None = None
 
     @property
     def dirty(self) -> bool:
@@ -284,13 +286,22 @@ class Governor(Service):
                 await producer.start()  # fences a zombie holding this partition
                 part = Partition(number, producer, PartitionState(number))
                 self.partitions[number] = part
-                await self._restore(part)
+                # Restored outside the rebalance listener: aiokafka sends no heartbeat
+                # while a listener runs, and a restore longer than the session timeout
+                # would get this member expelled, re-assigned, and restoring again.
+                assert self._consumer is not None
+                self._consumer.pause(*self._tps(number))
+                part.restoring = asyncio.create_task(self._restore_or_halt(part))
 
     async def release(self, numbers: set[int]) -> None:
         async with self._lock:
             for number in sorted(numbers & set(self.partitions)):
                 part = self.partitions[number]
-                if part.failed is None:
+                if part.restoring is not None and not part.restoring.done():
+                    part.restoring.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await part.restoring
+                elif part.ready and part.failed is None:
                     try:
                         await self._checkpoint(part)
                     except Exception:  # the new owner reads again from the last commit
@@ -304,9 +315,27 @@ class Governor(Service):
                 future.set_exception(PartitionMoved(why))
         await part.producer.stop()
 
+    async def _restore_or_halt(self, part: Partition) -> None:
+        """Restore, retried a bounded number of times; then the partition halts (the
+        loop stops the worker: it never folds on a partial state)."""
+        for attempt in range(MAX_RETRIES + 1):
+            try:
+                await self._restore(part)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.exception("governor: restore of partition %d failed", part.number)
+                part.state = PartitionState(part.number)
+                if attempt == MAX_RETRIES:
+                    part.failed = f"restore failed: {type(exc).__name__}: {exc}"
+                    part.failures = MAX_RETRIES + 1
+                    return
+                await asyncio.sleep(0.5 * 2**attempt)
+
     async def _restore(self, part: Partition) -> None:
         """The partition's state from its changelog (every key's last value), then the
-        committed offsets of the inputs."""
+        committed offsets of the inputs; then the partition is read again."""
         started = time.perf_counter()
         keys = 0
         async for batch in read_topics(self.bootstrap, [self.changelog], partitions=[part.number]):
@@ -314,6 +343,7 @@ class Governor(Service):
                 if record.key is not None:
                     part.state.restore(record.key.decode(), record.value)
                     keys += 1
+            await asyncio.sleep(0)  # heartbeats, the web server and other partitions
         part.state.reindex()
         assert self._consumer is not None
         for tp in self._tps(part.number):
@@ -321,6 +351,10 @@ class Governor(Service):
             part.committed[tp] = offset if offset is not None and offset >= 0 else 0
             # The restored state is as of the committed offsets: read from there.
             self._consumer.seek(tp, part.committed[tp])
+        if self.partitions.get(part.number) is not part:
+            return  # revoked meanwhile
+        self._consumer.resume(*self._tps(part.number))
+        part.since = time.monotonic()
         part.ready = True
         self.stats.restored_keys += keys
         self.stats.restore_seconds += time.perf_counter() - started

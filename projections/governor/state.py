@@ -397,7 +397,11 @@ _PARSERS: dict[str, Callable[[dict[str, Any]], Entry]] = {
 
 def entry_from_bytes(key: str, value: bytes) -> Entry:
     """A changelog record back into its entry (the key's prefix names the type)."""
-    return _PARSERS[key.split("/", 1)[0]](orjson.loads(value))
+    return entry_from_json(key, orjson.loads(value))
+
+
+def entry_from_json(key: str, data: dict[str, Any]) -> Entry:
+    return _PARSERS[key.split("/", 1)[0]](data)
 
 
 # --- the partition's state ------------------------------------------------------------------
@@ -408,13 +412,17 @@ class PartitionState:
 
     Also keeps an index the entries imply (operation key -> session, per
     tenant), rebuilt on restore, so a lookup never scans.
+
+    A restored entry stays parsed JSON until the fold first reads it: a restart
+    over many sessions answers once the changelog is read, not once every
+    entry is built.
     """
 
     __slots__ = ("committed", "dirty", "number", "operations")
 
     def __init__(self, number: int = 0) -> None:
         self.number = number  # the partition of the tenant log this state is of
-        self.committed: dict[str, Entry] = {}
+        self.committed: dict[str, Entry | dict[str, Any]] = {}  # dict: restored, not built
         self.dirty: dict[str, Entry | None] = {}
         # (tenant, operation key) -> session key of the decision
         self.operations: dict[tuple[str, str], str] = {}
@@ -425,7 +433,13 @@ class PartitionState:
         """The current entry (overlay first), not for changing."""
         if key in self.dirty:
             return self.dirty[key]
-        return self.committed.get(key)
+        return self._committed(key)
+
+    def _committed(self, key: str) -> Entry | None:
+        value = self.committed.get(key)
+        if type(value) is dict:
+            value = self.committed[key] = entry_from_json(key, value)
+        return value  # type: ignore[return-value]
 
     def _touch(self, key: str, make: Callable[[], E], kind: type[E]) -> E:
         if key in self.dirty:
@@ -433,7 +447,7 @@ class PartitionState:
             if entry is not None:
                 return entry  # type: ignore[return-value]
         else:
-            committed = self.committed.get(key)
+            committed = self._committed(key)
             if committed is not None:
                 entry = committed.copy()
                 self.dirty[key] = entry
@@ -492,15 +506,20 @@ class PartitionState:
         if value is None:
             self.committed.pop(key, None)
         else:
-            self.committed[key] = entry_from_bytes(key, value)
+            self.committed[key] = orjson.loads(value)
 
     def reindex(self) -> None:
-        self.operations = {
-            (entry.tenant_id, op): key
-            for key, entry in self.committed.items()
-            if isinstance(entry, SessionEntry)
-            for op in entry.decisions
-        }
+        operations: dict[tuple[str, str], str] = {}
+        for key, entry in self.committed.items():
+            if isinstance(entry, SessionEntry):
+                tenant, decisions = entry.tenant_id, entry.decisions
+            elif isinstance(entry, dict) and key.startswith("s/"):
+                tenant, decisions = entry["tenant_id"], entry.get("decisions") or {}
+            else:
+                continue
+            for op in decisions:
+                operations[(tenant, op)] = key
+        self.operations = operations
 
     def items(self) -> Iterator[tuple[str, Entry]]:
         """Every current entry (overlay applied), in key order."""
@@ -515,7 +534,9 @@ class PartitionState:
         states with the same digest are the same, byte for byte."""
         h = hashlib.sha256()
         for key in sorted(self.committed):
-            h.update(key.encode() + b"\0" + canonical(self.committed[key].to_json()) + b"\n")
+            entry = self.committed[key]
+            data = entry if isinstance(entry, dict) else entry.to_json()
+            h.update(key.encode() + b"\0" + canonical(data) + b"\n")
         return h.hexdigest()
 
     def snapshot(self) -> dict[str, bytes]:
