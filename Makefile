@@ -26,7 +26,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
-	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/pip install --quiet -e '.[dev,bench]' 'py-spy>=0.4'
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.dashboards
 	$(BIN)/python -m bench.replay
