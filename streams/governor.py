@@ -134,6 +134,8 @@ class Partition:
     answers: dict[str, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
     folded: int = 0  # records folded since assignment (health)
     restoring: asyncio.Task[None] | None = None
+    checkpointing: asyncio.Task[None] | None = None  # the transaction in flight
+    epoch: int = 0  # bumped by every rewind: records fetched before it are stale
 
     @property
     def dirty(self) -> bool:
@@ -145,7 +147,8 @@ class GovernorStats:
     records: int = 0
     derived: int = 0
     checkpoints: int = 0
-    checkpoint_seconds: float = 0.0
+    checkpoint_seconds: float = 0.0  # inside transactions (they overlap the fold)
+    checkpoint_wait_seconds: float = 0.0  # the loop waiting for one in flight
     fold_seconds: float = 0.0
     restored_keys: int = 0
     restore_seconds: float = 0.0
@@ -157,6 +160,7 @@ class GovernorStats:
             "derived": self.derived,
             "checkpoints": self.checkpoints,
             "checkpoint_seconds": round(self.checkpoint_seconds, 3),
+            "checkpoint_wait_seconds": round(self.checkpoint_wait_seconds, 3),
             "fold_seconds": round(self.fold_seconds, 3),
             "restored_keys": self.restored_keys,
             "restore_seconds": round(self.restore_seconds, 3),
@@ -253,7 +257,8 @@ class Governor(Service):
         try:
             async with self._lock:
                 for part in list(self.partitions.values()):
-                    if part.failed is None:
+                    await self._settled(part)
+                    if part.failed is None and self.partitions.get(part.number) is part:
                         await self._checkpoint(part)
         finally:
             for part in list(self.partitions.values()):
@@ -301,15 +306,20 @@ class Governor(Service):
                     part.restoring.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await part.restoring
-                elif part.ready and part.failed is None:
-                    try:
-                        await self._checkpoint(part)
-                    except Exception:  # the new owner reads again from the last commit
-                        log.exception("governor: checkpoint on revoke of %d failed", number)
+                else:
+                    await self._settled(part)
+                    if self.partitions.get(number) is not part:
+                        continue  # fenced meanwhile, and dropped
+                    if part.ready and part.failed is None:
+                        try:
+                            await self._checkpoint(part)
+                        except Exception:  # the new owner reads again from the last commit
+                            log.exception("governor: checkpoint on revoke of %d failed", number)
                 await self._drop(part, "the partition moved to another worker")
 
     async def _drop(self, part: Partition, why: str) -> None:
-        self.partitions.pop(part.number, None)
+        if self.partitions.get(part.number) is part:
+            del self.partitions[part.number]
         for future in part.answers.values():
             if not future.done():
                 future.set_exception(PartitionMoved(why))
@@ -370,6 +380,7 @@ class Governor(Service):
             fetched = await consumer.getmany(
                 timeout_ms=self.checkpoint_ms, max_records=self.fetch_records
             )
+            epochs = {number: part.epoch for number, part in self.partitions.items()}
             started = time.perf_counter()
             for tp, records in fetched.items():
                 part = self.partitions.get(tp.partition)
@@ -379,12 +390,16 @@ class Governor(Service):
                     # never dropped, read again once it is ours and ready.
                     consumer.seek(tp, records[0].offset)
                     continue
+                if part.epoch != epochs.get(tp.partition):
+                    continue  # rewound since the fetch (and the consumer seeked back)
                 if tp.topic == self.topics.tenants:
                     self._relay(part, records)
                 else:
                     self._fold(part, tp, records)
                 if part.failed is None:
-                    part.positions[tp] = await consumer.position(tp)
+                    position = await consumer.position(tp)
+                    if part.epoch == epochs[tp.partition]:
+                        part.positions[tp] = position
                 await asyncio.sleep(0)  # let the web server answer between partitions
             self.stats.fold_seconds += time.perf_counter() - started
             if self.drill.fetch_pause_ms and fetched:
@@ -431,22 +446,40 @@ class Governor(Service):
                     future.set_result(folded.answer)
 
     def _fail(self, part: Partition, reason: str) -> None:
+        """Stop the partition at a record the fold failed on. What was folded since the
+        last checkpoint is dropped; a checkpoint in flight may still commit (it holds
+        only records before this one). `_retry_failed` reads again from the commit."""
         part.failed = reason
         part.failures += 1
-        self._rewind(part)
+        part.state.drop_dirty()
+        self._clear_batch(part)
         assert self._consumer is not None
         self._consumer.pause(*self._tps(part.number))
 
     def _rewind(self, part: Partition) -> None:
-        """Drop what was folded since the last checkpoint; read again from there."""
+        """A checkpoint failed: drop everything folded since the last commit (the
+        sealed interval and the one after it); read again from the commit."""
         part.state.abort()
+        self._clear_batch(part)
+        assert self._consumer is not None
+        for tp, offset in part.committed.items():
+            self._consumer.seek(tp, offset)
+
+    @staticmethod
+    def _clear_batch(part: Partition) -> None:
+        part.epoch += 1
         part.derived.clear()
         part.relays.clear()
         part.pending = 0
         part.positions.clear()
-        assert self._consumer is not None
-        for tp, offset in part.committed.items():
-            self._consumer.seek(tp, offset)
+
+    async def _settled(self, part: Partition) -> None:
+        """Wait for the partition's checkpoint in flight, if any, to end."""
+        if part.checkpointing is not None:
+            started = time.perf_counter()
+            await part.checkpointing  # never raises: _checkpoint_or_reset handles it
+            part.checkpointing = None
+            self.stats.checkpoint_wait_seconds += time.perf_counter() - started
 
     async def _retry_failed(self) -> None:
         """Read a failed partition again from its last checkpoint, a bounded number of
@@ -459,6 +492,9 @@ class Governor(Service):
                 log.error("governor: giving up: %s", self.failure)
                 raise GovernorHalted(self.failure)
             await asyncio.sleep(min(5.0, 0.5 * 2**part.failures))
+            await self._settled(part)
+            if self.partitions.get(part.number) is not part:
+                continue
             assert self._consumer is not None
             for tp, offset in part.committed.items():
                 self._consumer.seek(tp, offset)
@@ -482,7 +518,15 @@ class Governor(Service):
         if not due:
             return
         async with self._lock:
-            await asyncio.gather(*(self._checkpoint_or_reset(p) for p in due))
+            for part in due:
+                if part.checkpointing is not None and not part.checkpointing.done():
+                    if part.pending < self.checkpoint_records:
+                        continue  # due by time: it goes in the next round
+                    await self._settled(part)  # at most one interval ahead of the commit
+                if self.partitions.get(part.number) is not part or part.failed is not None:
+                    continue
+                if part.dirty or part.positions:
+                    part.checkpointing = asyncio.create_task(self._checkpoint_or_reset(part))
 
     async def _checkpoint_or_reset(self, part: Partition) -> None:
         try:
@@ -495,16 +539,23 @@ class Governor(Service):
             self._rewind(part)
 
     async def _checkpoint(self, part: Partition) -> None:
-        """Derived events, relays, changed state and offsets in one transaction."""
+        """Derived events, relays, changed state and offsets in one transaction.
+
+        The interval is sealed first (no await before): the loop folds the next
+        records into a new overlay while this transaction is in flight.
+        """
         if not part.dirty and not part.positions:
             return
         started = time.perf_counter()
         number, producer, signer = part.number, part.producer, self.rules.signer
-        changed = part.state.dirty
-        offsets = {tp: o for tp, o in part.positions.items() if o > part.committed.get(tp, -1)}
+        derived, relays, positions = part.derived, part.relays, part.positions
+        part.derived, part.relays, part.positions = [], [], {}
+        part.pending, part.since = 0, time.monotonic()
+        changed = part.state.seal()
+        offsets = {tp: o for tp, o in positions.items() if o > part.committed.get(tp, -1)}
         sends = []
         async with producer.transaction():
-            for event in part.derived:
+            for event in derived:
                 key = event.tenant_id.encode()
                 value = self.codec.encode(event)
                 headers = [signer.header(key, value)]
@@ -519,7 +570,7 @@ class Governor(Service):
                             self.topics.review, value, key, partition=number, headers=headers
                         )
                     )
-            for key, value in part.relays:
+            for key, value in relays:
                 headers = [signer.header(key, value)]
                 sends.append(
                     await producer.send(
@@ -540,16 +591,12 @@ class Governor(Service):
             if self.drill.checkpoint_pause_ms:
                 log.warning("governor: drill: partition %d paused before commit", number)
                 await asyncio.sleep(self.drill.checkpoint_pause_ms / 1000)
-        # Committed: the overlay becomes the state, the positions the restart point.
-        part.state.commit()
+        # Committed: the sealed overlay becomes the state, the positions the restart point.
+        part.state.commit_sealed(changed)
         part.committed.update(offsets)
-        self.stats.derived += len(part.derived)
-        part.derived.clear()
-        part.relays.clear()
-        part.positions.clear()
-        part.pending = 0
-        part.since = time.monotonic()
-        part.failures = 0
+        self.stats.derived += len(derived)
+        if part.failed is None:
+            part.failures = 0
         self.stats.checkpoints += 1
         self.stats.checkpoint_seconds += time.perf_counter() - started
 

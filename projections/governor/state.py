@@ -408,7 +408,12 @@ def entry_from_json(key: str, data: dict[str, Any]) -> Entry:
 
 
 class PartitionState:
-    """Committed entries plus the overlay of the current checkpoint interval.
+    """Committed entries, the sealed overlay of a checkpoint being committed, and the
+    overlay of the current interval (reads go dirty -> sealed -> committed).
+
+    Sealing lets the adapter fold the next records while the previous
+    checkpoint's transaction is in flight: entries are copied on first write, so
+    a sealed entry is never changed after it was sealed.
 
     Also keeps an index the entries imply (operation key -> session, per
     tenant), rebuilt on restore, so a lookup never scans.
@@ -418,11 +423,12 @@ class PartitionState:
     entry is built.
     """
 
-    __slots__ = ("committed", "dirty", "number", "operations")
+    __slots__ = ("committed", "dirty", "number", "operations", "sealed")
 
     def __init__(self, number: int = 0) -> None:
         self.number = number  # the partition of the tenant log this state is of
         self.committed: dict[str, Entry | dict[str, Any]] = {}  # dict: restored, not built
+        self.sealed: dict[str, Entry | None] = {}  # being committed (None = deleted)
         self.dirty: dict[str, Entry | None] = {}
         # (tenant, operation key) -> session key of the decision
         self.operations: dict[tuple[str, str], str] = {}
@@ -433,6 +439,8 @@ class PartitionState:
         """The current entry (overlay first), not for changing."""
         if key in self.dirty:
             return self.dirty[key]
+        if key in self.sealed:
+            return self.sealed[key]
         return self._committed(key)
 
     def _committed(self, key: str) -> Entry | None:
@@ -447,9 +455,9 @@ class PartitionState:
             if entry is not None:
                 return entry  # type: ignore[return-value]
         else:
-            committed = self._committed(key)
-            if committed is not None:
-                entry = committed.copy()
+            current = self.sealed[key] if key in self.sealed else self._committed(key)
+            if current is not None:
+                entry = current.copy()
                 self.dirty[key] = entry
                 return entry  # type: ignore[return-value]
         fresh = make()
@@ -488,16 +496,34 @@ class PartitionState:
 
     def commit(self) -> dict[str, Entry | None]:
         """Apply the overlay; return the changed keys (None = deleted)."""
-        changed, self.dirty = self.dirty, {}
-        for key, entry in changed.items():
+        return self.commit_sealed(self.seal())
+
+    def seal(self) -> dict[str, Entry | None]:
+        """Close the current overlay for a checkpoint; later writes go to a new one.
+        Returns the sealed keys (None = deleted). One sealed overlay at a time."""
+        if self.sealed:
+            raise RuntimeError("a sealed overlay is still being committed")
+        self.sealed, self.dirty = self.dirty, {}
+        return self.sealed
+
+    def commit_sealed(self, sealed: dict[str, Entry | None]) -> dict[str, Entry | None]:
+        """Apply the sealed overlay: its checkpoint committed."""
+        for key, entry in sealed.items():
             if entry is None:
                 self.committed.pop(key, None)
             else:
                 self.committed[key] = entry
-        return changed
+        if self.sealed is sealed:
+            self.sealed = {}
+        return sealed
 
     def abort(self) -> None:
-        """Drop the overlay: the committed state is as it was at the last commit."""
+        """Drop both overlays: the state is as it was at the last commit."""
+        self.dirty, self.sealed = {}, {}
+        self.reindex()
+
+    def drop_dirty(self) -> None:
+        """Drop the current overlay only (the sealed one may still commit)."""
         self.dirty = {}
         self.reindex()
 
@@ -510,7 +536,9 @@ class PartitionState:
 
     def reindex(self) -> None:
         operations: dict[tuple[str, str], str] = {}
-        for key, entry in self.committed.items():
+        view: dict[str, Entry | dict[str, Any] | None] = dict(self.committed)
+        view.update(self.sealed)
+        for key, entry in view.items():
             if isinstance(entry, SessionEntry):
                 tenant, decisions = entry.tenant_id, entry.decisions
             elif isinstance(entry, dict) and key.startswith("s/"):
@@ -523,7 +551,7 @@ class PartitionState:
 
     def items(self) -> Iterator[tuple[str, Entry]]:
         """Every current entry (overlay applied), in key order."""
-        keys = sorted(set(self.committed) | set(self.dirty))
+        keys = sorted(set(self.committed) | set(self.sealed) | set(self.dirty))
         for key in keys:
             entry = self.peek(key)
             if entry is not None:

@@ -375,6 +375,82 @@ def test_the_fold_gives_the_same_bytes_whatever_the_checkpoints() -> None:
         assert derived == base_derived
 
 
+def _fold_pipelined(
+    records: list[tuple[int, Event]],
+    every: int,
+    lag: int,
+    abort_at: int | None = None,
+    drop_at: int | None = None,
+) -> tuple[dict[str, bytes], list[bytes]]:
+    """As the adapter does: an interval is sealed and its transaction commits `lag`
+    records later, while the fold goes on into a new overlay. `abort_at`: that
+    transaction fails (both overlays dropped, read again from the commit);
+    `drop_at`: the fold fails (the new overlay dropped, the sealed one commits)."""
+    state = PartitionState()
+    derived: list[bytes] = []
+    pending: list[bytes] = []
+    sealed: tuple[dict[str, Any], list[bytes], int] | None = None
+    committed_at = n = 0
+    while n < len(records):
+        log_ms, event = records[n]
+        pending += [
+            canonical(e.model_dump(mode="json")) for e in step(state, event, log_ms, CONFIG).derived
+        ]
+        n += 1
+        if sealed is not None and n == abort_at:
+            state.abort()
+            pending, sealed, n, abort_at = [], None, committed_at, None
+            continue
+        if sealed is not None and n == drop_at:
+            state.drop_dirty()
+            pending, n, drop_at = [], sealed[2], None
+            continue
+        if sealed is not None and n >= sealed[2] + lag:
+            state.commit_sealed(sealed[0])
+            derived += sealed[1]
+            committed_at, sealed = sealed[2], None
+        if sealed is None and n % every == 0:
+            sealed, pending = (state.seal(), pending, n), []
+    if sealed is not None:
+        state.commit_sealed(sealed[0])
+        derived += sealed[1]
+    state.commit()
+    return state.snapshot(), derived + pending
+
+
+def test_pipelined_checkpoints_give_the_same_bytes() -> None:
+    records = _fleet()
+    base_state, base_derived = _fold_all(records, every=len(records) + 1)
+    # (seal every, commit after, a transaction fails at, a fold fails at)
+    runs = ((1, 1, None, None), (97, 40, None, None), (500, 300, 730, None))
+    runs += ((500, 300, None, 1_130),)
+    for every, lag, abort_at, drop_at in runs:
+        state, derived = _fold_pipelined(records, every, lag, abort_at, drop_at)
+        assert state == base_state
+        assert derived == base_derived
+
+
+def test_a_sealed_entry_is_never_changed_by_later_writes() -> None:
+    records = _fleet()
+    state = PartitionState()
+    for log_ms, event in records[:300]:
+        step(state, event, log_ms, CONFIG)
+    sealed = state.seal()
+    frozen = {k: None if e is None else canonical(e.to_json()) for k, e in sealed.items()}
+    for log_ms, event in records[300:900]:
+        step(state, event, log_ms, CONFIG)
+    assert {k: None if e is None else canonical(e.to_json()) for k, e in sealed.items()} == frozen
+    with pytest.raises(RuntimeError):
+        state.seal()  # one transaction in flight at a time
+    state.drop_dirty()
+    assert state.dirty == {}
+    state.commit_sealed(sealed)
+    assert state.sealed == {}
+    assert {k: canonical(state.committed[k].to_json()) for k in frozen if frozen[k]} == {
+        k: v for k, v in frozen.items() if v
+    }
+
+
 def test_a_restore_from_the_changelog_bytes_continues_identically() -> None:
     records = _fleet()
     half = len(records) // 2
