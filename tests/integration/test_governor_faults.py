@@ -97,9 +97,16 @@ def _budgets(url: str, tenant: str) -> httpx.Response:
     )
 
 
+def _budgets_answered(url: str, tenant: str) -> dict[str, Any]:
+    """The tenant's budgets once its partition's owner answers: a rebalance (a worker
+    woke up or joined) makes the new owner restore first, and it answers 503 meanwhile."""
+    reply = _wait(f"budgets of {tenant}", lambda: _budgets(url, tenant), lambda r: r.is_success)
+    return reply.json()  # type: ignore[no-any-return]
+
+
 def _month_costs(url: str, tenants: list[str]) -> dict[str, int]:
     return {
-        t: int(_budgets(url, t).json()["balances"]["tenant_cost_month"]["used"]) for t in tenants
+        t: int(_budgets_answered(url, t)["balances"]["tenant_cost_month"]["used"]) for t in tenants
     }
 
 
@@ -290,7 +297,7 @@ def test_four_restarts_restore_every_key(local_bootstrap: str, tmp_path: Path) -
         asyncio.run(wait_for_zero_lag(settings, local_bootstrap, timeout=WAIT, which="governor"))
         settled = worker.health(digest=True)["governor"]["partitions"]
         assert sum(p["keys"] for p in settled.values()) >= fleet.sessions + fleet.tenants
-        budgets = {t: _budgets(worker.url, t).json() for t in tenants}
+        budgets = {t: _budgets_answered(worker.url, t) for t in tenants}
         assert {t: b["balances"]["tenant_cost_month"]["used"] for t, b in budgets.items()} == {
             t: truth["per_tenant"][t]["cost_usd_micros"] for t in tenants
         }
