@@ -287,6 +287,9 @@ class Governor(Service):
                     enable_idempotence=True,
                     acks="all",
                     linger_ms=5,
+                    # Changelog values are a few KB each: the default 16 KiB batch would
+                    # make a produce request per handful of them.
+                    max_batch_size=1024 * 1024,
                 )
                 await producer.start()  # fences a zombie holding this partition
                 part = Partition(number, producer, PartitionState(number))
