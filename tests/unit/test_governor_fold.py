@@ -337,6 +337,11 @@ def _fleet() -> list[tuple[int, Event]]:
     return [(ms(r.event.occurred_at), r.event) for r in sim.records if r.event is not None]
 
 
+def _step_bytes(state: PartitionState, log_ms: int, event: Event) -> list[bytes]:
+    derived = step(state, event, log_ms, CONFIG).derived
+    return [canonical(e.model_dump(mode="json")) for e in derived]
+
+
 def _fold_all(
     records: list[tuple[int, Event]], every: int, abort_at: int | None = None
 ) -> tuple[dict[str, bytes], list[bytes]]:
@@ -345,10 +350,7 @@ def _fold_all(
     pending: list[bytes] = []
     n = 0
     while n < len(records):
-        log_ms, event = records[n]
-        pending += [
-            canonical(e.model_dump(mode="json")) for e in step(state, event, log_ms, CONFIG).derived
-        ]
+        pending += _step_bytes(state, *records[n])
         n += 1
         if abort_at is not None and n == abort_at:
             # An aborted checkpoint: the overlay is dropped and the records since
@@ -392,10 +394,7 @@ def _fold_pipelined(
     sealed: tuple[dict[str, Any], list[bytes], int] | None = None
     committed_at = n = 0
     while n < len(records):
-        log_ms, event = records[n]
-        pending += [
-            canonical(e.model_dump(mode="json")) for e in step(state, event, log_ms, CONFIG).derived
-        ]
+        pending += _step_bytes(state, *records[n])
         n += 1
         if sealed is not None and n == abort_at:
             state.abort()
