@@ -13,19 +13,26 @@ time, record count, first and last hash, algorithm, genesis, a digest of the
 embedded schemas) and the writer schema of every event type present, by schema
 id, so the file decodes without a schema registry.
 
-`verify_export` recomputes the chain and compares it with the manifest; it
-reports `ok` or the first problem (changed, dropped or reordered record, edited
-manifest or schemas, unreadable file) in one line that names the seq and Kafka
-position. It never raises on a bad file.
+The manifest text is signed (HMAC-SHA256, `govstream.manifest.signature` in
+the metadata) with a key derived from the deployment's policy signing key, in
+a domain of its own: a chain recomputed over edited records (the whole file
+rewritten) no longer matches a signature only the key holder can make.
+
+`verify_export` recomputes the chain and compares it with the manifest, then,
+given the keys, checks the manifest's signature; it reports `ok` or the first
+problem (changed, dropped or reordered record, edited manifest or schemas, an
+unsigned or wrongly signed manifest, unreadable file) in one line that names
+the seq and Kafka position. It never raises on a bad file.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import io
 import json
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,6 +46,8 @@ FORMAT = "govstream.evidence.v1"
 HASH_ALGORITHM = "sha256"
 MANIFEST_KEY = "govstream.manifest"
 SCHEMAS_KEY = "govstream.schemas"
+SIGNATURE_KEY = "govstream.manifest.signature"
+_MANIFEST_KEY_DOMAIN = b"govstream.evidence-manifest-key.v1"
 
 ENTRY_SCHEMA: dict[str, Any] = {
     "type": "record",
@@ -102,6 +111,36 @@ class VerifyReport:
 
     def __str__(self) -> str:
         return self.message
+
+
+@dataclass(frozen=True)
+class ManifestKeys:
+    """Signs export manifests with `key_id`; accepts a signature by any of `keys`."""
+
+    key_id: str
+    keys: Mapping[str, bytes]
+
+    @classmethod
+    def from_policy_key(cls, key_id: str, policy_signing_key: bytes | str) -> ManifestKeys:
+        secret = (
+            policy_signing_key.encode()
+            if isinstance(policy_signing_key, str)
+            else policy_signing_key
+        )
+        derived = hmac.new(secret, _MANIFEST_KEY_DOMAIN, hashlib.sha256).digest()
+        return cls(key_id, {key_id: derived})
+
+    def sign(self, manifest_text: str) -> str:
+        digest = hmac.new(self.keys[self.key_id], manifest_text.encode(), hashlib.sha256)
+        return f"{self.key_id}:{digest.hexdigest()}"
+
+    def verifies(self, manifest_text: str, signature: str) -> bool:
+        key_id, sep, hexdigest = signature.partition(":")
+        secret = self.keys.get(key_id)
+        if not sep or secret is None:
+            return False
+        expected = hmac.new(secret, manifest_text.encode(), hashlib.sha256).hexdigest()
+        return hmac.compare_digest(expected, hexdigest)
 
 
 def genesis_for(session_id: str) -> str:
@@ -183,9 +222,11 @@ def write_export(
     records: Iterable[LogRecord],
     codec: Codec,
     *,
+    keys: ManifestKeys | None = None,
     created_at: datetime | None = None,
 ) -> dict[str, Any]:
-    """Write the evidence file for one session; returns the manifest written."""
+    """Write the evidence file for one session, its manifest signed with `keys` (the
+    CLI always signs); returns the manifest written."""
     entries, schemas = build_entries(session_id, records, codec)
     schemas_text = _schemas_text(schemas)
     manifest = {
@@ -201,7 +242,10 @@ def write_export(
         "genesis": genesis_for(session_id),
         "schemas_sha256": hashlib.sha256(schemas_text.encode()).hexdigest(),
     }
-    metadata = {MANIFEST_KEY: json.dumps(manifest, sort_keys=True), SCHEMAS_KEY: schemas_text}
+    manifest_text = json.dumps(manifest, sort_keys=True)
+    metadata = {MANIFEST_KEY: manifest_text, SCHEMAS_KEY: schemas_text}
+    if keys is not None:
+        metadata[SIGNATURE_KEY] = keys.sign(manifest_text)
     with Path(path).open("wb") as fo:
         fastavro.writer(fo, _PARSED_ENTRY, entries, codec="null", metadata=metadata)
     return manifest
@@ -257,10 +301,11 @@ def _where(entry: dict[str, Any]) -> str:
     return f"seq {entry['seq']} ({entry['topic']}[{entry['partition']}]@{entry['offset']})"
 
 
-def verify_export(path: str | Path) -> VerifyReport:
-    """Recompute the chain and check it against the manifest; never raises."""
+def verify_export(path: str | Path, keys: ManifestKeys | None = None) -> VerifyReport:
+    """Recompute the chain and check it against the manifest; with `keys`, check the
+    manifest's signature too (an unsigned manifest fails). Never raises."""
     try:
-        return _verify(path)
+        return _verify(path, keys)
     except Exception as exc:  # a last guard: a verdict, never a traceback
         return _fail("unreadable", f"{type(exc).__name__}: {exc}".splitlines()[0][:300])
 
@@ -284,7 +329,7 @@ def _read_entries(path: str | Path) -> tuple[dict[str, str], list[dict[str, Any]
     return metadata, entries  # type: ignore[return-value]
 
 
-def _verify(path: str | Path) -> VerifyReport:
+def _verify(path: str | Path, keys: ManifestKeys | None) -> VerifyReport:
     read = _read_entries(path)
     if isinstance(read, VerifyReport):
         return read
@@ -360,6 +405,20 @@ def _verify(path: str | Path) -> VerifyReport:
         return _fail("manifest", "first_hash differs from seq 0's hash", seq=0, **ctx)
     if manifest.get("last_hash") != last:
         return _fail("manifest", f"last_hash differs from seq {n - 1}'s hash", seq=n - 1, **ctx)
+    signed = ""
+    if keys is not None:
+        signature = metadata.get(SIGNATURE_KEY)
+        if not signature:
+            return _fail("signature", "the manifest is not signed", **ctx)
+        if not keys.verifies(metadata[MANIFEST_KEY], signature):
+            key_id = signature.partition(":")[0]
+            return _fail(
+                "signature",
+                f"the manifest's signature (key {key_id!r}) does not verify: the file was "
+                "rewritten, or signed with a key this deployment does not hold",
+                **ctx,
+            )
+        signed = f", manifest signed by key {signature.partition(':')[0]}"
     return VerifyReport(
-        True, f"OK: {n} records of session {session_id}, chain ends {last}", None, **ctx
+        True, f"OK: {n} records of session {session_id}, chain ends {last}{signed}", None, **ctx
     )

@@ -15,6 +15,7 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:
+    from events.evidence import ManifestKeys
     from events.provenance import RecordSigner
 
 
@@ -173,6 +174,15 @@ class Settings(BaseSettings):
         Redactor.build(value)  # a bad pattern fails at start-up, naming itself
         return value
 
+    @field_validator("policy_signing_key")
+    @classmethod
+    def _signing_key_long_enough(cls, value: str) -> str:
+        # The decision, record and evidence signatures all derive from it: a short
+        # key is refused here, before the worker reads a record.
+        if len(value.encode()) < 16:
+            raise ValueError("the signing key must be at least 16 bytes")
+        return value
+
     @field_validator("api_keys")
     @classmethod
     def _api_keys_parse(cls, value: str) -> str:
@@ -239,18 +249,31 @@ def record_signer(settings: Settings) -> RecordSigner:
     )
 
 
+def manifest_keys(settings: Settings) -> ManifestKeys:
+    """The keys that sign evidence exports' manifests and check them."""
+    from events.evidence import ManifestKeys
+
+    return ManifestKeys.from_policy_key(settings.policy_key_id, settings.policy_signing_key)
+
+
 def governor_config(settings: Settings) -> Any:
     """The governor's fold configured from these settings: the one place the worker,
     rebuild, replay, backtest and reprice take it from (a GovernorConfig)."""
     from datetime import timedelta
 
+    from govstream.errors import UsageError
     from projections.governor.config import GovernorConfig
     from projections.policy import load_policy
+    from projections.policy_contract import ContractError
     from projections.pricing import DEFAULT_PRICES
     from projections.redaction import Redactor
 
+    try:
+        policy = load_policy(settings.resolved_policy_path)
+    except (ContractError, OSError) as exc:
+        raise UsageError(f"bad setting GOVSTREAM_POLICY_PATH: {exc}") from None
     return GovernorConfig(
-        policy=load_policy(settings.resolved_policy_path),
+        policy=policy,
         signing_key=settings.policy_signing_key.encode(),
         key_id=settings.policy_key_id,
         decision_ttl=timedelta(seconds=settings.policy_decision_ttl_seconds),

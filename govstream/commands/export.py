@@ -14,7 +14,7 @@ import argparse
 from pathlib import Path
 
 from govstream.errors import GovstreamError, UsageError
-from govstream.settings import load
+from govstream.settings import load, manifest_keys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -47,7 +47,9 @@ def _session(args: argparse.Namespace) -> int:
     settings = load(app_id=args.app_id)
     _, records = read_session_records(settings, args.session_id, derived=True)
     try:
-        manifest = write_export(out, args.session_id, records, Codec(EmbeddedRegistry()))
+        manifest = write_export(
+            out, args.session_id, records, Codec(EmbeddedRegistry()), keys=manifest_keys(settings)
+        )
     except ExportError as exc:
         out.unlink(missing_ok=True)
         raise GovstreamError(f"cannot export session {args.session_id}: {exc}") from None

@@ -8,7 +8,10 @@ topic scan), takes them through the ingest rules and folds them with the
 governor's own fold (projections/timeline.py): the timeline (time, event,
 decision, budget after) and the state at `--at` (default: after the last
 event). `--source FILE` replays an evidence export (`govstream export
-session`, which holds the same records) instead: no Kafka, no ClickHouse.
+session`, which holds the same records) instead: no Kafka, no ClickHouse. The
+export is verified first, as `govstream verify` does (hash chain, manifest and
+its signature): a file that fails is refused (exit 1, naming the first bad
+record) unless `--no-verify` is given.
 
 `replay rebuild` folds the whole tenant log again and compares every state key
 and every derived event with live (streams/rebuild.py).
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,7 +32,7 @@ from events.models import CATALOG, Event, SessionEvent
 from events.topics import Topics, is_derived_topic
 from govstream.commands.slo import parse_at
 from govstream.errors import GovstreamError, UsageError
-from govstream.settings import Settings, governor_config, load
+from govstream.settings import Settings, governor_config, load, manifest_keys
 from projections.timeline import SessionReplay, render_state, render_table, replay
 
 QUERIES = Path(__file__).resolve().parents[2] / "sql" / "queries"
@@ -55,6 +59,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     session.add_argument(
         "--source", type=Path, metavar="FILE", help="an evidence export instead of the log"
+    )
+    session.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="with --source: replay the file even if its chain or signature does not verify",
     )
     session.add_argument("--json", action="store_true", help="timeline and state as JSON")
     session.add_argument("--app-id", help="the worker's app id (GOVSTREAM_APP_ID)")
@@ -206,10 +215,27 @@ def records_from_export(path: Path, session_id: str) -> tuple[str, list[Located]
     return sorted(tenants)[0], located
 
 
+def verify_source(path: Path, settings: Settings, *, check: bool) -> None:
+    """Refuse an export whose chain, manifest or signature does not verify."""
+    from events.evidence import verify_export
+
+    if not path.is_file():
+        raise UsageError(f"{path}: no such file")
+    if not check:
+        print(f"warning: {path} replayed without verification (--no-verify)", file=sys.stderr)
+        return
+    report = verify_export(path, manifest_keys(settings))
+    if not report.ok:
+        raise GovstreamError(
+            f"{path}: {report.message}; not replayed (--no-verify replays it anyway)"
+        )
+
+
 def load_session(args: argparse.Namespace) -> SessionReplay:
     at = parse_at(args.at) if args.at is not None else None
     settings = load(app_id=args.app_id)
     if args.source is not None:
+        verify_source(args.source, settings, check=not args.no_verify)
         tenant, located = records_from_export(args.source, args.session_id)
     else:
         tenant, records = read_session_records(settings, args.session_id, args.tenant)

@@ -33,7 +33,7 @@ from sql.client import open_clickhouse
 from tests.conftest import BACKENDS, Backend, isolated_settings
 from tests.factories import session_started, tenant_profile, tool_proposal, turn
 from tests.kafka_io import send_events as _send
-from tests.unit.test_evidence import _rewrite
+from tests.unit.test_evidence import _rechain, _rewrite
 
 pytestmark = pytest.mark.integration
 WAIT_SECONDS = 60
@@ -302,6 +302,27 @@ def test_tampered_exports_fail_naming_the_record(cli: Any, tmp_path: Path) -> No
 
     # the untouched file still verifies
     assert cli("verify", str(path))[0] == 0
+
+    # Replay refuses what verify refuses, naming the record; --no-verify replays it.
+    changed = str(tmp_path / "changed.avro")
+    status, out, err = cli("replay", "session", SID, "--source", changed)
+    assert (status, out, err.count("\n")) == (1, "", 1), err
+    assert "FAIL changed:" in err and f"seq {turn_at} " in err and "--no-verify" in err
+    status, out, err = cli("replay", "session", SID, "--source", changed, "--no-verify")
+    assert status == 0 and SID in out and "without verification" in err
+
+    # A whole-file rewrite (the chain recomputed) passes the chain, not the signature.
+    forged = tmp_path / "forged.avro"
+    forged.write_bytes(path.read_bytes())
+
+    def to_mine(entry: dict[str, Any]) -> None:
+        entry["value"] = entry["value"].replace(b"gpt-4o-mini", b"gpt-4o-mine")
+
+    _rechain(forged, to_mine, at=turn_at)
+    status, out, _ = cli("verify", str(forged))
+    assert status == 1 and out.startswith("FAIL signature:"), out
+    status, _, err = cli("replay", "session", SID, "--source", str(forged))
+    assert status == 1 and "FAIL signature:" in err, err
 
 
 def test_errors_are_one_line(cli: Any, tmp_path: Path) -> None:

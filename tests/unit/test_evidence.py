@@ -18,6 +18,7 @@ from events.evidence import (
     SCHEMAS_KEY,
     ExportError,
     LogRecord,
+    ManifestKeys,
     entry_hash,
     iter_events,
     read_export,
@@ -216,3 +217,64 @@ def test_missing_or_garbage_file_is_unreadable(tmp_path: Path) -> None:
         report = verify_export(path)
         assert (report.ok, report.problem) == (False, "unreadable")
         assert "\n" not in report.message
+
+
+# --- the manifest's signature ---------------------------------------------------------------
+
+KEYS = ManifestKeys.from_policy_key("k1", "the deployment's policy signing key")
+
+
+def _rechain(path: Path, edit: Callable[[dict[str, Any]], None], at: int = 2) -> None:
+    """A forger's complete rewrite: edit entry `at`, recompute every hash and the
+    manifest's first/last hash, keep the old signature."""
+
+    def entries(es: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        edit(es[at])
+        prev = es[0]["prev_hash"]
+        for entry in es:
+            entry["prev_hash"] = prev
+            entry["hash"] = prev = entry_hash(prev, entry)
+        return es
+
+    fixed = entries(read_export(path)[1])
+
+    def manifest(m: dict[str, Any]) -> None:
+        m["first_hash"], m["last_hash"] = fixed[0]["hash"], fixed[-1]["hash"]
+
+    _rewrite(path, lambda _: fixed, manifest)
+
+
+def test_a_signed_manifest_verifies_with_the_deployment_keys(
+    tmp_path: Path, records: list[LogRecord], codec: Codec
+) -> None:
+    path = tmp_path / "signed.avro"
+    write_export(path, "s-1", records, codec, keys=KEYS, created_at=CREATED)
+    report = verify_export(path, KEYS)
+    assert report.ok, report.message
+    assert report.message.endswith("manifest signed by key k1")
+    other = ManifestKeys.from_policy_key("k1", "another deployment's key")
+    report = verify_export(path, other)
+    assert (report.ok, report.problem) == (False, "signature")
+    assert "does not verify" in report.message
+
+
+def test_an_unsigned_manifest_fails_when_keys_are_given(export: Path) -> None:
+    report = verify_export(export, KEYS)
+    assert (report.ok, report.problem) == (False, "signature")
+    assert report.message == "FAIL signature: the manifest is not signed"
+
+
+def test_a_whole_file_rewrite_passes_the_chain_but_not_the_signature(
+    tmp_path: Path, records: list[LogRecord], codec: Codec
+) -> None:
+    path = tmp_path / "forged.avro"
+    write_export(path, "s-1", records, codec, keys=KEYS, created_at=CREATED)
+
+    def edit(entry: dict[str, Any]) -> None:
+        entry["value"] = entry["value"].replace(b"gpt-4o", b"gpt-4x")
+
+    _rechain(path, edit)
+    assert b"gpt-4x" in read_export(path)[1][2]["value"]
+    assert verify_export(path).ok  # the chain alone cannot tell
+    report = verify_export(path, KEYS)
+    assert (report.ok, report.problem) == (False, "signature")
