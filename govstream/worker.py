@@ -41,6 +41,10 @@ log = logging.getLogger(__name__)
 
 
 def run_worker(settings: Settings, *, loglevel: str = "warn") -> int:
+    # Everything the worker needs is checked before it connects or reads a record:
+    # a bad policy document is one line and exit 2, not a halted partition later.
+    config = governor_config(settings)
+    rules = InputRules.from_settings(settings)
     bootstrap = resolve_bootstrap(settings)
     topics = Topics(settings.topic_prefix)
     # One thread: chDB is driven from exactly one thread, off the event loop.
@@ -51,7 +55,6 @@ def run_worker(settings: Settings, *, loglevel: str = "warn") -> int:
         print(f"applied migration {name}", flush=True)
     apply_retention(clickhouse, settings.retention_days, settings.clickhouse_cluster)
 
-    rules = InputRules.from_settings(settings)
     local_secret = new_local_secret()
     guard = Guard(settings.api_key_tenants, local_secret)
     app = create_app(settings, bootstrap, middlewares=[guard.middleware])
@@ -90,7 +93,7 @@ def run_worker(settings: Settings, *, loglevel: str = "warn") -> int:
             topics=topics,
             codec=codec,
             rules=rules,
-            config=governor_config(settings),
+            config=config,
             checkpoint_records=settings.governor_checkpoint_records,
             checkpoint_ms=settings.governor_checkpoint_ms,
             fetch_records=settings.governor_fetch_records,

@@ -37,3 +37,29 @@ def test_bad_input_is_one_line(args: tuple[str, ...], status: int, message: str)
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "env,message",
+    [
+        (
+            {"GOVSTREAM_POLICY_SIGNING_KEY": "fifteen-bytes!!"},
+            "bad setting GOVSTREAM_POLICY_SIGNING_KEY='<redacted>': Value error, the signing "
+            "key must be at least 16 bytes",
+        ),
+        (
+            {"GOVSTREAM_POLICY_PATH": "/no/such/policy.yaml"},
+            "bad setting GOVSTREAM_POLICY_PATH: /no/such/policy.yaml: cannot read",
+        ),
+        ({"GOVSTREAM_POLICY_PATH": "/etc/hostname"}, "bad setting GOVSTREAM_POLICY_PATH: "),
+    ],
+)
+def test_the_worker_checks_its_settings_before_anything_else(
+    env: dict[str, str], message: str
+) -> None:
+    """No broker is running here: the worker must fail on the setting, not on Kafka."""
+    result = _govstream("worker", env={"GOVSTREAM_KAFKA_BOOTSTRAP": "127.0.0.1:1", **env})
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr and "Kafka" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
