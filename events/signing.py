@@ -191,6 +191,7 @@ def build_policy_decided(
     evaluation_us: int,
     ttl: timedelta,
     now: datetime,
+    event_id: str | None = None,
 ) -> PolicyDecided:
     """The signed PolicyDecided for `proposal`.
 
@@ -198,13 +199,15 @@ def build_policy_decided(
     (accepted so the caller's clock reading is explicit; it must be
     timezone-aware): occurred_at = proposal.occurred_at, expires_at =
     occurred_at + ttl, event_id = decision_event_id(...), causation_id =
-    proposal.event_id. evaluation_us is the caller's measurement.
+    proposal.event_id. evaluation_us is the caller's measurement. `event_id`
+    replaces the operation's id for a decision that is not the operation's (a
+    refusal before the session started: the operation is decided later).
     """
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
     if ttl <= timedelta(0):
         raise ValueError("ttl must be positive")
-    event_id = decision_event_id(
+    event_id = event_id or decision_event_id(
         proposal.tenant_id, proposal.operation_key, decision.policy_version
     )
     fields: dict[str, Any] = {

@@ -12,6 +12,7 @@ Rule order (fixed; the first deny wins, then approval, else allow):
 
     1. session.*     session status not in session.allowed_statuses:
                      quarantined -> QUARANTINED, suspended -> SESSION_SUSPENDED,
+                     not started yet (status "none") -> SESSION_NOT_STARTED,
                      anything else (closed, failed, unknown...) -> SESSION_NOT_ACTIVE;
                      a session suspended because its budget was exceeded falls
                      through to rule 2, which names the cause
@@ -85,6 +86,7 @@ REASON_CODES: dict[str, str] = {
     "QUARANTINED": "the session is quarantined; no tool may run",
     "SESSION_SUSPENDED": "the session is suspended; no tool may run until it resumes",
     "SESSION_NOT_ACTIVE": "the session is in a status the policy does not allow tools in",
+    "SESSION_NOT_STARTED": "no SessionStarted yet: propose again once the session started",
     "BUDGET_EXCEEDED": "the session's budget is exhausted",
     "TENANT_DENIED": "the tenant profile denies this tool",
     "UNKNOWN_PLAN": "the tenant's plan is not defined in the policy document",
@@ -112,6 +114,7 @@ RULE_ORDER: tuple[str, ...] = (
 DecisionKind = Literal["allow", "deny", "require_approval"]
 _MODE_STRENGTH = {"none": 0, "async": 1, "human": 2}
 _SESSION_REASONS = {"quarantined": "QUARANTINED", "suspended": "SESSION_SUSPENDED"}
+NOT_STARTED = "none"  # the status of a session with no SessionStarted folded yet
 _TENANT_VALUES = frozenset({"allow", "deny", "approval"})
 
 
@@ -196,6 +199,8 @@ def _session(
         and policy.session.deny_when_budget_exceeded
     ):
         return None  # suspended by its budget: rule 2 names the cause
+    if status == NOT_STARTED:
+        return "SESSION_NOT_STARTED", "session.not_started"
     if status in _SESSION_REASONS:
         return _SESSION_REASONS[status], f"session.{status}"
     return "SESSION_NOT_ACTIVE", "session.status"

@@ -127,6 +127,9 @@ class Folded:
 _NOTHING = Folded(applied=False)
 
 
+NOT_STARTED = "SESSION_NOT_STARTED"  # a refusal that decides nothing (see _decide)
+
+
 def _id(*parts: str) -> str:
     return str(uuid.uuid5(_NS, "\x1f".join(parts)))
 
@@ -489,6 +492,9 @@ def _decide(
         decision = Decision(
             "deny", CONCURRENCY_REASON, f"budget.{scope.kind}", decision.policy_version
         )
+    # Before its session started, a proposal is refused but the operation is not
+    # decided: the refusal has an id of its own and the key stays free.
+    early = decision.reason_code == NOT_STARTED
     decided = build_policy_decided(
         proposal,
         decision,
@@ -497,7 +503,10 @@ def _decide(
         evaluation_us=0,  # no measured durations in the log: a rebuild re-derives every byte
         ttl=config.decision_ttl,
         now=proposal.occurred_at,
+        event_id=_id("PolicyDecided", proposal.event_id) if early else None,
     )
+    if early:
+        return decided, True
     session.decisions[proposal.operation_key] = decided.model_dump(mode="json")
     state.operations[(proposal.tenant_id, proposal.operation_key)] = session_key(
         session.tenant_id, session.session_id
@@ -559,6 +568,10 @@ def _proposed(
     status = session.status
     _, out = _lifecycle(session, event, config)
     decided, _ = _decide(state, session, event, status, log_ms, config)
+    if decided.reason_code == NOT_STARTED:
+        # Nor is the proposal remembered: the runtime's retry once the session
+        # started (the same idempotency key) is decided, not suppressed.
+        session.applied.pop(event.idempotency_key, None)
     out.append(decided)
     return Folded(out)
 

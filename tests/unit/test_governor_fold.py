@@ -249,6 +249,26 @@ def test_the_first_decision_for_an_operation_in_log_order_wins() -> None:
         assert decided.evaluation_us == 0  # no measured durations in the log
 
 
+def test_a_proposal_before_the_session_started_is_refused_and_not_remembered() -> None:
+    log = Log()
+    log.fold(profile("t-1"))
+    early = [e for e in log.fold(propose("t-1", "s-1", "op-1", 1)) if isinstance(e, PolicyDecided)]
+    assert [(e.decision, e.reason_code, e.rule_id) for e in early] == [
+        ("deny", "SESSION_NOT_STARTED", "session.not_started")
+    ]
+    verify_decision(early[0], KEYS, early[0].occurred_at)
+    log.fold(ask_tool("t-1", "s-1", "op-1", 2))  # the API before the start: refused too
+    asked = log.steps[-1].answer
+    assert asked is not None and asked["reason_code"] == "SESSION_NOT_STARTED"
+    assert log.state.operations == {}
+    log.fold(start("t-1", "s-1", seconds=3))
+    later = [e for e in log.fold(propose("t-1", "s-1", "op-1", 4)) if isinstance(e, PolicyDecided)]
+    assert [(e.decision, e.reason_code) for e in later] == [("allow", "ALLOWED")]
+    ids = [e.event_id for e in log.derived if isinstance(e, PolicyDecided)]
+    assert len(ids) == len(set(ids)) == 3  # each refusal has an id of its own
+    assert set(log.session("t-1", "s-1").decisions) == {"op-1"}
+
+
 def test_two_tenants_may_share_an_operation_key() -> None:
     log = Log()
     log.fold(start("t-1", "s-1"), start("t-2", "s-1"))

@@ -252,6 +252,11 @@ TABLE = [
     ),
     case("closed", ("deny", "SESSION_NOT_ACTIVE", "session.status"), {"session_status": "closed"}),
     case(
+        "not-started",
+        ("deny", "SESSION_NOT_STARTED", "session.not_started"),
+        {"session_status": "none"},
+    ),
+    case(
         "unknown-status", ("deny", "SESSION_NOT_ACTIVE", "session.status"), {"session_status": "??"}
     ),
     case("waiting-for-tool", ALLOW, {"session_status": "waiting_for_tool"}),
