@@ -110,6 +110,17 @@ class Settings(BaseSettings):
     dedupe_window: int = Field(
         default=1000, ge=1, description="idempotency keys remembered per session (FIFO)"
     )
+    # A tenant with no profile in the log: the default limits (never unlimited by
+    # omission), or refused outright.
+    unknown_tenant: Literal["default_budgets", "deny"] = Field(
+        default="default_budgets",
+        description="a tenant with no profile: default_budgets, or deny (UNKNOWN_TENANT)",
+    )
+    default_tenant_budgets: dict[str, int | None] | None = Field(
+        default=None,
+        description="JSON limits of a tenant with no profile (TenantBudgets fields); "
+        "unset = projections/governor/config.py DEFAULT_TENANT_BUDGETS",
+    )
 
     # Input bounds (streams/ingest.py): how far occurred_at may lie from the
     # record's log time; records outside are dead-lettered (out_of_bounds).
@@ -172,6 +183,22 @@ class Settings(BaseSettings):
         from projections.redaction import Redactor
 
         Redactor.build(value)  # a bad pattern fails at start-up, naming itself
+        return value
+
+    @field_validator("default_tenant_budgets")
+    @classmethod
+    def _default_budgets_parse(
+        cls, value: dict[str, int | None] | None
+    ) -> dict[str, int | None] | None:
+        from events.models import TenantBudgets
+
+        if value is not None:
+            try:
+                TenantBudgets.model_validate(value)
+            except ValidationError as exc:  # unknown fields and negatives, named
+                error = exc.errors()[0]
+                field = ".".join(str(part) for part in error["loc"])
+                raise ValueError(f"{field}: {error['msg']}") from None
         return value
 
     @field_validator("policy_signing_key")
@@ -261,8 +288,9 @@ def governor_config(settings: Settings) -> Any:
     rebuild, replay, backtest and reprice take it from (a GovernorConfig)."""
     from datetime import timedelta
 
+    from events.models import TenantBudgets
     from govstream.errors import UsageError
-    from projections.governor.config import GovernorConfig
+    from projections.governor.config import DEFAULT_TENANT_BUDGETS, GovernorConfig
     from projections.policy import load_policy
     from projections.policy_contract import ContractError
     from projections.pricing import DEFAULT_PRICES
@@ -287,6 +315,12 @@ def governor_config(settings: Settings) -> Any:
         tenant_versions=settings.memory_tenant_versions,
         compaction_threshold_tokens=settings.compaction_threshold_tokens,
         redactor=Redactor.build(settings.redaction_patterns),
+        default_budgets=(
+            DEFAULT_TENANT_BUDGETS
+            if settings.default_tenant_budgets is None
+            else TenantBudgets.model_validate(settings.default_tenant_budgets)
+        ),
+        refuse_unknown_tenants=settings.unknown_tenant == "deny",
     )
 
 

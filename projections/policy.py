@@ -10,6 +10,9 @@ projections/policy_contract.py and policies/example.yaml.
 
 Rule order (fixed; the first deny wins, then approval, else allow):
 
+    0. tenant.unknown  the tenant has no profile in the log and the deployment
+                     refuses unknown tenants (GOVSTREAM_UNKNOWN_TENANT=deny)
+                     -> UNKNOWN_TENANT
     1. session.*     session status not in session.allowed_statuses:
                      quarantined -> QUARANTINED, suspended -> SESSION_SUSPENDED,
                      not started yet (status "none") -> SESSION_NOT_STARTED,
@@ -83,6 +86,7 @@ __all__ = [
 
 REASON_CODES: dict[str, str] = {
     "ALLOWED": "no rule denied the call and none asked for approval",
+    "UNKNOWN_TENANT": "the tenant has no profile and this deployment refuses unknown tenants",
     "QUARANTINED": "the session is quarantined; no tool may run",
     "SESSION_SUSPENDED": "the session is suspended; no tool may run until it resumes",
     "SESSION_NOT_ACTIVE": "the session is in a status the policy does not allow tools in",
@@ -100,6 +104,7 @@ REASON_CODES: dict[str, str] = {
 }
 
 RULE_ORDER: tuple[str, ...] = (
+    "tenant_unknown",
     "session",
     "budget",
     "tenant_deny",
@@ -146,6 +151,7 @@ class PolicyContext:
     budget_exceeded: bool = False
     tenant_egress_allowlist: tuple[str, ...] = ()
     tenant_tool_permissions: Mapping[str, str] = field(default_factory=dict)
+    tenant_refused: bool = False  # no profile, and unknown tenants are refused
 
     def __post_init__(self) -> None:
         # Immutable copies: a caller mutating its list/dict cannot change a context.
@@ -273,7 +279,15 @@ def _egress(policy: PolicyDocument, proposal: ToolCallProposed, context: PolicyC
     return None
 
 
-_DENY_RULES = (_session, _budget, _tenant_deny, _plan, _method, _payload, _egress)
+def _tenant_unknown(
+    policy: PolicyDocument, proposal: ToolCallProposed, context: PolicyContext
+) -> _Verdict:
+    return ("UNKNOWN_TENANT", "tenant.unknown") if context.tenant_refused else None
+
+
+_DENY_RULES = (
+    _tenant_unknown, _session, _budget, _tenant_deny, _plan, _method, _payload, _egress,
+)  # fmt: skip
 
 
 def evaluate(

@@ -260,7 +260,7 @@ class AdmissionApi:
             part = await self._served_here(tenant, request)
             if isinstance(part, web.Response):
                 return part
-            return json_response(tenant_balances(part.state, tenant, session))
+            return json_response(tenant_balances(part.state, tenant, self.governor.config, session))
         except Refusal as refusal:
             return json_response({"error": str(refusal)}, status=refusal.status)
 

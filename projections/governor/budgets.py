@@ -46,7 +46,6 @@ from projections.ledger import (
 )
 from projections.pricing import cost_usd_micros
 
-NO_BUDGETS = TenantBudgets()
 COST_KINDS = frozenset({"tenant_cost_day", "tenant_cost_month"})
 
 
@@ -59,11 +58,18 @@ class Charge:
     limit: int | None
 
 
-def budgets_of(state: PartitionState, tenant_id: str) -> TenantBudgets:
-    """The limits of the tenant's newest profile in the log (none: unlimited)."""
+def known(state: PartitionState, tenant_id: str) -> bool:
+    """Whether the tenant has a profile in the log."""
+    tenant = state.peek(tenant_key(tenant_id))
+    return isinstance(tenant, TenantEntry) and bool(tenant.profiles)
+
+
+def budgets_of(state: PartitionState, tenant_id: str, config: GovernorConfig) -> TenantBudgets:
+    """The limits of the tenant's newest profile in the log; with no profile, the
+    deployment's defaults (never unlimited by omission)."""
     tenant = state.peek(tenant_key(tenant_id))
     if not isinstance(tenant, TenantEntry) or not tenant.profiles:
-        return NO_BUDGETS
+        return config.default_budgets
     return _parsed(orjson.dumps(tenant.profiles[-1][2].get("budgets") or {}))
 
 
@@ -82,7 +88,7 @@ def scopes(
     """The balances a turn at `at` touches, rolled to its periods; None when the
     turn's day, month or minute is older than a balance's (a late turn)."""
     tenant_id = session.tenant_id
-    budgets = budgets_of(state, tenant_id)
+    budgets = budgets_of(state, tenant_id, config)
     tenant = state.tenant(tenant_id)
     charges = [
         Charge(session_scope(session.session_id), session.tokens, budgets.tokens_per_session)

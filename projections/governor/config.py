@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from events.models import TenantBudgets
 from projections.ledger import DEFAULT_POLICY, BudgetPolicy
 from projections.lifecycle import LifecyclePolicy
 from projections.policy import PolicyDocument
@@ -16,6 +17,17 @@ from projections.redaction import DEFAULT_REDACTOR, Redactor
 # The lifecycle machine's quarantine policy. Idempotency is not the machine's but
 # the fold's (one mechanism, one window: the session's `applied` keys).
 LIFECYCLE = LifecyclePolicy()
+
+# The limits of a tenant with no profile in the log (GOVSTREAM_DEFAULT_TENANT_BUDGETS
+# overrides them): a typo in a tenant id gets small budgets, not unlimited ones.
+DEFAULT_TENANT_BUDGETS = TenantBudgets(
+    tokens_per_session=200_000,
+    cost_per_day_usd_micros=10_000_000,  # $10
+    cost_per_month_usd_micros=100_000_000,  # $100
+    tokens_per_workflow=2_000_000,
+    concurrent_sessions=50,
+    concurrent_calls_per_tool=10,
+)
 
 
 @dataclass(frozen=True)
@@ -36,6 +48,8 @@ class GovernorConfig:
     tenant_versions: int = 16
     compaction_threshold_tokens: int = 100_000
     redactor: Redactor = DEFAULT_REDACTOR
+    default_budgets: TenantBudgets = DEFAULT_TENANT_BUDGETS  # a tenant with no profile
+    refuse_unknown_tenants: bool = False  # True: UNKNOWN_TENANT instead of the defaults
 
     @property
     def global_share(self) -> int | None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from events.models import TenantBudgets
+from projections.governor.budgets import budgets_of
+from projections.governor.config import GovernorConfig
 from projections.governor.state import (
     PartitionState,
     SessionEntry,
@@ -63,17 +64,16 @@ def compact_context(
 
 
 def tenant_balances(
-    state: PartitionState, tenant_id: str, session_id: str | None = None
+    state: PartitionState, tenant_id: str, config: GovernorConfig, session_id: str | None = None
 ) -> dict[str, Any]:
     """A tenant's balances and gauges as the partition's state holds them, with one
-    session's token balance when `session_id` is given."""
-    tenant = state.peek(tenant_key(tenant_id))
+    session's token balance when `session_id` is given. A tenant with no profile
+    shows the deployment's default limits (`"profile": null`)."""
+    entry = state.peek(tenant_key(tenant_id))
+    tenant = entry if isinstance(entry, TenantEntry) else TenantEntry(tenant_id)
     now = state.clock_ms
-    if not isinstance(tenant, TenantEntry):
-        return {"tenant": tenant_id, "plan": None, "balances": {}, "gauges": {},
-                "pending_reservations": 0}  # fmt: skip
     profile = tenant.profile or {}
-    budgets = TenantBudgets.model_validate(profile.get("budgets") or {})
+    budgets = budgets_of(state, tenant_id, config)
 
     def balance(b: Any, limit: int | None) -> dict[str, Any]:
         return {"limit": limit, "used": b.used, "reserved": b.held(now), "period": b.period}

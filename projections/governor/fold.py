@@ -97,6 +97,7 @@ ADMISSION_REASONS: dict[str, str] = {
     "DEGRADED_TO_CHEAPER_MODEL": "the requested model does not fit the cost budget "
     "(or the session was degraded); a cheaper model from the fallback tree does",
     "SESSION_SUSPENDED_BY_BUDGET": "a budget of this session was exceeded and its tier suspends",
+    "UNKNOWN_TENANT": "the tenant has no profile and this deployment refuses unknown tenants",
     "SESSION_TOKENS_EXHAUSTED": "the session's token budget has no room for the estimate",
     "WORKFLOW_TOKENS_EXHAUSTED": "the workflow's cumulative token budget has no room",
     "TENANT_DAY_COST_EXHAUSTED": "the tenant's daily cost budget has no room, at any model",
@@ -246,7 +247,7 @@ def _started(
     tenant = state.tenant(event.tenant_id)
     if event.session_id not in tenant.sessions:
         tenant.sessions.append(event.session_id)
-    limit = budgets.budgets_of(state, event.tenant_id).concurrent_sessions
+    limit = budgets.budgets_of(state, event.tenant_id, config).concurrent_sessions
     if limit is not None and len(tenant.sessions) > limit:
         # Over the tenant's concurrent sessions: gated from the start, holding no slot.
         tenant.sessions.remove(event.session_id)
@@ -441,7 +442,11 @@ def _task(
 
 
 def _context(
-    state: PartitionState, session: SessionEntry, environment: str, status: str
+    state: PartitionState,
+    session: SessionEntry,
+    environment: str,
+    status: str,
+    config: GovernorConfig,
 ) -> PolicyContext:
     """The session's side of a policy evaluation: plan, state, budget gate, tenant profile.
     The tenant's current plan wins over the plan the session started with."""
@@ -456,6 +461,7 @@ def _context(
         budget_exceeded=gate,
         tenant_egress_allowlist=tuple((profile or {}).get("egress_allowlist") or ()),
         tenant_tool_permissions=dict((profile or {}).get("tool_permissions") or {}),
+        tenant_refused=config.refuse_unknown_tenants and profile is None,
     )
 
 
@@ -481,10 +487,10 @@ def _decide(
     stored = _stored(state, proposal.tenant_id, proposal.operation_key)
     if stored is not None:
         return PolicyDecided.model_validate(stored), False
-    context = _context(state, session, proposal.environment, status)
+    context = _context(state, session, proposal.environment, status, config)
     decision = evaluate(config.policy, proposal, context, _log_time(log_ms))
     tenant = state.tenant(proposal.tenant_id)
-    limit = budgets.budgets_of(state, proposal.tenant_id).concurrent_calls_per_tool
+    limit = budgets.budgets_of(state, proposal.tenant_id, config).concurrent_calls_per_tool
     calls = tenant.tool_calls.get(proposal.tool, [])
     if decision.decision == "allow" and limit is not None and len(calls) >= limit:
         # Every call of this tool the tenant may run at once is in flight.
@@ -662,6 +668,8 @@ def _admit_turn(
         answer = _turn_answer(decision, code, None, None, remaining or {}, recorded)
         return Folded([recorded], answer)
 
+    if config.refuse_unknown_tenants and not budgets.known(state, event.tenant_id):
+        return refused("deny", "UNKNOWN_TENANT")
     verdict = session.verdict
     if verdict is not None and verdict["action"] == "suspend":
         return refused("deny", "SESSION_SUSPENDED_BY_BUDGET")

@@ -52,6 +52,11 @@ def test_bad_input_is_one_line(args: tuple[str, ...], status: int, message: str)
             "bad setting GOVSTREAM_POLICY_PATH: /no/such/policy.yaml: cannot read",
         ),
         ({"GOVSTREAM_POLICY_PATH": "/etc/hostname"}, "bad setting GOVSTREAM_POLICY_PATH: "),
+        (
+            {"GOVSTREAM_DEFAULT_TENANT_BUDGETS": '{"tokens_per_sesion": 5}'},
+            "bad setting GOVSTREAM_DEFAULT_TENANT_BUDGETS=",
+        ),
+        ({"GOVSTREAM_UNKNOWN_TENANT": "maybe"}, "bad setting GOVSTREAM_UNKNOWN_TENANT='maybe'"),
     ],
 )
 def test_the_worker_checks_its_settings_before_anything_else(

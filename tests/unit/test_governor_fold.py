@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -200,7 +201,7 @@ def test_another_tenant_is_not_charged() -> None:
     log.fold(start("t-1", "s-1"), start("t-2", "s-1"))
     log.fold(a_turn("t-1", "s-1", 1, tokens=900), a_turn("t-2", "s-1", 2, tokens=900))
     assert not any(isinstance(e, BudgetExceeded) for e in log.derived)
-    assert tenant_balances(log.state, "t-1")["balances"]["tenant_cost_day"]["used"] == 900
+    assert tenant_balances(log.state, "t-1", CONFIG)["balances"]["tenant_cost_day"]["used"] == 900
 
 
 # --- admission ----------------------------------------------------------------------------------
@@ -267,6 +268,43 @@ def test_a_proposal_before_the_session_started_is_refused_and_not_remembered() -
     ids = [e.event_id for e in log.derived if isinstance(e, PolicyDecided)]
     assert len(ids) == len(set(ids)) == 3  # each refusal has an id of its own
     assert set(log.session("t-1", "s-1").decisions) == {"op-1"}
+
+
+def test_a_tenant_without_a_profile_gets_the_default_limits() -> None:
+    log = Log()
+    log.fold(start("t-typo", "s-1"))
+    limit = CONFIG.default_budgets.tokens_per_session
+    assert limit is not None and limit > 0
+    log.fold(a_turn("t-typo", "s-1", 1, tokens=limit + 1))
+    exceeded = [e for e in log.derived if isinstance(e, BudgetExceeded)]
+    assert [(e.scope, e.limit) for e in exceeded] == [("session", limit)]
+    shown = tenant_balances(log.state, "t-typo", CONFIG)
+    assert shown["plan"] is None
+    assert (
+        shown["balances"]["tenant_cost_day"]["limit"]
+        == CONFIG.default_budgets.cost_per_day_usd_micros
+    )
+    assert tenant_balances(log.state, "t-never-seen", CONFIG)["gauges"][
+        "tenant_concurrent_sessions"
+    ] == {"limit": CONFIG.default_budgets.concurrent_sessions, "in_use": 0}
+
+
+def test_a_deployment_may_refuse_tenants_without_a_profile() -> None:
+    strict = replace(CONFIG, refuse_unknown_tenants=True)
+    state = PartitionState()
+    for event in (start("t-typo", "s-1"), profile("t-1"), start("t-1", "s-1")):
+        step(state, event, ms(event.occurred_at), strict)
+    turn_ask, tool_ask = ask_turn("t-typo", "s-1", 1), ask_tool("t-typo", "s-1", "op-1", 2)
+    answers = [step(state, e, ms(e.occurred_at), strict).answer for e in (turn_ask, tool_ask)]
+    assert [(a or {}).get("reason_code") for a in answers] == ["UNKNOWN_TENANT", "UNKNOWN_TENANT"]
+    proposal = propose("t-typo", "s-1", "op-2", 3)
+    (decided,) = [
+        e for e in step(state, proposal, ms(proposal.occurred_at), strict).derived
+        if isinstance(e, PolicyDecided)
+    ]  # fmt: skip
+    assert (decided.decision, decided.rule_id) == ("deny", "tenant.unknown")
+    allowed = step(state, ask_turn("t-1", "s-1", 4), ms(T0), strict).answer
+    assert allowed is not None and allowed["decision"] == "allow"  # a known tenant
 
 
 def test_two_tenants_may_share_an_operation_key() -> None:

@@ -252,6 +252,11 @@ TABLE = [
     ),
     case("closed", ("deny", "SESSION_NOT_ACTIVE", "session.status"), {"session_status": "closed"}),
     case(
+        "unknown-tenant-refused",
+        ("deny", "UNKNOWN_TENANT", "tenant.unknown"),
+        {"tenant_refused": True},
+    ),
+    case(
         "not-started",
         ("deny", "SESSION_NOT_STARTED", "session.not_started"),
         {"session_status": "none"},
