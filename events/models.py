@@ -274,8 +274,23 @@ class PolicyDecided(SessionEvent):
     rule_id: Label
     evaluation_us: Count
     key_id: Label
-    signature: str = Field(max_length=128, description="hex HMAC-SHA256 over the decision fields")
+    signature: str = Field(
+        max_length=128, description="hex HMAC-SHA256 over every other field (events.signing)"
+    )
     expires_at: UtcDateTime
+    # What was asked, as decided (a decision log records its input): the proposal's
+    # destination normalised as the policy read it, and the digest a tool adapter
+    # checks against the call it is about to run (events.signing.proposal_digest).
+    destination_host: str | None = Field(
+        default=None, max_length=512, description="A-label / canonical IP; as sent if invalid"
+    )
+    destination_port: int | None = Field(default=None, ge=1, le=65535)
+    method: str | None = Field(default=None, max_length=16)
+    payload_bytes: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    risk_level: RiskLevel | None = None
+    proposal_digest: str = Field(
+        default="", max_length=64, description="sha256 of the proposal's canonical content"
+    )
 
 
 class BudgetWarning(SessionEvent):

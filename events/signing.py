@@ -1,29 +1,34 @@
-"""Signed policy decisions: HMAC-SHA256 over a canonical form, verified by tool adapters.
+"""Signed policy decisions: HMAC-SHA256 over every field, bound to the proposal.
 
-The policy processor signs every PolicyDecided; a tool adapter calls
-`verify_decision` before executing and refuses the call on DecisionRejected.
+The governor signs every PolicyDecided; a tool adapter calls `verify_decision`
+with the call it is about to run before executing, and refuses on
+DecisionRejected.
 
 Canonical form (what the signature covers): the UTF-8 bytes of
 
     DOMAIN + json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
-over exactly SIGNED_FIELDS: event_id, tenant_id, session_id, operation_key,
-tool, action, decision, reason_code, policy_version, rule_id, expires_at and
-key_id (so a decision cannot be re-labelled with another key id). expires_at
-is written as UTC ISO-8601 with microseconds ("2026-11-22T12:05:00.000000+00:00"),
-the precision Avro timestamp-micros keeps, so a decision verifies after a
-round trip through the log. DOMAIN separates these signatures from any other
-use of the same key. Not covered: evaluation_us (a measurement), causation_id,
-correlation_id, occurred_at and the other envelope fields.
+over every field of PolicyDecided but `signature` itself, in their JSON form
+(pydantic's JSON mode: times as UTC ISO-8601 with the microseconds Avro keeps),
+so a decision verifies after a round trip through the log and no field (not
+the environment, the times, the causation or the attempt) can be changed
+without breaking it. DOMAIN separates these signatures from any other use of
+the key; key_id is signed, so a decision cannot be re-labelled with another key.
+
+Binding to the proposal: a decision carries what was asked, as decided (the
+destination normalised by events/hosts.py, method, payload size, risk) and
+`proposal_digest`, a sha256 over the proposal's content (tenant, session,
+environment, tool, action, destination host and port, method, payload_bytes,
+risk_level). `verify_decision(decision, keys, now, proposal=...)` recomputes the
+digest from what the adapter is about to run and rejects a decision made for
+anything else.
 
 Determinism: `build_policy_decided` derives event_id as uuid5 over (tenant_id,
 operation_key, policy_version), and takes occurred_at and expires_at from the
 proposal, so the same proposal decided under the same policy version yields
-the same event. The first decision for an operation_key is nevertheless the
-one to keep: a retried proposal has its own event_id (the causation_id) and
-the caller measures evaluation_us anew, so the processor stores the first
-PolicyDecided per (tenant, operation_key) and re-emits that stored event
-rather than re-evaluating; re-emission is then byte-identical.
+the same event. The governor stores the first PolicyDecided per (tenant,
+operation_key) and re-emits it byte for byte to later proposals with the same
+content; another content under that key is refused (OPERATION_KEY_CONFLICT).
 """
 
 from __future__ import annotations
@@ -34,47 +39,53 @@ import json
 import re
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from pydantic import ValidationError
+
+from events.hosts import HostError, parse_host
 from events.models import PolicyDecided, ToolCallProposed
 
 __all__ = [
     "DECISION_NAMESPACE",
-    "SIGNED_FIELDS",
+    "PROPOSAL_FIELDS",
     "DecisionRejected",
     "build_policy_decided",
     "canonical_decision_bytes",
     "decision_event_id",
+    "proposal_content",
+    "proposal_digest",
     "sign_decision",
     "verify_decision",
 ]
 
-DOMAIN = b"govstream.PolicyDecided.v1\n"
-SIGNED_FIELDS: tuple[str, ...] = (
-    "event_id",
+DOMAIN = b"govstream.PolicyDecided.v2\n"
+PROPOSAL_DOMAIN = b"govstream.ToolCallProposed.content.v1\n"
+# What a proposal's digest covers (the operation key names the call; these say what it is).
+PROPOSAL_FIELDS: tuple[str, ...] = (
     "tenant_id",
     "session_id",
-    "operation_key",
+    "environment",
     "tool",
     "action",
-    "decision",
-    "reason_code",
-    "policy_version",
-    "rule_id",
-    "expires_at",
-    "key_id",
+    "destination_host",
+    "destination_port",
+    "method",
+    "payload_bytes",
+    "risk_level",
 )
 # The uuid5 namespace of decision event ids.
 DECISION_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:govstream:PolicyDecided")
 PRODUCER = "govstream-policy/1"
 MIN_KEY_BYTES = 16
 _HEX_SHA256 = re.compile(r"[0-9a-f]{64}")
+_PLACEHOLDER = "0" * 64  # stands in for the signature while the fields are checked
 
 
 class DecisionRejected(Exception):
     """A decision failed verification. `reason` is one of:
-    unknown_key_id, malformed, bad_signature, expired."""
+    unknown_key_id, malformed, bad_signature, expired, proposal_mismatch."""
 
     def __init__(self, reason: str, detail: str = "") -> None:
         self.reason = reason
@@ -94,61 +105,93 @@ class _Decision(Protocol):
     def policy_version(self) -> str: ...
 
 
-def _iso_utc(value: object) -> str:
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value)
-        except ValueError:
-            raise ValueError(f"expires_at {value!r} is not an ISO-8601 timestamp") from None
-    if not isinstance(value, datetime) or value.tzinfo is None:
-        raise ValueError("expires_at must be a timezone-aware datetime or ISO string")
-    return value.astimezone(UTC).isoformat(timespec="microseconds")
+def _destination(host: str | None) -> tuple[str | None, int | None]:
+    """(normalised host, port) as the policy reads it; an invalid host as sent."""
+    if host is None:
+        return None, None
+    try:
+        parsed = parse_host(host)
+    except HostError:
+        return host, None
+    return parsed.value, parsed.port
+
+
+def proposal_content(proposal: ToolCallProposed | Mapping[str, Any]) -> dict[str, Any]:
+    """The content a decision is bound to: PROPOSAL_FIELDS, destination normalised,
+    method upper-cased. A Mapping needs every field of a ToolCallProposed named in
+    PROPOSAL_FIELDS (destination_host may be None)."""
+    fields = proposal.model_dump() if isinstance(proposal, ToolCallProposed) else proposal
+    try:
+        host, port = _destination(fields.get("destination_host"))
+        return {
+            "tenant_id": str(fields["tenant_id"]),
+            "session_id": str(fields["session_id"]),
+            "environment": str(fields["environment"]),
+            "tool": str(fields["tool"]),
+            "action": str(fields["action"]),
+            "destination_host": host,
+            "destination_port": port,
+            "method": str(fields["method"]).upper(),
+            "payload_bytes": int(fields["payload_bytes"]),
+            "risk_level": str(fields["risk_level"]),
+        }
+    except KeyError as exc:
+        raise ValueError(f"the proposal has no {exc.args[0]!r}") from None
+
+
+def proposal_digest(proposal: ToolCallProposed | Mapping[str, Any]) -> str:
+    """Hex sha256 of the proposal's canonical content."""
+    body = json.dumps(
+        proposal_content(proposal), sort_keys=True, separators=(",", ":"), ensure_ascii=True
+    )
+    return hashlib.sha256(PROPOSAL_DOMAIN + body.encode("ascii")).hexdigest()
 
 
 def canonical_decision_bytes(fields: Mapping[str, Any], key_id: str) -> bytes:
-    """The exact bytes that are signed. Raises ValueError on a missing or mistyped field."""
-    signed: dict[str, str] = {}
-    for name in SIGNED_FIELDS:
-        if name == "key_id":
-            signed[name] = key_id
-            continue
-        if name not in fields:
-            raise ValueError(f"missing decision field {name!r}")
-        value = fields[name]
-        if name == "expires_at":
-            signed[name] = _iso_utc(value)
-        elif isinstance(value, str):
-            signed[name] = value
-        else:
-            raise ValueError(f"decision field {name!r} must be a string")
+    """The exact bytes that are signed: every PolicyDecided field but the signature.
+    Raises ValueError on a missing or mistyped field."""
+    data = {**fields, "key_id": key_id, "signature": _PLACEHOLDER}
+    try:
+        decision = PolicyDecided.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"]) or "decision"
+        raise ValueError(f"decision field {where!r}: {error['msg']}") from None
+    signed = decision.model_dump(mode="json", exclude={"signature"})
     body = json.dumps(signed, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return DOMAIN + body.encode("ascii")
 
 
-def sign_decision(fields: Mapping[str, Any], key: bytes, key_id: str) -> str:
-    """Hex HMAC-SHA256 of the canonical form of `fields` (extra fields are ignored)."""
-    if not isinstance(key, bytes | bytearray) or len(key) < MIN_KEY_BYTES:
+def _key_bytes(key: bytes | bytearray | str) -> bytes:
+    return key.encode() if isinstance(key, str) else bytes(key)
+
+
+def sign_decision(fields: Mapping[str, Any], key: bytes | str, key_id: str) -> str:
+    """Hex HMAC-SHA256 of the canonical form of `fields` (`signature` is not signed)."""
+    if not isinstance(key, bytes | bytearray | str) or len(_key_bytes(key)) < MIN_KEY_BYTES:
         raise ValueError(f"signing key must be at least {MIN_KEY_BYTES} bytes")
     if not key_id:
         raise ValueError("key_id must be non-empty")
     if fields.get("key_id", key_id) != key_id:
         raise ValueError("fields carry a different key_id than the signing key")
     message = canonical_decision_bytes(fields, key_id)
-    return hmac.new(bytes(key), message, hashlib.sha256).hexdigest()
+    return hmac.new(_key_bytes(key), message, hashlib.sha256).hexdigest()
 
 
 def verify_decision(
     decision: PolicyDecided | Mapping[str, Any],
-    keys: Mapping[str, bytes],
+    keys: Mapping[str, bytes | str],
     now: datetime,
+    *,
+    proposal: ToolCallProposed | Mapping[str, Any] | None = None,
 ) -> None:
-    """Accept an authentic, unexpired decision or raise DecisionRejected.
+    """Accept an authentic, unexpired decision about `proposal` or raise DecisionRejected.
 
     Checks, in order: the key id is known; the signature (compared with
-    hmac.compare_digest) matches the canonical form; now < expires_at.
-    It authenticates the decision only: the caller still acts on
-    `decision` ("allow" / "deny" / "require_approval") and must check that
-    the operation_key is the one it is about to execute.
+    hmac.compare_digest) matches the canonical form; now < expires_at; with
+    `proposal` (what the adapter is about to run), its operation key and its
+    digest are the decision's. Keys may be bytes or str (UTF-8). The caller
+    still acts on `decision` ("allow" / "deny" / "require_approval").
     """
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
@@ -163,12 +206,31 @@ def verify_decision(
         message = canonical_decision_bytes(fields, key_id)
     except ValueError as exc:
         raise DecisionRejected("malformed", str(exc)) from None
-    expected = hmac.new(bytes(keys[key_id]), message, hashlib.sha256).hexdigest()
+    expected = hmac.new(_key_bytes(keys[key_id]), message, hashlib.sha256).hexdigest()
     if not hmac.compare_digest(expected, signature):
         raise DecisionRejected("bad_signature", "signature does not match the decision fields")
-    expires_at = datetime.fromisoformat(_iso_utc(fields["expires_at"]))
+    expires_at = PolicyDecided.model_validate({**fields, "signature": signature}).expires_at
     if now >= expires_at:
         raise DecisionRejected("expired", f"decision expired at {expires_at.isoformat()}")
+    if proposal is None:
+        return
+    try:
+        digest = proposal_digest(proposal)
+        operation_key = (
+            proposal.operation_key
+            if isinstance(proposal, ToolCallProposed)
+            else proposal["operation_key"]
+        )
+    except (KeyError, ValueError) as exc:
+        raise DecisionRejected("malformed", f"the proposal: {exc}") from None
+    if operation_key != fields.get("operation_key"):
+        raise DecisionRejected(
+            "proposal_mismatch", f"the decision is for operation {fields.get('operation_key')!r}"
+        )
+    if not hmac.compare_digest(digest, str(fields.get("proposal_digest") or "")):
+        raise DecisionRejected(
+            "proposal_mismatch", "the decision was made for another call (proposal digest)"
+        )
 
 
 def decision_event_id(tenant_id: str, operation_key: str, policy_version: str) -> str:
@@ -180,6 +242,19 @@ def decision_event_id(tenant_id: str, operation_key: str, policy_version: str) -
     """
     name = json.dumps([tenant_id, operation_key, policy_version], ensure_ascii=True)
     return str(uuid.uuid5(DECISION_NAMESPACE, name))
+
+
+def _asked(proposal: ToolCallProposed) -> dict[str, Any]:
+    """The decision log's input: the proposal as the policy read it, and its digest."""
+    content = proposal_content(proposal)
+    return {
+        "destination_host": content["destination_host"],
+        "destination_port": content["destination_port"],
+        "method": content["method"],
+        "payload_bytes": content["payload_bytes"],
+        "risk_level": content["risk_level"],
+        "proposal_digest": proposal_digest(proposal),
+    }
 
 
 def build_policy_decided(
@@ -231,6 +306,7 @@ def build_policy_decided(
         "evaluation_us": evaluation_us,
         "key_id": key_id,
         "expires_at": proposal.occurred_at + ttl,
+        **_asked(proposal),
     }
     fields["signature"] = sign_decision(fields, key, key_id)
     return PolicyDecided(**fields)

@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from events.models import AdmissionRequested, Id, Key, Name
 from projections.governor.context import compact_context, tenant_balances
+from projections.governor.fold import CONFLICT
 from projections.governor.state import SessionEntry, TenantEntry, session_key, tenant_key
 from streams.governor import Governor, Partition, PartitionMoved
 from streams.http_guard import principal_of
@@ -213,7 +214,9 @@ class AdmissionApi:
                     raise Refusal(503, "the tenant's partition moved; retry shortly") from None
                 except TimeoutError:
                     raise Refusal(503, "not decided in time; retry") from None
-                return json_response(answer)
+                # Another call under a decided operation key: a conflict, not a verdict.
+                conflict = answer.get("reason_code") == CONFLICT
+                return json_response(answer, status=409 if conflict else 200)
             except Refusal as refusal:
                 return json_response({"error": str(refusal)}, status=refusal.status)
 

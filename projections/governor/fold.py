@@ -54,7 +54,7 @@ from events.models import (
     ToolCallProposed,
     TurnCompleted,
 )
-from events.signing import build_policy_decided
+from events.signing import build_policy_decided, proposal_digest
 from projections.governor import budgets
 from projections.governor.config import GovernorConfig
 from projections.governor.state import (
@@ -98,6 +98,8 @@ ADMISSION_REASONS: dict[str, str] = {
     "(or the session was degraded); a cheaper model from the fallback tree does",
     "SESSION_SUSPENDED_BY_BUDGET": "a budget of this session was exceeded and its tier suspends",
     "UNKNOWN_TENANT": "the tenant has no profile and this deployment refuses unknown tenants",
+    "OPERATION_KEY_CONFLICT": "the operation key was decided for another call (tool, "
+    "destination, method, size or risk)",
     "SESSION_TOKENS_EXHAUSTED": "the session's token budget has no room for the estimate",
     "WORKFLOW_TOKENS_EXHAUSTED": "the workflow's cumulative token budget has no room",
     "TENANT_DAY_COST_EXHAUSTED": "the tenant's daily cost budget has no room, at any model",
@@ -129,6 +131,7 @@ _NOTHING = Folded(applied=False)
 
 
 NOT_STARTED = "SESSION_NOT_STARTED"  # a refusal that decides nothing (see _decide)
+CONFLICT = "OPERATION_KEY_CONFLICT"  # another call under a decided operation key
 
 
 def _id(*parts: str) -> str:
@@ -486,6 +489,12 @@ def _decide(
     wins: a later proposal or request for the same operation gets it again."""
     stored = _stored(state, proposal.tenant_id, proposal.operation_key)
     if stored is not None:
+        digest = stored.get("proposal_digest")
+        if digest and digest != proposal_digest(proposal):
+            # Another call under a decided operation key: refused, never given the
+            # stored decision (nor remembered: the key keeps its first decision).
+            conflict = Decision("deny", CONFLICT, "operation_key.conflict", config.policy.version)
+            return _sign(proposal, conflict, config, _id("PolicyDecided", proposal.event_id)), True
         return PolicyDecided.model_validate(stored), False
     context = _context(state, session, proposal.environment, status, config)
     decision = evaluate(config.policy, proposal, context, _log_time(log_ms))
@@ -501,15 +510,8 @@ def _decide(
     # Before its session started, a proposal is refused but the operation is not
     # decided: the refusal has an id of its own and the key stays free.
     early = decision.reason_code == NOT_STARTED
-    decided = build_policy_decided(
-        proposal,
-        decision,
-        key=config.signing_key,
-        key_id=config.key_id,
-        evaluation_us=0,  # no measured durations in the log: a rebuild re-derives every byte
-        ttl=config.decision_ttl,
-        now=proposal.occurred_at,
-        event_id=_id("PolicyDecided", proposal.event_id) if early else None,
+    decided = _sign(
+        proposal, decision, config, _id("PolicyDecided", proposal.event_id) if early else None
     )
     if early:
         return decided, True
@@ -522,6 +524,21 @@ def _decide(
         session.tools[proposal.operation_key] = proposal.tool
     _remember_decision(session, decided)
     return decided, True
+
+
+def _sign(
+    proposal: ToolCallProposed, decision: Decision, config: GovernorConfig, event_id: str | None
+) -> PolicyDecided:
+    return build_policy_decided(
+        proposal,
+        decision,
+        key=config.signing_key,
+        key_id=config.key_id,
+        evaluation_us=0,  # no measured durations in the log: a rebuild re-derives every byte
+        ttl=config.decision_ttl,
+        now=proposal.occurred_at,
+        event_id=event_id,
+    )
 
 
 def _remember_decision(session: SessionEntry, decided: PolicyDecided) -> None:

@@ -257,3 +257,39 @@ def test_exceeded_budget_suspends_the_session_and_denies_its_tools(
                       topic="review")  # fmt: skip
     assert sorted(e.operation_key for e in review if isinstance(e, PolicyDecided)
                   and e.session_id == session) == [f"{session}/op1", f"{session}/op2"]  # fmt: skip
+
+
+def test_an_operation_key_reused_for_another_call_is_a_409(worker: tuple[Settings, str]) -> None:
+    """Issue 12: the same operation key naming another tool, host and risk got the
+    stored allow. Each field changed: 409 OPERATION_KEY_CONFLICT, never an allow."""
+    settings, url = worker
+    tenant, session = "t-a", f"s-op-{uuid.uuid4().hex[:6]}"
+    _send(settings, [_profile(tenant), session_started(tenant_id=tenant, session_id=session,
+                                                       occurred_at=datetime.now(UTC))])  # fmt: skip
+    _wait_for_plan(url, tenant, KEY_A, {})
+    body = {
+        "tenant": tenant, "session": session, "tool": "http_request", "action": "fetch",
+        "operation_key": f"{session}:op-20", "destination_host": "api.example.com",
+        "method": "GET", "payload_bytes": 10, "risk_level": "low",
+    }  # fmt: skip
+
+    def ask(fields: dict[str, Any]) -> httpx.Response:
+        return httpx.post(f"{url}/v1/admission/tool", headers=_auth(KEY_A), json=fields, timeout=10)
+
+    first = ask(body)
+    assert first.status_code == 200 and first.json()["decision"] == "allow", first.text
+    decision = PolicyDecided.model_validate(first.json()["policy_decision"])
+    keys = {settings.policy_key_id: settings.policy_signing_key}  # str keys are accepted
+    call = {**body, "tenant_id": tenant, "session_id": session, "environment": "production"}
+    verify_decision(decision, keys, decision.occurred_at, proposal=call)
+    changes = {
+        "tool": "web_search", "action": "query", "destination_host": "evil.example.net",
+        "method": "POST", "payload_bytes": 11, "risk_level": "critical", "environment": "staging",
+    }  # fmt: skip
+    replies = {field: ask({**body, field: value}) for field, value in changes.items()}
+    assert {f: r.status_code for f, r in replies.items()} == dict.fromkeys(changes, 409)
+    assert {r.json()["reason_code"] for r in replies.values()} == {"OPERATION_KEY_CONFLICT"}
+    assert sum(r.json()["decision"] == "allow" for r in replies.values()) == 0
+    again = ask(body)  # the same call still gets its first decision, byte for byte
+    assert again.status_code == 200
+    assert again.json()["policy_decision"] == first.json()["policy_decision"]

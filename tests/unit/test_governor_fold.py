@@ -96,9 +96,9 @@ def a_turn(tenant: str, sid: str, seconds: float, tokens: int = 300, **fields: A
 
 def propose(tenant: str, sid: str, op: str, seconds: float, **fields: Any) -> Any:
     return tool_proposal(
-        event_id=_id(), tenant_id=tenant, session_id=sid, idempotency_key=f"{sid}/{op}",
-        operation_key=op, destination_host="api.example.com",
-        occurred_at=T0 + timedelta(seconds=seconds), **fields,
+        event_id=_id(), tenant_id=tenant, session_id=sid, operation_key=op,
+        occurred_at=T0 + timedelta(seconds=seconds),
+        **{"idempotency_key": f"{sid}/{op}", "destination_host": "api.example.com", **fields},
     )  # fmt: skip
 
 
@@ -117,8 +117,8 @@ def ask_tool(tenant: str, sid: str, op: str, seconds: float, tool: str = "http_r
         event_id=event_id, occurred_at=T0 + timedelta(seconds=seconds), tenant_id=tenant,
         session_id=sid, idempotency_key=f"admission/{event_id}", request_kind="tool",
         tool=tool, action="fetch", operation_key=op, destination_host="api.example.com",
-        method="GET", payload_bytes=10, risk_level="low",
-    )  # fmt: skip
+        method="GET", payload_bytes=100, risk_level="low",
+    )  # fmt: skip  # the same call as propose(): one operation, one content
 
 
 def types(events: list[SessionEvent]) -> list[str]:
@@ -305,6 +305,34 @@ def test_a_deployment_may_refuse_tenants_without_a_profile() -> None:
     assert (decided.decision, decided.rule_id) == ("deny", "tenant.unknown")
     allowed = step(state, ask_turn("t-1", "s-1", 4), ms(T0), strict).answer
     assert allowed is not None and allowed["decision"] == "allow"  # a known tenant
+
+
+def test_another_call_under_a_decided_operation_key_is_refused() -> None:
+    """Issue 12: `s-4:op-20` was allowed for web_search; the same key with tool
+    shell, risk critical, destination evil.example.net got the stored allow."""
+    log = Log()
+    log.fold(profile("t-1"), start("t-1", "s-1"))
+    (first,) = [
+        e for e in log.fold(propose("t-1", "s-1", "op-1", 1)) if isinstance(e, PolicyDecided)
+    ]
+    assert first.decision == "allow"
+    log.fold(ask_tool("t-1", "s-1", "op-1", 2, tool="shell"))
+    answer = log.steps[-1].answer
+    assert answer is not None
+    assert (answer["decision"], answer["reason_code"]) == ("deny", "OPERATION_KEY_CONFLICT")
+    forged = propose(
+        "t-1", "s-1", "op-1", 3, tool="shell", risk_level="critical",
+        destination_host="evil.example.net", idempotency_key="s-1/op-1/forged",
+    )  # fmt: skip
+    (refused,) = [e for e in log.fold(forged) if isinstance(e, PolicyDecided)]
+    assert (refused.decision, refused.rule_id) == ("deny", "operation_key.conflict")
+    assert refused.event_id != first.event_id
+    verify_decision(refused, KEYS, refused.occurred_at, proposal=forged)
+    # The same call again still gets the first decision, byte for byte.
+    retried = propose("t-1", "s-1", "op-1", 4, idempotency_key="s-1/op-1/again")
+    again = [e for e in log.fold(retried) if isinstance(e, PolicyDecided)]
+    assert [e.model_dump(mode="json") for e in again] == [first.model_dump(mode="json")]
+    assert log.session("t-1", "s-1").decisions["op-1"]["decision"] == "allow"
 
 
 def test_two_tenants_may_share_an_operation_key() -> None:

@@ -18,6 +18,10 @@ from events.registry import MANIFEST, EmbeddedRegistry, SchemaNotFound, subject_
 from tests.factories import turn
 
 SUBJECT = subject_for("TurnCompleted")
+# The id the next new schema version gets: one above every committed id.
+NEXT_ID = 1 + max(
+    v["id"] for vs in json.loads(MANIFEST.read_text())["subjects"].values() for v in vs
+)
 
 
 def _turn_v2() -> type[models.TurnCompleted]:
@@ -41,7 +45,7 @@ def evolved(manifest: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, type
     monkeypatch.setitem(models.CATALOG, "TurnCompleted", v2)
     monkeypatch.setattr(schemagen, "CATALOG", models.CATALOG)
     written = schemagen.generate(manifest)
-    assert written == [f"{SUBJECT} v2 -> id 24 (TurnCompleted.v2.avsc)"]
+    assert written == [f"{SUBJECT} v2 -> id {NEXT_ID} (TurnCompleted.v2.avsc)"]
     return manifest, v2
 
 
@@ -69,7 +73,7 @@ def test_generate_is_a_no_op_when_models_match(manifest: Path) -> None:
 def test_generate_adds_a_version_and_keeps_old_ids(evolved: tuple[Path, type]) -> None:
     manifest, _ = evolved
     registry = EmbeddedRegistry(manifest)
-    assert [r.schema_id for r in registry.versions(SUBJECT)] == [2, 24]
+    assert [r.schema_id for r in registry.versions(SUBJECT)] == [2, NEXT_ID]
     committed_v1 = json.loads((MANIFEST.parent / "TurnCompleted.v1.avsc").read_text())
     assert registry.by_id(2).schema == committed_v1
 
@@ -91,7 +95,7 @@ def test_v1_reads_v2_bytes(evolved: tuple[Path, type], monkeypatch: pytest.Monke
     manifest, v2 = evolved
     event = v2(**turn(input_tokens=12).model_dump(), region="eu-west")
     v2_bytes = Codec(EmbeddedRegistry(manifest)).encode(event)
-    assert v2_bytes[1:5] == (24).to_bytes(4, "big")
+    assert v2_bytes[1:5] == NEXT_ID.to_bytes(4, "big")
     monkeypatch.setitem(models.CATALOG, "TurnCompleted", models.TurnCompleted)  # a v1 reader
     decoded = Codec(EmbeddedRegistry(manifest)).decode(v2_bytes)
     assert type(decoded.event) is models.TurnCompleted

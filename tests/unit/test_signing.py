@@ -16,11 +16,12 @@ from events.models import PolicyDecided, ToolCallProposed
 from events.registry import EmbeddedRegistry
 from events.signing import (
     DOMAIN,
-    SIGNED_FIELDS,
+    PROPOSAL_FIELDS,
     DecisionRejected,
     build_policy_decided,
     canonical_decision_bytes,
     decision_event_id,
+    proposal_digest,
     sign_decision,
     verify_decision,
 )
@@ -86,19 +87,72 @@ def test_survives_the_avro_round_trip() -> None:
     verify_decision(decoded, KEYS, T0)  # type: ignore[arg-type]
 
 
-def _tampered(name: str, value: Any) -> Any:
-    if name == "expires_at":
+SIGNED = [name for name in PolicyDecided.model_fields if name not in ("signature", "key_id")]
+_OTHER = {"decision": "deny", "risk_level": "critical", "method": "POST"}
+
+
+def _changed(name: str, value: Any) -> Any:
+    """Another value the field's type accepts."""
+    if name in _OTHER:
+        return _OTHER[name]
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + 1
+    if name.endswith("_at"):
         return value + timedelta(microseconds=1)
+    if value is None:
+        return 443 if name.endswith("_port") else "w-other"
+    if name in ("event_id", "causation_id"):
+        return str(uuid.uuid4())
+    if name == "proposal_digest":
+        return value[::-1]
     return value + "x"
 
 
-@pytest.mark.parametrize("name", [f for f in SIGNED_FIELDS if f != "key_id"])
-def test_every_signed_field_is_covered(name: str) -> None:
+@pytest.mark.parametrize("name", SIGNED)
+def test_every_field_but_the_signature_is_covered(name: str) -> None:
+    """Issue 12: 10 fields were unsigned (environment, workflow_id, occurred_at, ...)."""
     fields = build().model_dump()
-    fields[name] = _tampered(name, fields[name])
+    fields[name] = _changed(name, fields[name])
+    PolicyDecided.model_validate(fields)  # a valid decision, only not the one signed
     with pytest.raises(DecisionRejected) as info:
         verify_decision(fields, KEYS, T0)
     assert info.value.reason == "bad_signature"
+
+
+def test_keys_may_be_str_or_bytes() -> None:
+    """The README's example passes the key as the environment variable's text."""
+    event = build()
+    verify_decision(event, {"k1": KEY.decode()}, T0)
+    verify_decision(event, {"k1": bytearray(KEY)}, T0)
+
+
+def test_a_decision_is_bound_to_the_call_it_allows() -> None:
+    prop = proposal(destination_host="API.Good.com.", method="get")
+    event = build(prop)
+    assert (event.destination_host, event.method) == ("api.good.com", "GET")
+    assert event.proposal_digest == proposal_digest(prop)
+    verify_decision(event, KEYS, T0, proposal=prop)
+    same_call = prop.model_dump() | {"destination_host": "api.good.com", "method": "GET"}
+    verify_decision(event, KEYS, T0, proposal=same_call)  # normalised alike
+    changes = {
+        "tenant_id": "t-other", "session_id": "s-other", "environment": "staging",
+        "tool": "shell", "action": "exec", "destination_host": "evil.example.net",
+        "method": "POST", "payload_bytes": prop.payload_bytes + 1, "risk_level": "critical",
+    }  # fmt: skip
+    assert set(changes) | {"destination_port"} == set(PROPOSAL_FIELDS)
+    changes_port = prop.model_dump() | {"destination_host": "api.good.com:8443"}
+    accepted = 0
+    for other in [prop.model_dump() | {k: v} for k, v in changes.items()] + [changes_port]:
+        try:
+            verify_decision(event, KEYS, T0, proposal=other)
+            accepted += 1
+        except DecisionRejected as exc:
+            assert exc.reason == "proposal_mismatch"
+    assert accepted == 0
+    with pytest.raises(DecisionRejected, match="proposal_mismatch: the decision is for"):
+        verify_decision(event, KEYS, T0, proposal=prop.model_dump() | {"operation_key": "op-9"})
 
 
 @pytest.mark.parametrize(
@@ -120,10 +174,11 @@ def test_key_id_is_bound_into_the_signature() -> None:
     assert info.value.reason == "bad_signature"
 
 
-def test_unsigned_fields_do_not_matter() -> None:
+def test_the_envelope_is_signed_too() -> None:
     fields = build().model_dump()
     fields.update(evaluation_us=999, causation_id="other", producer="x/1")
-    verify_decision(fields, KEYS, T0)
+    with pytest.raises(DecisionRejected, match="bad_signature"):
+        verify_decision(fields, KEYS, T0)
 
 
 @pytest.mark.parametrize(
@@ -219,8 +274,8 @@ def test_canonical_form() -> None:
     body = canonical_decision_bytes(fields, "k1")
     assert body.startswith(DOMAIN)
     decoded = json.loads(body[len(DOMAIN) :])
-    assert list(decoded) == sorted(SIGNED_FIELDS)
-    assert decoded["expires_at"] == "2026-11-22T12:05:00.000000+00:00"
+    assert list(decoded) == sorted(set(PolicyDecided.model_fields) - {"signature"})
+    assert decoded["expires_at"] == "2026-11-22T12:05:00Z"
     # The same instant in another offset signs the same bytes.
     shifted = dict(fields, expires_at=fields["expires_at"].astimezone(timezone(timedelta(hours=2))))
     assert canonical_decision_bytes(shifted, "k1") == body
@@ -234,9 +289,9 @@ def test_sign_decision_argument_checks() -> None:
         sign_decision(fields, b"short", "k1")
     with pytest.raises(ValueError, match="different key_id"):
         sign_decision(fields, KEY, "k2")
-    with pytest.raises(ValueError, match="missing decision field 'rule_id'"):
+    with pytest.raises(ValueError, match="decision field 'rule_id': Field required"):
         sign_decision({k: v for k, v in fields.items() if k != "rule_id"}, KEY, "k1")
-    with pytest.raises(ValueError, match="timezone-aware"):
+    with pytest.raises(ValueError, match="must carry a timezone"):
         sign_decision(dict(fields, expires_at=T0.replace(tzinfo=None)), KEY, "k1")
     with pytest.raises(ValueError, match="ttl"):
         build(ttl=timedelta(0))
@@ -254,8 +309,7 @@ def test_same_inputs_build_identical_events() -> None:
 def test_retries_of_one_operation_share_the_decision_id() -> None:
     first = build(proposal())
     retry = build(proposal(event_id="e-2", attempt=2, idempotency_key="k-1"))
-    assert first.event_id == retry.event_id
-    assert first.signature == retry.signature  # causation_id is not signed
+    assert first.event_id == retry.event_id  # the governor re-emits the first one
 
 
 @pytest.mark.parametrize(
