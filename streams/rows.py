@@ -85,8 +85,13 @@ TOOL_COMPLETION_COLUMNS = (
 POLICY_DECISION_COLUMNS = (
     "tenant_id", "operation_key", "session_id", "workflow_id", "environment", "event_id",
     "decided_at", "tool", "action", "decision", "reason_code", "rule_id", "policy_version",
-    "evaluation_us", "key_id", "expires_at",
+    "evaluation_us", "key_id", "expires_at", "destination_host", "destination_port", "method",
+    "payload_bytes", "risk_level", "proposal_digest",
 )  # fmt: skip
+# Refusals that decide no operation (before its session started; another call under a
+# decided key): policy_decisions keeps one row per (tenant, operation key), the
+# operation's decision, so these stay in the archive only.
+NOT_AN_OPERATION_DECISION = frozenset({"session.not_started", "operation_key.conflict"})
 ADMISSION_DECISION_COLUMNS = (
     "tenant_id", "decided_at", "event_id", "session_id", "workflow_id", "environment",
     "request_kind", "decision", "reason_code", "model", "estimated_tokens",
@@ -223,7 +228,8 @@ def _policy_decision_row(e: PolicyDecided) -> tuple[Any, ...]:
     return (
         e.tenant_id, e.operation_key, e.session_id, e.workflow_id, e.environment, e.event_id,
         e.occurred_at, e.tool, e.action, e.decision, e.reason_code, e.rule_id,
-        e.policy_version, e.evaluation_us, e.key_id, e.expires_at,
+        e.policy_version, e.evaluation_us, e.key_id, e.expires_at, e.destination_host,
+        e.destination_port, e.method, e.payload_bytes, e.risk_level, e.proposal_digest,
     )  # fmt: skip
 
 
@@ -304,7 +310,8 @@ def build_batch(items: Iterable[Ingested | Rejected]) -> Batch:
         elif isinstance(event, ToolCallCompleted):
             rows["tool_completions"].append(_tool_completion_row(event))
         elif isinstance(event, PolicyDecided):
-            rows["policy_decisions"].append(_policy_decision_row(event))
+            if event.rule_id not in NOT_AN_OPERATION_DECISION:
+                rows["policy_decisions"].append(_policy_decision_row(event))
         elif isinstance(event, AdmissionDecided):
             rows["admission_decisions"].append(_admission_decision_row(event))
         elif isinstance(event, BudgetWarning | BudgetExceeded):

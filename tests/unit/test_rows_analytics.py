@@ -115,6 +115,25 @@ def test_policy_and_admission_decisions() -> None:
     ]  # fmt: skip
 
 
+def test_a_decision_row_says_what_was_asked_and_refusals_of_no_operation_stay_out() -> None:
+    asked = _decided().model_copy(update={
+        "destination_host": "api.example.com", "destination_port": 8443, "method": "GET",
+        "payload_bytes": 10, "risk_level": "low", "proposal_digest": "f" * 64,
+    })  # fmt: skip
+    conflict = asked.model_copy(
+        update={"event_id": "d-2", "idempotency_key": "key-d-2", "decision": "deny",
+                "reason_code": "OPERATION_KEY_CONFLICT", "rule_id": "operation_key.conflict"}
+    )  # fmt: skip
+    batch = _batch((TOPICS.derived, asked), (TOPICS.derived, conflict))
+    (row,) = _rows(batch, "policy_decisions")  # the operation's decision, not the refusal
+    assert (row["event_id"], row["destination_host"], row["destination_port"]) == (
+        "d-1", "api.example.com", 8443,
+    )  # fmt: skip
+    assert (row["method"], row["payload_bytes"], row["risk_level"]) == ("GET", 10, "low")
+    assert row["proposal_digest"] == "f" * 64
+    assert len(_rows(batch, "events_archive")) == 2  # both stay in the archive
+
+
 def test_session_transitions_applied_and_rejected() -> None:
     rejected = InvalidTransitionRejected(
         **_env("r-1", idempotency_key="lifecycle:rejected:x", causation_id="res-1"),
