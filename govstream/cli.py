@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
+import re
 import sys
 
 from govstream.errors import GovstreamError
@@ -48,14 +50,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+UNREACHABLE = (
+    "cannot reach Kafka at {where}: start the local broker (`govstream broker start`) or "
+    "check GOVSTREAM_KAFKA_BOOTSTRAP"
+)
+_HOST_PORT = re.compile(r"\('([^']+)', (\d+),")
+
+
+def _unreachable(exc: BaseException) -> bool:
+    from aiokafka.errors import KafkaConnectionError
+
+    return isinstance(exc, KafkaConnectionError)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command != "worker":
+        # A one-shot command speaks for itself in one line: the Kafka client's
+        # reconnect chatter and unclosed-client notices are not for its user.
+        for name in ("aiokafka", "asyncio"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
         status = args.func(args)
     except GovstreamError as exc:
         print(f"govstream: {exc}", file=sys.stderr)
         return exc.exit_code
+    except Exception as exc:
+        if not _unreachable(exc):
+            raise  # a bug: loud, with its traceback
+        text = str(exc).splitlines()[0]
+        hosts = [f"{host}:{port}" for host, port in _HOST_PORT.findall(text)]
+        where = ", ".join(hosts) or text.removeprefix("KafkaConnectionError: ")
+        print(f"govstream: {UNREACHABLE.format(where=where)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("govstream: interrupted", file=sys.stderr)
         return 130

@@ -27,7 +27,7 @@ from govstream.settings import Settings, governor_config
 from sql.client import ClickHouse, open_clickhouse, register_owner
 from sql.migrate import apply_migrations
 from sql.retention import apply_retention
-from streams.admin import ensure_topics, worker_groups
+from streams.admin import ensure_topics, reachable, worker_groups
 from streams.admission import AdmissionApi
 from streams.app import create_app
 from streams.backlog import BacklogRecorder
@@ -46,6 +46,15 @@ def run_worker(settings: Settings, *, loglevel: str = "warn") -> int:
     config = governor_config(settings)
     rules = InputRules.from_settings(settings)
     bootstrap = resolve_bootstrap(settings)
+    # Before Faust starts: an unreachable broker is one line (govstream.cli), not a
+    # traceback from inside the worker, and not the client's reconnect chatter.
+    client_log = logging.getLogger("aiokafka")
+    level = client_log.level
+    client_log.setLevel(logging.CRITICAL)
+    try:
+        asyncio.run(reachable(bootstrap))
+    finally:
+        client_log.setLevel(level)
     topics = Topics(settings.topic_prefix)
     # One thread: chDB is driven from exactly one thread, off the event loop.
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")

@@ -17,6 +17,15 @@ from events.topics import Topics
 from govstream.settings import Settings
 
 
+async def reachable(bootstrap: str, timeout_ms: int = 10_000) -> None:
+    """Connect once and leave; KafkaConnectionError when no broker answers."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms)
+    try:
+        await admin.start()
+    finally:
+        await admin.close()
+
+
 async def ensure_topics(
     bootstrap: str, topics: Topics, partitions: int, changelogs: tuple[str, ...] = ()
 ) -> list[str]:

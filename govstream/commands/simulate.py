@@ -270,7 +270,7 @@ async def send_simulation(
 async def _send_to_kafka(
     settings: Settings, sim: Simulation, registry: Any, progress: _Progress
 ) -> dict[str, int]:
-    from aiokafka.errors import KafkaError
+    from aiokafka.errors import KafkaConnectionError, KafkaError
 
     from events.emitter import Emitter
     from events.topics import Topics
@@ -286,6 +286,8 @@ async def _send_to_kafka(
             bootstrap, topics=topics, registry=registry, signer=record_signer(settings)
         ) as emitter:
             return await send_simulation(emitter, sim, progress.update)
+    except KafkaConnectionError:
+        raise  # one line, like every command's (govstream.cli)
     except KafkaError as exc:
         raise GovstreamError(f"kafka at {bootstrap}: {exc}") from None
 

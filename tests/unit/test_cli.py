@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+
+from tests.factories import session_started
 
 
 def _govstream(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -68,3 +72,24 @@ def test_the_worker_checks_its_settings_before_anything_else(
     assert message in result.stderr
     assert "Traceback" not in result.stderr and "Kafka" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("lag",), ("worker",), ("emit", "EVENTS"), ("policy", "backtest", "--policy", "POLICY")],
+    ids=["lag", "worker", "emit", "backtest"],
+)
+def test_an_unreachable_broker_is_one_line(args: tuple[str, ...], tmp_path: Path) -> None:
+    """Issue 12: `emit`, `worker` and the CLI printed a 30-line aiokafka traceback."""
+    events = tmp_path / "one.jsonl"
+    events.write_text(json.dumps({"type": "SessionStarted", **session_started().model_dump(
+        mode="json")}) + "\n")  # fmt: skip
+    policy = Path(__file__).parents[2] / "policies" / "example.yaml"
+    argv = [str(events) if a == "EVENTS" else str(policy) if a == "POLICY" else a for a in args]
+    result = _govstream(*argv, env={"GOVSTREAM_KAFKA_BOOTSTRAP": "127.0.0.1:1",
+                                    "GOVSTREAM_HOME": str(tmp_path / "home")})  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert result.stderr == (
+        "govstream: cannot reach Kafka at 127.0.0.1:1: start the local broker "
+        "(`govstream broker start`) or check GOVSTREAM_KAFKA_BOOTSTRAP\n"
+    )
