@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "dashboard",
     "policy",
     "reprice",
+    "prices",
     "replay",
     "export",
     "verify",

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:
@@ -110,6 +110,20 @@ class Settings(BaseSettings):
     dedupe_window: int = Field(
         default=1000, ge=1, description="idempotency keys remembered per session (FIFO)"
     )
+    prices_path: Path | None = Field(
+        default=None,
+        description="price catalog (YAML/JSON, README 'Prices'); unset = the built-in "
+        "catalog (projections/pricing.py DEFAULT_PRICES)",
+    )
+    unknown_model: Literal["deny", "fallback"] = Field(
+        default="deny",
+        description="a model the catalog does not price: deny (UNKNOWN_MODEL) or charge "
+        "GOVSTREAM_FALLBACK_PRICE (ADMITTED_AT_FALLBACK_PRICE)",
+    )
+    fallback_price: dict[str, str] | None = Field(
+        default=None,
+        description='USD per Mtok for unpriced models, {"input": "15", "output": "75"}',
+    )
     # A tenant with no profile in the log: the default limits (never unlimited by
     # omission), or refused outright.
     unknown_tenant: Literal["default_budgets", "deny"] = Field(
@@ -200,6 +214,24 @@ class Settings(BaseSettings):
                 field = ".".join(str(part) for part in error["loc"])
                 raise ValueError(f"{field}: {error['msg']}") from None
         return value
+
+    @field_validator("fallback_price")
+    @classmethod
+    def _fallback_price_parse(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        from projections.pricing import PriceTable
+
+        if value is not None:
+            PriceTable.from_mapping({"fallback": value})  # input and output, numbers >= 0
+        return value
+
+    @model_validator(mode="after")
+    def _fallback_needs_a_price(self) -> Settings:
+        if self.unknown_model == "fallback" and self.fallback_price is None:
+            raise ValueError(
+                "unknown_model: 'fallback' needs GOVSTREAM_FALLBACK_PRICE "
+                '(e.g. {"input": "15", "output": "75"})'
+            )
+        return self
 
     @field_validator("policy_signing_key")
     @classmethod
@@ -293,19 +325,32 @@ def governor_config(settings: Settings) -> Any:
     from projections.governor.config import DEFAULT_TENANT_BUDGETS, GovernorConfig
     from projections.policy import load_policy
     from projections.policy_contract import ContractError
-    from projections.pricing import DEFAULT_PRICES
+    from projections.pricing import DEFAULT_PRICES, PriceTable
     from projections.redaction import Redactor
 
     try:
         policy = load_policy(settings.resolved_policy_path)
     except (ContractError, OSError) as exc:
         raise UsageError(f"bad setting GOVSTREAM_POLICY_PATH: {exc}") from None
+    prices = DEFAULT_PRICES
+    if settings.prices_path is not None:
+        try:
+            prices = PriceTable.load(settings.prices_path)
+        except (OSError, ValueError) as exc:
+            detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise UsageError(
+                f"bad setting GOVSTREAM_PRICES_PATH: {settings.prices_path}: {detail}"
+            ) from None
+    fallback = None
+    if settings.unknown_model == "fallback" and settings.fallback_price is not None:
+        fallback = PriceTable.from_mapping({"fallback": settings.fallback_price})["fallback"]
     return GovernorConfig(
         policy=policy,
         signing_key=settings.policy_signing_key.encode(),
         key_id=settings.policy_key_id,
         decision_ttl=timedelta(seconds=settings.policy_decision_ttl_seconds),
-        prices=DEFAULT_PRICES,
+        prices=prices,
+        fallback_price=fallback,
         global_tokens_per_minute=settings.global_tokens_per_minute,
         partitions=settings.topic_partitions,
         reservation_timeout=timedelta(seconds=settings.reservation_timeout_seconds),
@@ -353,7 +398,10 @@ def load(**overrides: Any) -> Settings:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
         error = exc.errors()[0]
-        name = str(error["loc"][0]) if error["loc"] else "?"
+        if not error["loc"]:  # a rule across settings
+            rule = error["msg"].removeprefix("Value error, ")
+            raise UsageError(f"bad settings: {rule}") from None
+        name = str(error["loc"][0])
         value = "<redacted>" if name in _SECRETS else error.get("input")
         raise UsageError(
             f"bad setting GOVSTREAM_{name.upper()}={value!r}: {error['msg']}"

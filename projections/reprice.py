@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from events.models import TurnCompleted
-from projections.pricing import ModelPrice, cost_usd_micros
+from projections.pricing import ModelPrice, cost_usd_micros, in_force
 
 __all__ = ["RepriceResult", "TenantCost", "UnpricedModels", "reprice", "usd"]
 
@@ -105,10 +105,11 @@ def reprice(
     missing: dict[str, int] = {}
     totals: dict[str, list[int]] = {}
     for turn in kept:
-        if turn.model not in prices:
+        priced = in_force(prices, turn.occurred_at)  # each turn at the price of its day
+        if turn.model not in priced:
             missing[turn.model] = missing.get(turn.model, 0) + 1
             continue
-        new = cost_usd_micros(prices, turn.model, turn.input_tokens, turn.output_tokens)
+        new = cost_usd_micros(priced, turn.model, turn.input_tokens, turn.output_tokens)
         row = totals.setdefault(turn.tenant_id, [0, 0, 0])
         row[0] += 1
         row[1] += turn.cost_usd_micros

@@ -15,6 +15,7 @@ a BudgetWarning, 100% also a BudgetExceeded with the tier's action.
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,7 +45,7 @@ from projections.ledger import (
     warning_event,
     workflow_scope,
 )
-from projections.pricing import cost_usd_micros
+from projections.pricing import ModelPrice, cost_usd_micros, in_force
 
 COST_KINDS = frozenset({"tenant_cost_day", "tenant_cost_month"})
 
@@ -151,7 +152,8 @@ def charge(
         if item.scope.kind == "global_tokens_minute":
             events.append(exceeded_event(cause, item.scope, exceeded, "deny", None))  # type: ignore[arg-type]
             continue
-        action, fallback = decide_action(config.budget_policy, tier, config.prices, model)
+        prices = in_force(config.prices, cause.occurred_at)
+        action, fallback = decide_action(config.budget_policy, tier, prices, model)
         events.append(exceeded_event(cause, item.scope, exceeded, action, fallback))
         verdict = verdict or {
             "action": action,
@@ -162,12 +164,12 @@ def charge(
 
 
 def reservation_amounts(
-    charges: list[Charge], model: str, estimated_tokens: int, config: GovernorConfig
+    charges: list[Charge], model: str, estimated_tokens: int, prices: Mapping[str, ModelPrice]
 ) -> dict[str, int]:
     """What a turn estimate reserves per scope kind: tokens, or for cost scopes the
-    estimate priced as if every token were an output token (an upper bound).
-    Unknown model -> KeyError."""
-    cost = cost_usd_micros(config.prices, model, 0, estimated_tokens)
+    estimate priced (at the prices in force) as if every token were an output token
+    (an upper bound). Unknown model -> KeyError."""
+    cost = cost_usd_micros(prices, model, 0, estimated_tokens)
     return {c.scope.kind: amount_for(c.scope, estimated_tokens, cost) for c in charges}
 
 

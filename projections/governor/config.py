@@ -3,7 +3,6 @@ at the edge (govstream/), never read from the environment here."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -11,7 +10,7 @@ from events.models import TenantBudgets
 from projections.ledger import DEFAULT_POLICY, BudgetPolicy
 from projections.lifecycle import LifecyclePolicy
 from projections.policy import PolicyDocument
-from projections.pricing import DEFAULT_PRICES, ModelPrice
+from projections.pricing import DEFAULT_PRICES, ModelPrice, PriceTable
 from projections.redaction import DEFAULT_REDACTOR, Redactor
 
 # The lifecycle machine's quarantine policy. Idempotency is not the machine's but
@@ -36,7 +35,10 @@ class GovernorConfig:
     signing_key: bytes
     key_id: str
     decision_ttl: timedelta = timedelta(seconds=300)
-    prices: Mapping[str, ModelPrice] = field(default_factory=lambda: DEFAULT_PRICES)
+    prices: PriceTable = field(default_factory=lambda: DEFAULT_PRICES)
+    # An unpriced model: None refuses it (UNKNOWN_MODEL); a price charges it at that
+    # price and says so (ADMITTED_AT_FALLBACK_PRICE).
+    fallback_price: ModelPrice | None = None
     budget_policy: BudgetPolicy = DEFAULT_POLICY
     global_tokens_per_minute: int | None = None
     partitions: int = 1

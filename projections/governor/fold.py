@@ -78,6 +78,7 @@ from projections.ledger import (
 )
 from projections.lifecycle import Applied, derived_events, transition
 from projections.policy import Decision, PolicyContext, evaluate
+from projections.pricing import in_force
 from projections.redaction import Redactor
 
 PRODUCER = "govstream-governor/1"
@@ -106,6 +107,8 @@ ADMISSION_REASONS: dict[str, str] = {
     "TENANT_MONTH_COST_EXHAUSTED": "the tenant's monthly cost budget has no room, at any model",
     "GLOBAL_RATE_LIMITED": "the global tokens-per-minute envelope is full: retry next minute",
     "UNKNOWN_MODEL": "the model has no price, so its cost cannot be reserved",
+    "ADMITTED_AT_FALLBACK_PRICE": "the model has no price: its estimate is reserved at the "
+    "configured fallback price (GOVSTREAM_FALLBACK_PRICE)",
 }
 _EXHAUSTED = {
     "session_tokens": "SESSION_TOKENS_EXHAUSTED",
@@ -690,8 +693,13 @@ def _admit_turn(
     verdict = session.verdict
     if verdict is not None and verdict["action"] == "suspend":
         return refused("deny", "SESSION_SUSPENDED_BY_BUDGET")
+    prices = in_force(config.prices, event.occurred_at)
+    at_fallback = model not in prices and config.fallback_price is not None
+    if at_fallback:
+        # An unpriced model, charged at the deployment's fallback price (and said so).
+        prices = {**prices, model: config.fallback_price}  # type: ignore[dict-item]
     try:
-        candidates = [model, *fallback_chain(config.prices, model)]
+        candidates = [model] if at_fallback else [model, *fallback_chain(prices, model)]
     except KeyError:
         return refused("deny", "UNKNOWN_MODEL")
     if verdict is not None and verdict.get("fallback_model") in candidates:
@@ -705,7 +713,7 @@ def _admit_turn(
         return refused("deny", "UNKNOWN_MODEL")
     refusal = "GLOBAL_RATE_LIMITED"
     for candidate in candidates:
-        amounts = budgets.reservation_amounts(charges, candidate, event.estimated_tokens, config)
+        amounts = budgets.reservation_amounts(charges, candidate, event.estimated_tokens, prices)
         remaining: dict[str, int | None] = {}
         short = None
         for charge in charges:
@@ -727,6 +735,8 @@ def _admit_turn(
             degraded = candidate != model
             decision = "degrade" if degraded else "allow"
             code = "DEGRADED_TO_CHEAPER_MODEL" if degraded else "ADMITTED"
+            if at_fallback:
+                code = "ADMITTED_AT_FALLBACK_PRICE"
             token_kinds = ("session_tokens", "workflow_tokens", "global_tokens_minute")
             tokens_left = [v for k, v in remaining.items() if k in token_kinds and v is not None]
             recorded = _admission_decided(

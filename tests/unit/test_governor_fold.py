@@ -32,7 +32,14 @@ from govstream.settings import Settings, governor_config
 from govstream.simulate import FleetConfig, simulate
 from projections.governor.context import compact_context, tenant_balances
 from projections.governor.fold import Folded, policy_chain_ok, step
-from projections.governor.state import PartitionState, SessionEntry, canonical, session_key
+from projections.governor.state import (
+    PartitionState,
+    SessionEntry,
+    TenantEntry,
+    canonical,
+    session_key,
+)
+from projections.pricing import PriceTable
 from tests.factories import session_started, tenant_profile, tool_proposal, turn
 
 T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -107,7 +114,7 @@ def ask_turn(tenant: str, sid: str, seconds: float, tokens: int = 100, **fields:
     return AdmissionRequested(
         event_id=event_id, occurred_at=T0 + timedelta(seconds=seconds), tenant_id=tenant,
         session_id=sid, idempotency_key=f"admission/{event_id}", request_kind="turn",
-        model="gpt-4o", estimated_tokens=tokens, **fields,
+        estimated_tokens=tokens, **{"model": "gpt-4o", **fields},
     )  # fmt: skip
 
 
@@ -229,6 +236,41 @@ def test_reservations_expire_by_log_time() -> None:
     log.fold(ask_turn("t-1", "s-1", 3, tokens=100), log_at=later)
     assert log.steps[-1].answer is not None
     assert log.steps[-1].answer["reason_code"] == "ADMITTED"
+
+
+def test_a_reservation_is_priced_at_the_price_in_force_that_day() -> None:
+    """A price change mid-month: each admission reserves at its own day's price."""
+    prices = PriceTable.from_mapping({"models": {"gpt-4o": [
+        {"effective_from": "2026-11-01", "input": "2.50", "output": "10.00"},
+        {"effective_from": "2026-11-23", "input": "2.50", "output": "40.00"},
+    ]}})  # fmt: skip
+    config = replace(CONFIG, prices=prices)
+    state = PartitionState()
+    for event in (profile("t-1"), start("t-1", "s-1")):
+        step(state, event, ms(event.occurred_at), config)
+    held = []
+    for day in (0, 1):  # T0 is 2026-11-22; a day later the output price is four times
+        ask = ask_turn("t-1", "s-1", 86_400 * day + 1, tokens=1_000)
+        step(state, ask, ms(ask.occurred_at), config)
+        tenant = state.peek("t/t-1")
+        assert isinstance(tenant, TenantEntry)
+        held.append(max(amount for amount, _ in tenant.month.reserved.values()))
+    assert held[0] == 10_000 and held[-1] == 40_000  # 1,000 tokens at $10, then $40 / Mtok
+
+
+def test_an_unpriced_model_is_refused_or_charged_at_the_fallback_price() -> None:
+    state = PartitionState()
+    for event in (profile("t-1"), start("t-1", "s-1")):
+        step(state, event, ms(event.occurred_at), CONFIG)
+    ask = ask_turn("t-1", "s-1", 1, model="gpt-9")
+    assert (step(state, ask, ms(T0), CONFIG).answer or {})["reason_code"] == "UNKNOWN_MODEL"
+    fallback = PriceTable.from_mapping({"f": {"input": "15", "output": "75"}})["f"]
+    lenient = replace(CONFIG, fallback_price=fallback)
+    again = ask_turn("t-1", "s-1", 2, model="gpt-9")
+    answer = step(state, again, ms(T0), lenient).answer
+    assert answer is not None and (answer["decision"], answer["reason_code"]) == (
+        "allow", "ADMITTED_AT_FALLBACK_PRICE",
+    )  # fmt: skip
 
 
 def test_the_first_decision_for_an_operation_in_log_order_wins() -> None:

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import json
+from datetime import date
 from decimal import Decimal
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from projections.pricing import DEFAULT_PRICES, ModelPrice, PriceTable, cost_usd_micros
+from projections.pricing import (
+    DEFAULT_PRICES,
+    ModelPrice,
+    PriceTable,
+    cost_usd_micros,
+    from_litellm,
+)
 
 
 @pytest.mark.parametrize(
@@ -51,7 +60,9 @@ def test_default_table_has_the_published_prices() -> None:
     }
     assert tuple(DEFAULT_PRICES["gpt-4o"]) == (Decimal("2.50"), Decimal("10.00"))
     assert tuple(DEFAULT_PRICES["gpt-4o-mini"]) == (Decimal("0.15"), Decimal("0.60"))
-    assert DEFAULT_PRICES["claude-sonnet-4"] == ModelPrice(Decimal("3"), Decimal("15"))
+    assert DEFAULT_PRICES["claude-sonnet-4"] == ModelPrice(
+        Decimal("3"), Decimal("15"), cached_input_per_mtok=Decimal("0.30")
+    )
 
 
 def test_unknown_model_is_a_clear_key_error() -> None:
@@ -118,3 +129,83 @@ def test_load_json_and_yaml(tmp_path) -> None:  # type: ignore[no-untyped-def]
     assert tuple(table["gpt-4o"]) == (Decimal("2.50"), Decimal("10.00"))
     assert cost_usd_micros(table, "gpt-4o", 1000, 500) == 7_500
     assert cost_usd_micros(table, "tiny", 30, 0) == 4
+
+
+# --- the catalog: dates, cached input, LiteLLM -------------------------------------------
+
+CATALOG = {
+    "currency": "USD",
+    "models": {
+        "o3": [
+            {"effective_from": "2025-04-16", "input": "10.00", "output": "40.00"},
+            {"effective_from": "2025-06-10", "input": "2.00", "output": "8.00",
+             "cached_input": "0.50"},
+        ],
+        "gpt-4o": {"input": "2.50", "output": "10.00", "cached_input": "1.25"},
+    },
+}  # fmt: skip
+
+
+def test_a_price_change_applies_from_its_date_and_history_keeps_its_price() -> None:
+    table = PriceTable.from_mapping(CATALOG)
+    before, after = table.at(date(2025, 6, 9)), table.at(date(2025, 6, 10))
+    assert cost_usd_micros(before, "o3", 1_000, 1_000) == 50_000
+    assert cost_usd_micros(after, "o3", 1_000, 1_000) == 10_000
+    assert "o3" not in table.at(date(2025, 4, 15))  # not priced yet: unknown that day
+    assert table["o3"].input_per_mtok == Decimal("2.00")  # the newest price
+    assert PriceTable.from_mapping(table.to_mapping()) == table  # the format round-trips
+
+
+def test_cached_input_tokens_cost_the_cached_price_or_the_input_price() -> None:
+    table = PriceTable.from_mapping(CATALOG)
+    assert cost_usd_micros(table, "gpt-4o", 0, 0, cached_input_tokens=1_000) == 1_250
+    plain = PriceTable.from_mapping({"m": {"input": "2", "output": "4"}})
+    assert cost_usd_micros(plain, "m", 0, 0, cached_input_tokens=1_000) == 2_000
+
+
+@pytest.mark.parametrize(
+    ("catalog", "message"),
+    [
+        ({"models": {"m": {"input": "1", "output": "2", "currency": "EUR"}}}, "only USD"),
+        ({"currency": "EUR", "models": {}}, "only USD"),
+        ({"models": {"m": {"input": "1", "output": "2", "effective_from": "soon"}}}, "a date"),
+        ({"models": {"m": [{"input": "1", "output": "2", "effective_from": "2025-01-01"},
+                           {"input": "1", "output": "3", "effective_from": "2025-01-01"}]}},
+         "same day"),
+        ({"models": {"m": {"input": "1", "output": "2", "cache": "1"}}}, "cached_input"),
+        ({"models": {}, "prices": {}}, "unknown top-level keys"),
+    ],
+)  # fmt: skip
+def test_a_bad_catalog_is_one_clear_error(catalog: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        PriceTable.from_mapping(catalog)
+
+
+def test_litellm_prices_import() -> None:
+    data = json.loads(
+        (Path(__file__).parents[1] / "data" / "litellm_prices_sample.json").read_text()
+    )
+    table = from_litellm(data)
+    assert set(table) == {"gpt-4o", "gpt-4o-mini", "claude-3-5-haiku-20241022",
+                          "text-embedding-3-small"}  # fmt: skip
+    assert tuple(table["gpt-4o"]) == tuple(DEFAULT_PRICES["gpt-4o"])  # 2.5e-06/token = 2.5/Mtok
+    assert table["gpt-4o-mini"].cached_input_per_mtok == Decimal("0.075")
+    assert table["claude-3-5-haiku-20241022"].output_per_mtok == Decimal("4")
+    dated = from_litellm(data, effective_from=date(2026, 12, 1))
+    assert "gpt-4o" not in dated.at(date(2026, 11, 30))
+
+
+def test_prices_import_writes_a_catalog_the_governor_loads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from govstream.cli import main
+    from govstream.settings import Settings, governor_config
+
+    sample = Path(__file__).parents[1] / "data" / "litellm_prices_sample.json"
+    out = tmp_path / "prices.yaml"
+    assert main(["prices", "import", str(sample), "--out", str(out)]) == 0
+    assert capsys.readouterr().out == f"wrote 4 models to {out}\n"
+    config = governor_config(Settings(home=tmp_path, prices_path=out))
+    assert cost_usd_micros(config.prices, "gpt-4o", 1_000, 1_000) == 12_500
+    assert main(["prices", "import", str(tmp_path / "absent.json")]) == 2
+    assert "cannot read" in capsys.readouterr().err

@@ -125,3 +125,27 @@ def test_a_bad_price_file_is_one_line_and_exit_2(
     assert err.count("\n") == 1 and "Traceback" not in err
     assert main(["reprice", "--prices", str(tmp_path / "none.yaml")]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_a_catalog_with_a_price_change_reprices_to_zero_difference() -> None:
+    """Each turn was charged at the price of its day; the same catalog gives it again."""
+    from datetime import timedelta
+
+    from projections.pricing import in_force
+
+    catalog = PriceTable.from_mapping({"models": {"gpt-4o": [
+        {"effective_from": "2026-11-01", "input": "2.50", "output": "10.00"},
+        {"effective_from": "2026-11-23", "input": "2.50", "output": "40.00"},
+    ]}})  # fmt: skip
+    turns = []
+    for n, day in enumerate((0, 1, 2)):  # 2026-11-22, then two days at the new price
+        at = turn(occurred_at=turn().occurred_at + timedelta(days=day)).occurred_at
+        cost = cost_usd_micros(in_force(catalog, at), "gpt-4o", 1_000, 1_000)
+        turns.append(turn(tenant_id="t-a", idempotency_key=f"k-{n}", model="gpt-4o",
+                          input_tokens=1_000, output_tokens=1_000, cost_usd_micros=cost,
+                          occurred_at=at))  # fmt: skip
+    assert [t.cost_usd_micros for t in turns] == [12_500, 42_500, 42_500]
+    result = reprice(applied(turns), catalog)
+    assert (result.total.turns, result.total.difference_micros) == (3, 0)
+    flat = reprice(applied(turns), DEFAULT_PRICES)  # the old price every day
+    assert flat.total.difference_micros == -60_000
