@@ -25,7 +25,7 @@ from events.topics import Topics
 from govstream.processes import WorkerProcess
 from govstream.settings import Settings
 from tests.conftest import BACKENDS, Backend, isolated_settings
-from tests.factories import session_started, turn
+from tests.factories import session_started, tenant_profile, turn
 from tests.kafka_io import read_events_until
 from tests.kafka_io import send_events as _send
 
@@ -152,7 +152,9 @@ def test_session_is_deduped_quarantined_and_decided(settings: Settings) -> None:
 def test_processor_throughput(settings: Settings, record_property: Any) -> None:
     # GOVSTREAM_BENCH_PROCESSOR_SESSIONS=3000 for a steadier figure.
     sessions = int(os.environ.get("GOVSTREAM_BENCH_PROCESSOR_SESSIONS", "300"))
-    events: list[SessionEvent] = []
+    # A profile without limits: a tenant with none would get the default ones
+    # (50 concurrent sessions), and this measures decisions, not budgets.
+    events: list[Any] = [tenant_profile(tenant_id="t-001", occurred_at=T0)]
     for n in range(sessions):
         sid = f"s-tp-{n}"
         events.append(session_started(session_id=sid, plan="team", occurred_at=T0))
