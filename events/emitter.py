@@ -29,8 +29,10 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from pydantic import BaseModel
 
+from events import kafka_security
 from events.codec import Codec
 from events.jsonl import parse_event
+from events.kafka_security import KafkaSecurity
 from events.models import TenantProfileUpdated
 from events.provenance import RecordSigner
 from events.registry import SchemaRegistry, registry_from_settings
@@ -50,6 +52,7 @@ class Emitter:
         linger_ms: int = 5,
         client_id: str = "govstream-emitter",
         signer: RecordSigner | None = None,
+        security: KafkaSecurity | None = None,
         **producer_options: Any,
     ) -> None:
         self.topics = topics or Topics()
@@ -57,6 +60,7 @@ class Emitter:
         self.codec = Codec(registry or registry_from_settings(schema_registry_url))
         self._producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap,
+            **(security or kafka_security.current()).client_options(),
             client_id=client_id,
             enable_idempotence=True,
             acks="all",

@@ -55,7 +55,25 @@ UNREACHABLE = (
     "cannot reach Kafka at {where}: start the local broker (`govstream broker start`) or "
     "check GOVSTREAM_KAFKA_BOOTSTRAP"
 )
+REFUSED = "Kafka at {where} refused the connection: {reason} (GOVSTREAM_KAFKA_* settings)"
 _HOST_PORT = re.compile(r"\('([^']+)', (\d+),")
+
+
+class _ConnectFailures(logging.Handler):
+    """Keeps why the Kafka client could not connect (it logs the reason, then raises a
+    bare "Unable to bootstrap"): a TLS or SASL refusal is named, not hidden."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.last: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if text.startswith("Unable connect to"):
+            self.last = text.split(": ", 1)[-1]
+
+
+FAILURES = _ConnectFailures()
 
 
 def _unreachable(exc: BaseException) -> bool:
@@ -67,11 +85,12 @@ def _unreachable(exc: BaseException) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    logging.getLogger("aiokafka").addHandler(FAILURES)
     if args.command != "worker":
         # A one-shot command speaks for itself in one line: the Kafka client's
         # reconnect chatter and unclosed-client notices are not for its user.
-        for name in ("aiokafka", "asyncio"):
-            logging.getLogger(name).setLevel(logging.CRITICAL)
+        logging.getLogger("aiokafka").propagate = False
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     try:
         status = args.func(args)
     except GovstreamError as exc:
@@ -83,7 +102,12 @@ def main(argv: list[str] | None = None) -> int:
         text = str(exc).splitlines()[0]
         hosts = [f"{host}:{port}" for host, port in _HOST_PORT.findall(text)]
         where = ", ".join(hosts) or text.removeprefix("KafkaConnectionError: ")
-        print(f"govstream: {UNREACHABLE.format(where=where)}", file=sys.stderr)
+        reason = FAILURES.last or ""
+        if "Connect call failed" in reason or not reason:
+            message = UNREACHABLE.format(where=where)
+        else:  # it answered, and refused us: TLS or SASL
+            message = REFUSED.format(where=where, reason=reason)
+        print(f"govstream: {message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("govstream: interrupted", file=sys.stderr)

@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:
     from events.evidence import ManifestKeys
+    from events.kafka_security import KafkaSecurity
     from events.provenance import RecordSigner
 
 
@@ -37,6 +38,16 @@ class Settings(BaseSettings):
     kafka_bootstrap: str | None = Field(
         default=None, description="external broker; when unset the local broker is used"
     )
+    # How every Kafka client connects (events/kafka_security.py): for a managed
+    # cluster, SASL_SSL with SCRAM and the provider's CA, say.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_username: str | None = None
+    kafka_password: str | None = None
+    kafka_ca_file: Path | None = Field(default=None, description="unset: the system's CAs")
+    kafka_cert_file: Path | None = Field(default=None, description="client certificate (mTLS)")
+    kafka_key_file: Path | None = Field(default=None, description="its private key")
+    kafka_check_hostname: bool = True
     kafka_version: str = "4.1.1"
     kafka_heap: str = "768m"
     topic_prefix: str = "govstream"
@@ -233,6 +244,14 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _kafka_security_valid(self) -> Settings:
+        try:  # missing credentials, an unreadable CA or key: one line at start
+            kafka_security(self)
+        except ValueError as exc:
+            raise ValueError(f"Kafka security (GOVSTREAM_KAFKA_*): {exc}") from None
+        return self
+
     @field_validator("policy_signing_key")
     @classmethod
     def _signing_key_long_enough(cls, value: str) -> str:
@@ -297,6 +316,22 @@ class Settings(BaseSettings):
     @property
     def broker_dir(self) -> Path:
         return (self.home / "kafka").resolve()
+
+
+def kafka_security(settings: Settings) -> KafkaSecurity:
+    """How this deployment's Kafka clients connect."""
+    from events.kafka_security import KafkaSecurity
+
+    return KafkaSecurity(
+        protocol=settings.kafka_security_protocol,
+        mechanism=settings.kafka_sasl_mechanism,
+        username=settings.kafka_username,
+        password=settings.kafka_password,
+        ca_file=settings.kafka_ca_file,
+        cert_file=settings.kafka_cert_file,
+        key_file=settings.kafka_key_file,
+        check_hostname=settings.kafka_check_hostname,
+    )
 
 
 def record_signer(settings: Settings) -> RecordSigner:
@@ -369,7 +404,7 @@ def governor_config(settings: Settings) -> Any:
     )
 
 
-_SECRETS = frozenset({"api_keys", "policy_signing_key"})  # never echoed in errors
+_SECRETS = frozenset({"api_keys", "policy_signing_key", "kafka_password"})  # never echoed in errors
 
 
 def parse_api_keys(text: str) -> dict[str, str]:
@@ -392,10 +427,11 @@ def load(**overrides: Any) -> Settings:
 
     A bad value is a UsageError naming the variable, not a validation traceback.
     """
+    from events.kafka_security import configure
     from govstream.errors import UsageError
 
     try:
-        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+        settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
         error = exc.errors()[0]
         if not error["loc"]:  # a rule across settings
@@ -406,6 +442,8 @@ def load(**overrides: Any) -> Settings:
         raise UsageError(
             f"bad setting GOVSTREAM_{name.upper()}={value!r}: {error['msg']}"
         ) from None
+    configure(kafka_security(settings))  # every Kafka client of this process connects so
+    return settings
 
 
 def as_environment(settings: Settings) -> dict[str, str]:

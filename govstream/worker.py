@@ -49,12 +49,11 @@ def run_worker(settings: Settings, *, loglevel: str = "warn") -> int:
     # Before Faust starts: an unreachable broker is one line (govstream.cli), not a
     # traceback from inside the worker, and not the client's reconnect chatter.
     client_log = logging.getLogger("aiokafka")
-    level = client_log.level
-    client_log.setLevel(logging.CRITICAL)
+    client_log.propagate = False
     try:
         asyncio.run(reachable(bootstrap))
     finally:
-        client_log.setLevel(level)
+        client_log.propagate = True
     topics = Topics(settings.topic_prefix)
     # One thread: chDB is driven from exactly one thread, off the event loop.
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")

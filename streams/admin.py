@@ -13,13 +13,18 @@ from aiokafka.errors import (
     TopicAlreadyExistsError,
 )
 
+from events import kafka_security
 from events.topics import Topics
 from govstream.settings import Settings
 
 
 async def reachable(bootstrap: str, timeout_ms: int = 10_000) -> None:
     """Connect once and leave; KafkaConnectionError when no broker answers."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap,
+        **kafka_security.current().client_options(),
+        request_timeout_ms=timeout_ms,
+    )
     try:
         await admin.start()
     finally:
@@ -34,7 +39,11 @@ async def ensure_topics(
     `changelogs`: the governor's changelog topics (compacted), created with
     the same partition count as the tenant log they mirror.
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="govstream-admin")
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap,
+        **kafka_security.current().client_options(),
+        client_id="govstream-admin",
+    )
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -82,7 +91,11 @@ async def _partitions(admin: AIOKafkaAdminClient, topic_names: list[str]) -> lis
 
 async def partitions_of(bootstrap: str, topic_names: list[str]) -> list[TopicPartition]:
     """Every partition of the given topics (from fresh cluster metadata)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="govstream-admin")
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap,
+        **kafka_security.current().client_options(),
+        client_id="govstream-admin",
+    )
     await admin.start()
     try:
         return await _partitions(admin, topic_names)
@@ -112,7 +125,10 @@ _MARKER_PROBE = 8
 async def _marker_tail(bootstrap: str, tp: TopicPartition, start: int, end: int) -> int:
     """`end - start` when no committed record sits in [start, end), else 0."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed"
+        bootstrap_servers=bootstrap,
+        **kafka_security.current().client_options(),
+        enable_auto_commit=False,
+        isolation_level="read_committed",
     )
     await consumer.start()
     try:
@@ -134,8 +150,16 @@ async def group_lag(bootstrap: str, group: str, topic_names: list[str]) -> list[
 
     A short tail of transaction markers after the committed offset is not lag.
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="govstream-lag")
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap,
+        **kafka_security.current().client_options(),
+        client_id="govstream-lag",
+    )
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        **kafka_security.current().client_options(),
+        enable_auto_commit=False,
+    )
     await admin.start()
     await consumer.start()
     try:

@@ -7,6 +7,7 @@ from typing import Any
 
 import faust
 
+from events import kafka_security
 from govstream.settings import Settings
 
 
@@ -15,6 +16,7 @@ def create_app(settings: Settings, bootstrap: str, middlewares: Sequence[Any] = 
     app = faust.App(
         settings.consumer_group,
         broker=f"kafka://{bootstrap}",
+        broker_credentials=kafka_security.current().faust_credentials(),
         # No Faust tables: the governor keeps its own state and changelog.
         store="memory://",
         topic_partitions=settings.topic_partitions,

@@ -20,6 +20,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from mode import Service
 
+from events import kafka_security
 from sql.client import ClickHouse
 from streams.admin import PartitionLag, group_lag
 
@@ -38,7 +39,10 @@ async def oldest_unprocessed(
     if not lagging:
         return {}
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed"
+        bootstrap_servers=bootstrap,
+        **kafka_security.current().client_options(),
+        enable_auto_commit=False,
+        isolation_level="read_committed",
     )
     await consumer.start()
     try:

@@ -47,6 +47,7 @@ from aiokafka.coordinator.protocol import (
 from aiokafka.errors import ProducerFenced
 from mode import Service
 
+from events import kafka_security
 from events.codec import Codec
 from events.models import AdmissionRequested, PolicyDecided, SessionEvent
 from events.topics import Topics
@@ -230,6 +231,7 @@ class Governor(Service):
     async def on_start(self) -> None:
         self._appender = AIOKafkaProducer(
             bootstrap_servers=self.bootstrap,
+            **kafka_security.current().client_options(),
             client_id=f"{self.group_id}-appender",
             enable_idempotence=True,
             acks="all",
@@ -238,6 +240,7 @@ class Governor(Service):
         await self._appender.start()
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap,
+            **kafka_security.current().client_options(),
             group_id=self.group_id,
             client_id=f"{self.group_id}-consumer",
             enable_auto_commit=False,
@@ -282,6 +285,7 @@ class Governor(Service):
             for number in sorted(numbers - set(self.partitions)):
                 producer = AIOKafkaProducer(
                     bootstrap_servers=self.bootstrap,
+                    **kafka_security.current().client_options(),
                     client_id=f"{self.group_id}-txn-{number}",
                     transactional_id=f"{self.group_id}-governor-{number}",
                     enable_idempotence=True,

@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequen
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
+from events import kafka_security
 from events.evidence import LogRecord
 from govstream.errors import GovstreamError
 from streams.admin import partitions_of
@@ -37,6 +38,7 @@ _FETCH_BYTES = 8 * 1024 * 1024
 def _consumer(bootstrap: str) -> AIOKafkaConsumer:
     return AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
+        **kafka_security.current().client_options(),
         enable_auto_commit=False,
         isolation_level="read_committed",
         max_partition_fetch_bytes=_FETCH_BYTES,

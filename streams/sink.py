@@ -44,6 +44,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import CommitFailedError, IllegalStateError
 from mode import Service
 
+from events import kafka_security
 from events.codec import Codec
 from events.registry import RegistryUnavailable
 from events.topics import Topics
@@ -199,6 +200,7 @@ class ClickHouseSink(Service):
             )
         self._producer = AIOKafkaProducer(
             bootstrap_servers=self.bootstrap,
+            **kafka_security.current().client_options(),
             client_id=f"{self.group_id}-deadletters",
             enable_idempotence=True,
             acks="all",
@@ -206,6 +208,7 @@ class ClickHouseSink(Service):
         await self._producer.start()
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap,
+            **kafka_security.current().client_options(),
             group_id=self.group_id,
             client_id=f"{self.group_id}-consumer",
             enable_auto_commit=False,
