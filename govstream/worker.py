@@ -23,10 +23,11 @@ from events.codec import Codec
 from events.registry import registry_from_settings
 from events.topics import Topics
 from govstream.broker import resolve_bootstrap
+from govstream.errors import UsageError
 from govstream.settings import Settings, governor_config
 from sql.client import ClickHouse, open_clickhouse, register_owner
 from sql.migrate import apply_migrations
-from sql.retention import apply_retention
+from sql.retention import apply_retention, check_retention
 from streams.admin import ensure_topics, reachable, worker_groups
 from streams.admission import AdmissionApi
 from streams.app import create_app
@@ -45,6 +46,10 @@ def run_worker(settings: Settings, *, loglevel: str = "warn") -> int:
     # a bad policy document is one line and exit 2, not a halted partition later.
     config = governor_config(settings)
     rules = InputRules.from_settings(settings)
+    try:
+        check_retention(settings.retention_days)
+    except UsageError as exc:
+        raise UsageError(f"bad setting GOVSTREAM_RETENTION_DAYS: {exc}") from None
     bootstrap = resolve_bootstrap(settings)
     # Before Faust starts: an unreachable broker is one line (govstream.cli), not a
     # traceback from inside the worker, and not the client's reconnect chatter.

@@ -15,6 +15,7 @@ from aiokafka.errors import (
 
 from events import kafka_security
 from events.topics import Topics
+from govstream.errors import UsageError
 from govstream.settings import Settings
 
 
@@ -37,7 +38,9 @@ async def ensure_topics(
     """Create the pipeline's topics if missing; return the ones created.
 
     `changelogs`: the governor's changelog topics (compacted), created with
-    the same partition count as the tenant log they mirror.
+    the same partition count as the tenant log they mirror. An existing topic
+    with another partition count is refused (UsageError): tenants would map to
+    other partitions than their state and decisions.
     """
     admin = AIOKafkaAdminClient(
         bootstrap_servers=bootstrap,
@@ -47,6 +50,16 @@ async def ensure_topics(
     await admin.start()
     try:
         existing = set(await admin.list_topics())
+        mine = [name for name in (*topics.all(), *changelogs) if name in existing]
+        counts: dict[str, int] = {}
+        for tp in await _partitions(admin, mine) if mine else []:
+            counts[tp.topic] = counts.get(tp.topic, 0) + 1
+        for name, count in sorted(counts.items()):
+            if count != partitions:
+                raise UsageError(
+                    f"topic {name} has {count} partitions but GOVSTREAM_TOPIC_PARTITIONS is "
+                    f"{partitions}: set it to {count}, or use a new GOVSTREAM_TOPIC_PREFIX"
+                )
         wanted = []
         compacted = {*topics.compacted(), *changelogs}
         for name in (*topics.all(), *changelogs):

@@ -43,6 +43,7 @@ from govstream.processes import WorkerProcess, free_port
 from govstream.settings import Settings, governor_config
 from govstream.simulate import FleetConfig
 from sql.client import open_clickhouse
+from streams.admission import partition_for
 from streams.rebuild import rebuild
 from tests.conftest import isolated_settings
 from tests.factories import session_started, tenant_profile, tool_proposal, turn
@@ -340,11 +341,18 @@ def test_a_fold_that_raises_halts_and_commits_nothing_past_it(
     local_bootstrap: str, tmp_path: Path
 ) -> None:
     settings = _settings(
-        tmp_path, local_bootstrap, worker_agents="governor", topic_partitions=1,
+        tmp_path, local_bootstrap, worker_agents="governor", topic_partitions=2,
         governor_drill_fail_on="ToolCallProposed",
     )  # fmt: skip
     at = datetime(2026, 11, 25, tzinfo=UTC)
     sid = f"s-halt-{uuid.uuid4().hex[:6]}"
+    halted = partition_for("t-halt", 2)
+    # A tenant on the other partition: its records are folded and committed regardless.
+    other = next(t for t in (f"t-ok-{n}" for n in range(64)) if partition_for(t, 2) != halted)
+    healthy = [
+        session_started(tenant_id=other, session_id="s-ok", occurred_at=at),
+        turn(tenant_id=other, session_id="s-ok", occurred_at=at + timedelta(seconds=1)),
+    ]
     events = [
         session_started(tenant_id="t-halt", session_id=sid, occurred_at=at),
         turn(tenant_id="t-halt", session_id=sid, occurred_at=at + timedelta(seconds=1)),
@@ -358,9 +366,15 @@ def test_a_fold_that_raises_halts_and_commits_nothing_past_it(
     ]
     worker = WorkerProcess(settings, log_path=tmp_path / "worker.log")
     worker.wait_ready()
-    send_events(settings, events)
+    send_events(settings, [*healthy, *events])
     try:
         failed = _wait("health red", worker.health, lambda h: h["status"] == "failed")
+        # The other partition goes on: both of its records folded and committed.
+        _wait(
+            "the other partition folded",
+            lambda: worker.health()["governor"]["partitions"][str(1 - halted)]["folded"],
+            lambda n: n == len(healthy),
+        )
     finally:
         code = _wait("the worker gives up", worker.proc.poll, lambda c: c is not None)
     # The reason names the record; the worker exits non-zero saying why.
@@ -370,18 +384,19 @@ def test_a_fold_that_raises_halts_and_commits_nothing_past_it(
     # Nothing past the failing record committed: its offset is where a restart reads.
     topics = Topics(settings.topic_prefix)
 
-    async def committed() -> int | None:
+    async def committed(partition: int) -> int | None:
         consumer = AIOKafkaConsumer(
             bootstrap_servers=local_bootstrap, group_id=settings.governor_group,
             enable_auto_commit=False,
         )  # fmt: skip
         await consumer.start()
         try:
-            return await consumer.committed(TopicPartition(topics.sessions, 0))
+            return await consumer.committed(TopicPartition(topics.sessions, partition))
         finally:
             await consumer.stop()
 
-    assert (asyncio.run(committed()) or 0) <= 2
+    assert (asyncio.run(committed(halted)) or 0) <= 2
+    assert asyncio.run(committed(1 - halted)) == len(healthy)  # unaffected
     assert not any(isinstance(e, PolicyDecided) for e in _derived(settings))
 
 

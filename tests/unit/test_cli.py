@@ -61,6 +61,10 @@ def test_bad_input_is_one_line(args: tuple[str, ...], status: int, message: str)
             "bad setting GOVSTREAM_DEFAULT_TENANT_BUDGETS=",
         ),
         ({"GOVSTREAM_UNKNOWN_TENANT": "maybe"}, "bad setting GOVSTREAM_UNKNOWN_TENANT='maybe'"),
+        (
+            {"GOVSTREAM_RETENTION_DAYS": '{"turnz": 30}'},
+            "bad setting GOVSTREAM_RETENTION_DAYS: retention for unknown table(s) turnz",
+        ),
     ],
 )
 def test_the_worker_checks_its_settings_before_anything_else(
