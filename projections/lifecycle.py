@@ -67,6 +67,7 @@ __all__ = [
     "QUARANTINE_REASON",
     "REASON_CODES",
     "SESSION_TERMINAL",
+    "SPECIAL_CASES",
     "STATE_VERSION",
     "TENANT_MISMATCH",
     "TERMINAL",
@@ -144,14 +145,19 @@ _FAILED = SessionFailed.__name__
 _QUARANTINED = SessionQuarantined.__name__
 _SUMMARY = TaskSummaryUpdated.__name__
 
+# The edges `transition` handles beyond the table (marked (*) in it; docs/lifecycle.md
+# lists them from here).
+SPECIAL_CASES: dict[str, str] = {
+    _CLOSED: 'goes to `completed` when reason is "completed", else to `closed`.',
+    _APPROVAL: "must name a pending operation_key, else it is rejected (unknown_operation).",
+    _TOOL_DONE: "must name a pending operation_key (unknown_operation otherwise); it stays "
+    "in `waiting_for_tool` while other operations are still pending. A denied proposal "
+    "is still pending: send ToolCallCompleted status=rejected for it before closing.",
+    _RESUMED: "returns to `waiting_for_tool` when operations are pending (the session was "
+    "suspended or quarantined while waiting on a tool).",
+}
+
 # (status before, event type) -> status after. `None` is "no session yet".
-# Special cases, handled in `transition` and marked here with (*):
-#   (*1) SessionClosed goes to `completed` when reason == "completed", else `closed`.
-#   (*2) ApprovalRecorded / ToolCallCompleted name a pending operation_key, else
-#        UNKNOWN_OPERATION; ToolCallCompleted stays in waiting_for_tool while
-#        other operations are still pending.
-#   (*3) SessionResumed returns to waiting_for_tool when operations are pending
-#        (the session was suspended or quarantined while waiting on a tool).
 ALLOWED: dict[tuple[Status | None, str], Status] = {
     (None, _STARTED): S.CREATED,
     # turns: a turn after a checkpoint resumes work
@@ -161,20 +167,20 @@ ALLOWED: dict[tuple[Status | None, str], Status] = {
     # tools: several calls may be in flight; the session waits on all of them
     (S.ACTIVE, _PROPOSED): S.WAITING_FOR_TOOL,
     (S.WAITING_FOR_TOOL, _PROPOSED): S.WAITING_FOR_TOOL,
-    (S.WAITING_FOR_TOOL, _APPROVAL): S.WAITING_FOR_TOOL,  # (*2)
-    (S.WAITING_FOR_TOOL, _TOOL_DONE): S.ACTIVE,  # (*2)
+    (S.WAITING_FOR_TOOL, _APPROVAL): S.WAITING_FOR_TOOL,  # (*)
+    (S.WAITING_FOR_TOOL, _TOOL_DONE): S.ACTIVE,  # (*)
     # checkpoints
     (S.ACTIVE, _CHECKPOINT): S.CHECKPOINTED,
     # suspension and resumption (resume from quarantine is the operator's action)
     (S.ACTIVE, _SUSPENDED): S.SUSPENDED,
     (S.CHECKPOINTED, _SUSPENDED): S.SUSPENDED,
     (S.WAITING_FOR_TOOL, _SUSPENDED): S.SUSPENDED,
-    (S.SUSPENDED, _RESUMED): S.ACTIVE,  # (*3)
-    (S.QUARANTINED, _RESUMED): S.ACTIVE,  # (*3)
+    (S.SUSPENDED, _RESUMED): S.ACTIVE,  # (*)
+    (S.QUARANTINED, _RESUMED): S.ACTIVE,  # (*)
     # normal end
-    (S.CREATED, _CLOSED): S.CLOSED,  # (*1)
-    (S.ACTIVE, _CLOSED): S.CLOSED,  # (*1)
-    (S.CHECKPOINTED, _CLOSED): S.CLOSED,  # (*1)
+    (S.CREATED, _CLOSED): S.CLOSED,  # (*)
+    (S.ACTIVE, _CLOSED): S.CLOSED,  # (*)
+    (S.CHECKPOINTED, _CLOSED): S.CLOSED,  # (*)
     # from any non-terminal state
     **{(s, _FAILED): S.FAILED for s in NON_TERMINAL},
     **{(s, _QUARANTINED): S.QUARANTINED for s in NON_TERMINAL},
@@ -348,13 +354,13 @@ def transition(
         if isinstance(event, ToolCallCompleted):
             pending = pending - {event.operation_key}
             if pending:
-                target = Status.WAITING_FOR_TOOL  # (*2) still waiting on the others
+                target = Status.WAITING_FOR_TOOL  # (*) still waiting on the others
     elif isinstance(event, SessionResumed):
         quarantine_reason = None
         if pending:
-            target = Status.WAITING_FOR_TOOL  # (*3)
+            target = Status.WAITING_FOR_TOOL  # (*)
     elif isinstance(event, SessionClosed):
-        target = Status.COMPLETED if event.reason == "completed" else Status.CLOSED  # (*1)
+        target = Status.COMPLETED if event.reason == "completed" else Status.CLOSED  # (*)
     elif isinstance(event, SessionQuarantined):
         quarantine_reason = event.reason
 

@@ -67,10 +67,25 @@ def _stop(args: argparse.Namespace) -> int:
     return 0
 
 
+def _answers(bootstrap: str) -> bool:
+    """Whether an external broker answers, with the configured security (TLS, SASL)."""
+    import asyncio
+
+    from aiokafka.errors import KafkaError
+
+    from streams.admin import reachable
+
+    try:
+        asyncio.run(reachable(bootstrap))
+    except KafkaError:
+        return False
+    return True
+
+
 def _status(args: argparse.Namespace) -> int:
     settings = load()
     if settings.kafka_bootstrap:
-        ok = broker.probe_metadata(settings.kafka_bootstrap)
+        ok = _answers(settings.kafka_bootstrap)
         state = "answering" if ok else "NOT answering"
         print(f"external broker configured at {settings.kafka_bootstrap} ({state})")
         return 0 if ok else NOT_RUNNING

@@ -17,6 +17,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub.add_parser("check", help="fail if a model differs from its schema").set_defaults(
         func=_check
     )
+    sub.add_parser(
+        "docs", help="write docs/events.md and docs/lifecycle.md from the models and the machine"
+    ).set_defaults(func=_docs)
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -42,4 +45,12 @@ def _check(args: argparse.Namespace) -> int:
             f"schemas out of date for {', '.join(stale)}: run `govstream schemas generate`"
         )
     print("schemas up to date")
+    return 0
+
+
+def _docs(args: argparse.Namespace) -> int:
+    from govstream.contract import write_docs
+
+    for path in write_docs():
+        print(f"wrote {path}")
     return 0

@@ -198,3 +198,12 @@ def test_an_untrusted_ca_is_one_line(broker: SaslBroker, tmp_path: Path) -> None
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert "CERTIFICATE_VERIFY_FAILED" in result.stderr, result.stderr
     print(result.stderr, end="")
+
+
+def test_broker_status_answers_with_the_configured_security(
+    broker: SaslBroker, tmp_path: Path
+) -> None:
+    result = _govstream(_secure(tmp_path, broker), "broker", "status")
+    assert (result.returncode, result.stdout) == (
+        0, f"external broker configured at {broker.bootstrap} (answering)\n"
+    ), result.stderr  # fmt: skip
