@@ -85,9 +85,13 @@ def scopes(
     workflow_id: str | None,
     at: Any,
     config: GovernorConfig,
+    *,
+    late_joins_current: bool = False,
 ) -> list[Charge] | None:
     """The balances a turn at `at` touches, rolled to its periods; None when the
-    turn's day, month or minute is older than a balance's (a late turn)."""
+    turn's day, month or minute is older than a balance's (a late turn), unless
+    `late_joins_current`: an admission asks about now, and a period the balance
+    has already left behind means "now" is that later period."""
     tenant_id = session.tenant_id
     budgets = budgets_of(state, tenant_id, config)
     tenant = state.tenant(tenant_id)
@@ -106,6 +110,8 @@ def scopes(
     ]
     for charge in rolled:
         if charge.scope.period < charge.balance.period:
+            if late_joins_current:
+                continue  # reserved against the balance's current period
             return None
         charge.balance.roll(charge.scope.period)
     return charges + rolled

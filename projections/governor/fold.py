@@ -708,9 +708,13 @@ def _admit_turn(
     if config.budget_policy.action_for(session.tier or "C") != "degrade":
         candidates = candidates[:1]
     workflow = event.workflow_id or session.workflow_id
-    charges = budgets.scopes(state, session, workflow, event.occurred_at, config)
-    if charges is None:
-        return refused("deny", "UNKNOWN_MODEL")
+    # Requests are stamped when the API receives them and appended concurrently, so
+    # one may reach the log after a later one rolled a period: it asks about now.
+    charges = budgets.scopes(
+        state, session, workflow, event.occurred_at, config, late_joins_current=True
+    )
+    if charges is None:  # cannot be: late_joins_current never refuses
+        raise RuntimeError("admission found no balances for a turn")
     refusal = "GLOBAL_RATE_LIMITED"
     for candidate in candidates:
         amounts = budgets.reservation_amounts(charges, candidate, event.estimated_tokens, prices)

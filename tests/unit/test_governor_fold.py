@@ -273,6 +273,16 @@ def test_an_unpriced_model_is_refused_or_charged_at_the_fallback_price() -> None
     )  # fmt: skip
 
 
+def test_a_request_folded_after_a_later_one_is_admitted_not_refused() -> None:
+    """Bench, 2,000/s: requests stamped on arrival reach the log slightly out of order;
+    one stamped 12:00:59 folded after one of 12:01:01 got UNKNOWN_MODEL (a deny)."""
+    log = Log()
+    log.fold(profile("t-1"), start("t-1", "s-1"))
+    log.fold(ask_turn("t-1", "s-1", 61), ask_turn("t-1", "s-1", 59))
+    codes = [s.answer["reason_code"] for s in log.steps if s.answer]
+    assert codes == ["ADMITTED", "ADMITTED"]
+
+
 def test_the_first_decision_for_an_operation_in_log_order_wins() -> None:
     log = Log()
     log.fold(start("t-1", "s-1"))
