@@ -147,35 +147,49 @@ def proposal_digest(proposal: ToolCallProposed | Mapping[str, Any]) -> str:
     return hashlib.sha256(PROPOSAL_DOMAIN + body.encode("ascii")).hexdigest()
 
 
-def canonical_decision_bytes(fields: Mapping[str, Any], key_id: str) -> bytes:
-    """The exact bytes that are signed: every PolicyDecided field but the signature.
-    Raises ValueError on a missing or mistyped field."""
-    data = {**fields, "key_id": key_id, "signature": _PLACEHOLDER}
+def _validated(fields: Mapping[str, Any], key_id: str) -> PolicyDecided:
+    """The decision `fields` describe (signature kept if given); ValueError naming the
+    first missing or mistyped field."""
+    data = {"signature": _PLACEHOLDER, **fields, "key_id": key_id}
     try:
-        decision = PolicyDecided.model_validate(data)
+        return PolicyDecided.model_validate(data)
     except ValidationError as exc:
         error = exc.errors()[0]
         where = ".".join(str(part) for part in error["loc"]) or "decision"
         raise ValueError(f"decision field {where!r}: {error['msg']}") from None
+
+
+def _signed_bytes(decision: PolicyDecided) -> bytes:
     signed = decision.model_dump(mode="json", exclude={"signature"})
     body = json.dumps(signed, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return DOMAIN + body.encode("ascii")
+
+
+def canonical_decision_bytes(fields: Mapping[str, Any], key_id: str) -> bytes:
+    """The exact bytes that are signed: every PolicyDecided field but the signature.
+    Raises ValueError on a missing or mistyped field."""
+    return _signed_bytes(_validated(fields, key_id))
 
 
 def _key_bytes(key: bytes | bytearray | str) -> bytes:
     return key.encode() if isinstance(key, str) else bytes(key)
 
 
-def sign_decision(fields: Mapping[str, Any], key: bytes | str, key_id: str) -> str:
-    """Hex HMAC-SHA256 of the canonical form of `fields` (`signature` is not signed)."""
+def _signing_key(key: bytes | str, key_id: str) -> bytes:
     if not isinstance(key, bytes | bytearray | str) or len(_key_bytes(key)) < MIN_KEY_BYTES:
         raise ValueError(f"signing key must be at least {MIN_KEY_BYTES} bytes")
     if not key_id:
         raise ValueError("key_id must be non-empty")
+    return _key_bytes(key)
+
+
+def sign_decision(fields: Mapping[str, Any], key: bytes | str, key_id: str) -> str:
+    """Hex HMAC-SHA256 of the canonical form of `fields` (`signature` is not signed)."""
+    secret = _signing_key(key, key_id)
     if fields.get("key_id", key_id) != key_id:
         raise ValueError("fields carry a different key_id than the signing key")
     message = canonical_decision_bytes(fields, key_id)
-    return hmac.new(_key_bytes(key), message, hashlib.sha256).hexdigest()
+    return hmac.new(secret, message, hashlib.sha256).hexdigest()
 
 
 def verify_decision(
@@ -203,13 +217,14 @@ def verify_decision(
     if not isinstance(signature, str) or not _HEX_SHA256.fullmatch(signature):
         raise DecisionRejected("malformed", "signature is not 64 lower-case hex digits")
     try:
-        message = canonical_decision_bytes(fields, key_id)
+        checked = _validated(fields, key_id)  # validated once: signed bytes and expiry
     except ValueError as exc:
         raise DecisionRejected("malformed", str(exc)) from None
+    message = _signed_bytes(checked)
     expected = hmac.new(_key_bytes(keys[key_id]), message, hashlib.sha256).hexdigest()
     if not hmac.compare_digest(expected, signature):
         raise DecisionRejected("bad_signature", "signature does not match the decision fields")
-    expires_at = PolicyDecided.model_validate({**fields, "signature": signature}).expires_at
+    expires_at = checked.expires_at
     if now >= expires_at:
         raise DecisionRejected("expired", f"decision expired at {expires_at.isoformat()}")
     if proposal is None:
@@ -308,5 +323,7 @@ def build_policy_decided(
         "expires_at": proposal.occurred_at + ttl,
         **_asked(proposal),
     }
-    fields["signature"] = sign_decision(fields, key, key_id)
-    return PolicyDecided(**fields)
+    # Validated once: the unsigned decision gives the signed bytes, then its signature.
+    unsigned = _validated(fields, key_id)
+    signature = hmac.new(_signing_key(key, key_id), _signed_bytes(unsigned), hashlib.sha256)
+    return unsigned.model_copy(update={"signature": signature.hexdigest()})
