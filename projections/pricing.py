@@ -236,9 +236,7 @@ def from_litellm(data: Mapping[str, Any], *, effective_from: date | None = None)
 
 def _per_mtok(per_token: Any, model: str) -> str:
     """USD per token (a JSON float such as 2.5e-06) -> USD per Mtok as exact text."""
-    price = _price(per_token, model) * 1_000_000
-    text = format(price.normalize(), "f")
-    return text
+    return format((_price(per_token, model) * 1_000_000).normalize(), "f")
 
 
 DEFAULT_PRICES = PriceTable.from_mapping(

@@ -50,6 +50,7 @@ from events.models import (
 )
 from events.topics import is_derived_topic
 from projections.free_text import redact_event
+from projections.governor.fold import NOT_AN_OPERATION_DECISION
 from projections.redaction import DEFAULT_REDACTOR, Redactor
 from streams.ingest import Ingested, Rejected
 
@@ -88,10 +89,7 @@ POLICY_DECISION_COLUMNS = (
     "evaluation_us", "key_id", "expires_at", "destination_host", "destination_port", "method",
     "payload_bytes", "risk_level", "proposal_digest",
 )  # fmt: skip
-# Refusals that decide no operation (before its session started; another call under a
-# decided key): policy_decisions keeps one row per (tenant, operation key), the
-# operation's decision, so these stay in the archive only.
-NOT_AN_OPERATION_DECISION = frozenset({"session.not_started", "operation_key.conflict"})
+
 ADMISSION_DECISION_COLUMNS = (
     "tenant_id", "decided_at", "event_id", "session_id", "workflow_id", "environment",
     "request_kind", "decision", "reason_code", "model", "estimated_tokens",
@@ -310,7 +308,9 @@ def build_batch(items: Iterable[Ingested | Rejected]) -> Batch:
         elif isinstance(event, ToolCallCompleted):
             rows["tool_completions"].append(_tool_completion_row(event))
         elif isinstance(event, PolicyDecided):
-            if event.rule_id not in NOT_AN_OPERATION_DECISION:
+            # policy_decisions keeps one row per (tenant, operation key), the operation's
+            # decision: refusals that decide none stay in the archive only.
+            if event.reason_code not in NOT_AN_OPERATION_DECISION:
                 rows["policy_decisions"].append(_policy_decision_row(event))
         elif isinstance(event, AdmissionDecided):
             rows["admission_decisions"].append(_admission_decision_row(event))

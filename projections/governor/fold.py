@@ -135,6 +135,8 @@ _NOTHING = Folded(applied=False)
 
 NOT_STARTED = "SESSION_NOT_STARTED"  # a refusal that decides nothing (see _decide)
 CONFLICT = "OPERATION_KEY_CONFLICT"  # another call under a decided operation key
+# Refusals that decide no operation: the key keeps (or awaits) its own decision.
+NOT_AN_OPERATION_DECISION = frozenset({NOT_STARTED, CONFLICT})
 
 
 def _id(*parts: str) -> str:
