@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ssl
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -54,6 +55,12 @@ class KafkaSecurity:
         return self.protocol in ("SSL", "SASL_SSL")
 
     def ssl_context(self) -> ssl.SSLContext:
+        """One context per value: every client of the process shares it, so the CA and
+        key files are read once, not at each client's construction."""
+        return self._context
+
+    @cached_property
+    def _context(self) -> ssl.SSLContext:
         try:
             context = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
             context.check_hostname = self.check_hostname
