@@ -8,6 +8,6 @@ COPY projections projections
 COPY sql sql
 COPY policies policies
 COPY govstream govstream
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir '.[worker]'
 ENV GOVSTREAM_WEB_HOST=0.0.0.0
 ENTRYPOINT []

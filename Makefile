@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 		|| { echo "govstream needs Python 3.11 (found $$($(PYTHON) --version))"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[worker,dev]'
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -26,7 +26,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
-	$(BIN)/pip install --quiet -e '.[dev,bench]' 'py-spy>=0.4'
+	$(BIN)/pip install --quiet -e '.[worker,dev,bench]' 'py-spy>=0.4'
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.dashboards
 	$(BIN)/python -m bench.replay
