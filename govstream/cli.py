@@ -4,6 +4,10 @@ Each sub-command lives in govstream/commands/<name>.py and exposes
 ``register(subparsers)``, which adds its parser and sets ``func`` (taking the
 parsed args, returning an exit status). Expected failures raise GovstreamError
 and end as one line on stderr; nothing the user typed causes a traceback.
+
+The light install (no extras) is the producer SDK: a command that needs the
+pipeline's packages (Faust, ClickHouse, YAML policies) says so in one line and
+names the extra that brings them.
 """
 
 from __future__ import annotations
@@ -42,12 +46,50 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"govstream: error: {message}\n")
 
 
+WORKER_EXTRA = "pip install 'govstream[worker]'"
+_OURS = frozenset({"govstream", "events", "streams", "projections", "sql", "policies"})
+
+
+def needs_extra(command: str, exc: ModuleNotFoundError) -> GovstreamError | None:
+    """The one-line answer when a command needs a package of the worker extra;
+    None when the missing module is one of ours (a broken install: a bug)."""
+    missing = (exc.name or "").split(".")[0]
+    if not missing or missing in _OURS:
+        return None
+    return GovstreamError(
+        f"`govstream {command}` needs the worker extra (no module named {missing!r}): "
+        f"{WORKER_EXTRA}"
+    )
+
+
+def _unavailable(subparsers: argparse._SubParsersAction, name: str, error: GovstreamError) -> None:
+    """A command whose module cannot load without the extra: listed, and says why."""
+    # No option prefix: every argument, --help included, reaches the refusal.
+    parser = subparsers.add_parser(
+        name, help="(needs the worker extra)", add_help=False, prefix_chars="\0"
+    )
+    parser.add_argument("rest", nargs="*")
+
+    def refuse(_: argparse.Namespace) -> int:
+        raise error
+
+    parser.set_defaults(func=refuse)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="govstream", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     subparsers.required = True
     for name in COMMAND_MODULES:
-        importlib.import_module(f"govstream.commands.{name}").register(subparsers)
+        try:
+            module = importlib.import_module(f"govstream.commands.{name}")
+        except ModuleNotFoundError as exc:
+            error = needs_extra(name, exc)
+            if error is None:
+                raise
+            _unavailable(subparsers, name, error)
+            continue
+        module.register(subparsers)
     return parser
 
 
@@ -96,6 +138,12 @@ def main(argv: list[str] | None = None) -> int:
     except GovstreamError as exc:
         print(f"govstream: {exc}", file=sys.stderr)
         return exc.exit_code
+    except ModuleNotFoundError as exc:
+        error = needs_extra(args.command, exc)
+        if error is None:
+            raise
+        print(f"govstream: {error}", file=sys.stderr)
+        return error.exit_code
     except Exception as exc:
         if not _unreachable(exc):
             raise  # a bug: loud, with its traceback

@@ -6,6 +6,9 @@ import argparse
 import asyncio
 import sys
 import time
+from datetime import UTC, datetime
+
+from pydantic import BaseModel
 
 from govstream.errors import UsageError
 from govstream.settings import load, record_signer
@@ -16,6 +19,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "emit", help='send JSON Lines events ({"type": "TurnCompleted", ...}) to Kafka'
     )
     parser.add_argument("file", help="a .jsonl file, or - for standard input")
+    parser.add_argument(
+        "--retime",
+        action="store_true",
+        help="shift every occurred_at by one offset so the latest is now, spacing kept "
+        "(a sample or an old file, which the worker would refuse as too old)",
+    )
     parser.set_defaults(func=_run)
 
 
@@ -46,12 +55,19 @@ def _run(args: argparse.Namespace) -> int:
     if not events:
         print("no events to send", file=sys.stderr)
         return 0
+    if args.retime:
+        events = _retimed(events, datetime.now(UTC))
     settings = load()
     started = time.perf_counter()
     sent = asyncio.run(_send(settings, events))
     elapsed = time.perf_counter() - started
     print(f"sent {sent} events in {elapsed:.2f}s ({sent / elapsed:,.0f} events/s)")
     return 0
+
+
+def _retimed(events: list[BaseModel], now: datetime) -> list[BaseModel]:
+    shift = now - max(e.occurred_at for e in events)  # type: ignore[attr-defined]
+    return [e.model_copy(update={"occurred_at": e.occurred_at + shift}) for e in events]  # type: ignore[attr-defined]
 
 
 async def _send(settings, events) -> int:  # type: ignore[no-untyped-def]
