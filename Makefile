@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.dashboards
 	$(BIN)/python -m bench.replay
 	$(BIN)/python -m bench.redaction
+	$(BIN)/python -m bench.install
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -37,6 +37,12 @@ def register(subparsers: Any) -> None:
     status = actions.add_parser(
         "status", help=f"show the broker; exit {NOT_RUNNING} if none is running"
     )
+    status.add_argument(
+        "--bootstrap",
+        action="store_true",
+        help="print only the address clients connect to "
+        "(export GOVSTREAM_KAFKA_BOOTSTRAP=$(govstream broker status --bootstrap))",
+    )
     status.set_defaults(func=_status)
 
 
@@ -84,6 +90,9 @@ def _answers(bootstrap: str) -> bool:
 
 def _status(args: argparse.Namespace) -> int:
     settings = load()
+    if args.bootstrap:
+        print(broker.resolve_bootstrap(settings))  # one line, or a one-line error
+        return 0
     if settings.kafka_bootstrap:
         ok = _answers(settings.kafka_bootstrap)
         state = "answering" if ok else "NOT answering"
