@@ -25,7 +25,7 @@ from tests.wheel import build_wheel, install
 BEGIN, FINISH = "<!-- install -->", "<!-- /install -->"
 RUNS = 7
 SDK_IMPORT = "import govstream.session, events.emitter, events.admission_client"
-WORKER_IMPORT = "import streams.app, sql.client"
+WORKER_IMPORT = "import govstream.worker, streams.governor, sql.client, chdb"
 
 
 def _bytes(path: Path) -> int:
@@ -99,7 +99,7 @@ def main() -> int:
         "",
         f"SDK import: a new interpreter running `{SDK_IMPORT}`, median of {RUNS} runs; an "
         f"interpreter that imports nothing takes {bare * 1000:,.0f} ms. Worker import: "
-        f"`{WORKER_IMPORT}` (Faust, ClickHouse client). Install time is with a warm pip "
+        f"`{WORKER_IMPORT}` (Faust, the governor, the ClickHouse client and chDB). Install time is with a warm pip "
         "cache (no downloads), so it measures unpacking, not the network.",
         FINISH,
     ]
