@@ -7,6 +7,19 @@ unit of its figures and its parameters::
     -- unit: USD micro-dollars (integer)
     -- params: from DateTime64(6), to DateTime64(6), tenant String ('' = all)
 
+and a ``chart`` line declaring what is plotted (a test checks that the plotted
+values are these columns of the result)::
+
+    -- chart: bars label=model values=cost_usd_micros
+    -- chart: bars label=tenant_id,day values=used_usd_micros limit=day_limit_usd_micros
+    -- chart: line time=hour series=tenant_id values=cost_usd_micros
+    -- chart: table
+
+A column's unit comes from its name (:func:`column_unit`: ``*_usd_micros`` is
+money, ``*_ratio``, ``*_rate`` and ``*share`` are fractions, ``*_ms``,
+``*_us``, ``*_seconds`` durations, the rest counts); every plotted column of a
+chart, and its limit, have one unit: one unit per axis.
+
 Free text may follow in further comment lines. ``params`` is a comma-separated
 list of ``name Type`` with an optional note in parentheses after the type
 (``tenant String ('' = all)``); ``-- params: none`` declares no parameter.
@@ -26,16 +39,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from govstream.errors import UsageError
 from sql.client import ClickHouse, QueryResult
 
-HEADER_KEYS = ("panel", "unit", "params")
+HEADER_KEYS = ("panel", "unit", "params", "chart")
+REQUIRED_KEYS = ("panel", "unit", "params")  # no chart line: the panel is a table
 _HEADER_LINE_RE = re.compile(r"^--\s*([A-Za-z_]+)\s*:\s*(.*?)\s*$")
 _IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # {name:Type}: the grammar clickhouse-connect and ClickHouse use for server-side parameters.
@@ -57,6 +71,88 @@ class Param:
     note: str = ""  # the parenthesised text after the type, without its parentheses
 
 
+Unit = Literal["usd_micros", "ratio", "ms", "us", "seconds", "count"]
+# Name suffix -> unit, the first match wins; anything else counts things.
+_UNIT_SUFFIXES: tuple[tuple[str, Unit], ...] = (
+    ("_usd_micros", "usd_micros"),
+    ("_ratio", "ratio"),
+    ("_rate", "ratio"),
+    ("share", "ratio"),
+    ("_ms", "ms"),
+    ("_us", "us"),
+    ("_seconds", "seconds"),
+)
+
+
+def column_unit(column: str) -> Unit:
+    """The unit of a result column, by its name (one naming rule for every panel)."""
+    return next((unit for suffix, unit in _UNIT_SUFFIXES if column.endswith(suffix)), "count")
+
+
+Shape = Literal["bars", "line", "table"]
+
+
+@dataclass(frozen=True)
+class Chart:
+    """What a panel plots: `values` (columns of one unit) per row (bars: labelled by the
+    `label` columns) or over `time` (line: one line per `series` value); `limit` is a
+    column drawn as each bar's budget line."""
+
+    shape: Shape
+    values: tuple[str, ...] = ()
+    label: tuple[str, ...] = ()
+    time: str | None = None
+    series: str | None = None
+    limit: str | None = None
+
+    @property
+    def unit(self) -> Unit:
+        return column_unit(self.values[0]) if self.values else "count"
+
+
+_CHART_KEYS = {"bars": {"label", "values", "limit"}, "line": {"time", "series", "values"}}
+
+
+def parse_chart(text: str, source: str = "<chart>") -> Chart:
+    """``shape key=value ...`` (see the module doc) -> Chart, or DashboardError."""
+    shape, *pairs = text.split()
+    if shape == "table" and not pairs:
+        return Chart("table")
+    if shape not in _CHART_KEYS:
+        raise DashboardError(f"{source}: chart {text!r}: expected bars, line or table")
+    fields: dict[str, str] = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        if key not in _CHART_KEYS[shape] or not value or key in fields:
+            raise DashboardError(
+                f"{source}: chart {text!r}: {pair!r} is not one of "
+                f"{', '.join(sorted(_CHART_KEYS[shape]))} (each once, key=value)"
+            )
+        fields[key] = value
+    values = tuple(fields.get("values", "").split(",")) if "values" in fields else ()
+    if not values:
+        raise DashboardError(f"{source}: chart {text!r}: values=... names the plotted columns")
+    if shape == "bars" and "label" not in fields:
+        raise DashboardError(f"{source}: chart {text!r}: bars need label=...")
+    if shape == "line" and "time" not in fields:
+        raise DashboardError(f"{source}: chart {text!r}: a line chart needs time=...")
+    plotted = [*values, *([fields["limit"]] if "limit" in fields else [])]
+    units = sorted({column_unit(c) for c in plotted})
+    if len(units) > 1:
+        raise DashboardError(
+            f"{source}: chart {text!r} mixes units ({', '.join(units)}) on one axis: "
+            "plot columns of one unit"
+        )
+    return Chart(
+        shape,  # type: ignore[arg-type]
+        values=values,
+        label=tuple(fields["label"].split(",")) if "label" in fields else (),
+        time=fields.get("time"),
+        series=fields.get("series"),
+        limit=fields.get("limit"),
+    )
+
+
 @dataclass(frozen=True)
 class Panel:
     name: str  # the file's stem
@@ -64,6 +160,7 @@ class Panel:
     unit: str
     params: tuple[Param, ...]
     sql: str  # the whole file, header included (it is SQL comments)
+    chart: Chart = field(default_factory=lambda: Chart("table"))
 
     @property
     def param_names(self) -> tuple[str, ...]:
@@ -145,8 +242,8 @@ def parse_param(item: str, source: str = "<params>") -> Param:
     return Param(name, type_, note)
 
 
-def parse_header(text: str, source: str = "<query>") -> tuple[str, str, tuple[Param, ...]]:
-    """(panel, unit, params) from the leading ``--`` comment lines of `text`."""
+def parse_header(text: str, source: str = "<query>") -> tuple[str, str, tuple[Param, ...], Chart]:
+    """(panel, unit, params, chart) from the leading ``--`` comment lines of `text`."""
     found: dict[str, str] = {}
     for line in text.splitlines():
         stripped = line.strip()
@@ -160,7 +257,7 @@ def parse_header(text: str, source: str = "<query>") -> tuple[str, str, tuple[Pa
             if key in found:
                 raise DashboardError(f"{source}: header line '{key}:' appears twice")
             found[key] = match.group(2)
-    missing = [key for key in HEADER_KEYS if not found.get(key)]
+    missing = [key for key in REQUIRED_KEYS if not found.get(key)]
     if missing:
         raise DashboardError(
             f"{source}: header is missing {', '.join(f'-- {k}: ...' for k in missing)} "
@@ -174,7 +271,8 @@ def parse_header(text: str, source: str = "<query>") -> tuple[str, str, tuple[Pa
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise DashboardError(f"{source}: parameter(s) declared twice: {', '.join(duplicates)}")
-    return found["panel"], found["unit"], tuple(params)
+    chart = parse_chart(found["chart"], source) if "chart" in found else Chart("table")
+    return found["panel"], found["unit"], tuple(params), chart
 
 
 def placeholders(sql: str) -> dict[str, str]:
@@ -194,7 +292,7 @@ def python_format_placeholders(sql: str) -> list[str]:
 
 def parse_panel(name: str, text: str, source: str | None = None) -> Panel:
     source = source or name
-    title, unit, params = parse_header(text, source)
+    title, unit, params, chart = parse_header(text, source)
     bad = python_format_placeholders(text)
     if bad:
         raise DashboardError(
@@ -216,7 +314,7 @@ def parse_panel(name: str, text: str, source: str | None = None) -> Panel:
             if declared[n] != used[n]:
                 problems.append(f"{n} is declared {declared[n]} but used as {used[n]}")
         raise DashboardError(f"{source}: header params and query disagree: {'; '.join(problems)}")
-    return Panel(name=name, title=title, unit=unit, params=params, sql=text)
+    return Panel(name=name, title=title, unit=unit, params=params, sql=text, chart=chart)
 
 
 def _dashboards_dir() -> Traversable:

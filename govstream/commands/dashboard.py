@@ -3,7 +3,8 @@
 Runs each query of sql/dashboards/ against ClickHouse (through the worker
 that owns the embedded engine, or directly) for a time range and an optional
 tenant, and writes DIR/dashboard.html: inline SVG charts and tables, no
-JavaScript, no CDN, readable offline. A panel whose query fails shows the
+JavaScript, no CDN, readable offline. Each panel is charted as its SQL file
+declares (`-- chart:`). A panel whose query fails shows the
 error in its place; the command then exits 1 after writing the page.
 """
 
@@ -62,7 +63,9 @@ def render(
         values = {name: pool[name] for name in panel.param_names}
         try:
             result = run_panel(clickhouse, panel, values)
-            results.append(PanelResult(panel.title, panel.unit, result.columns, result.rows))
+            results.append(
+                PanelResult(panel.title, panel.unit, result.columns, result.rows, panel.chart)
+            )
         except Exception as exc:  # shown in the panel's place, counted for the exit status
             failed += 1
             results.append(PanelResult(panel.title, panel.unit, [], [], error=str(exc)[:300]))

@@ -1,6 +1,7 @@
 -- panel: Consumer backlog age
 -- unit: seconds (age of the oldest record not yet consumed), records (lag)
 -- params: from DateTime64(6), to DateTime64(6)
+-- chart: line time=minute series=consumer_group values=max_age_seconds
 --
 -- The worker's samples (streams/backlog.py, every GOVSTREAM_BACKLOG_INTERVAL_SECONDS)
 -- with from <= recorded_at < to: per minute and consumer group, the worst

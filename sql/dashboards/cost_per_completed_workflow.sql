@@ -1,6 +1,7 @@
 -- panel: Cost per completed workflow
 -- unit: USD micro-dollars (cost integer, cost per workflow Float64 mean), workflows (count)
 -- params: from DateTime64(6), to DateTime64(6), tenant String ('' = all tenants)
+-- chart: bars label=tenant_id values=cost_per_workflow_usd_micros
 --
 -- Per tenant: the workflows with a turn in from <= occurred_at < to whose
 -- sessions all completed, their cost in the range, and the mean cost per

@@ -1,6 +1,7 @@
 -- panel: Cost per model
 -- unit: USD micro-dollars (integer), tokens and turns (count)
 -- params: from DateTime64(6), to DateTime64(6), tenant String ('' = all tenants)
+-- chart: bars label=model values=cost_usd_micros
 --
 -- Model cost and tokens of the turns with from <= occurred_at < to, per model.
 -- turns FINAL: one row per (tenant, idempotency key), the first attempt.

@@ -1,6 +1,7 @@
 -- panel: Cost per tenant per hour
 -- unit: USD micro-dollars (integer; 1 USD = 1,000,000), turns (count)
 -- params: from DateTime64(6), to DateTime64(6), tenant String ('' = all tenants)
+-- chart: line time=hour series=tenant_id values=cost_usd_micros
 --
 -- Model cost of the turns with from <= occurred_at < to, per tenant and UTC
 -- hour (hour = the start of the hour). turns FINAL: one row per (tenant,

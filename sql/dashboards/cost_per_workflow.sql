@@ -1,6 +1,7 @@
 -- panel: Cost per workflow
 -- unit: USD micro-dollars (integer), tokens and turns (count)
 -- params: from DateTime64(6), to DateTime64(6), tenant String ('' = all tenants)
+-- chart: bars label=tenant_id,workflow_id values=cost_usd_micros
 --
 -- Model cost of the turns with from <= occurred_at < to that belong to a
 -- workflow, per (tenant, workflow); turns outside any workflow (workflow_id

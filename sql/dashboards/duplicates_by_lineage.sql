@@ -1,6 +1,7 @@
 -- panel: Duplicates suppressed by attempt lineage
 -- unit: suppressed duplicates (count)
 -- params: from DateTime64(6), to DateTime64(6), tenant String ('' = all tenants)
+-- chart: bars label=original_attempt,duplicate_attempt,redelivery values=duplicates
 --
 -- DuplicateSuppressed events with from <= occurred_at < to, by retry lineage:
 -- the attempt of the original that was applied and the attempt of the send

@@ -1,6 +1,7 @@
 -- panel: Duplicates suppressed per tenant
 -- unit: suppressed duplicates (count)
 -- params: from DateTime64(6), to DateTime64(6), tenant String ('' = all tenants)
+-- chart: bars label=tenant_id,suppressed_by values=duplicates
 --
 -- DuplicateSuppressed events with from <= occurred_at < to, per tenant and
 -- which component suppressed them. duplicates_suppressed FINAL: one row per

@@ -1,6 +1,7 @@
 -- panel: Egress denials by destination
 -- unit: denials (count)
 -- params: from DateTime64(6), to DateTime64(6), tenant String ('' = all tenants)
+-- chart: bars label=destination_host,reason_code values=denials
 --
 -- Policy 'deny' decisions with an EGRESS_* reason code (EGRESS_NOT_ALLOWED,
 -- EGRESS_INVALID_HOST, ...) and from <= decided_at < to, by the destination

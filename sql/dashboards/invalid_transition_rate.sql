@@ -1,6 +1,7 @@
 -- panel: Invalid transition rate per tenant
 -- unit: ratio (rejected / applied; share rejected / attempted 0..1), transitions (count)
 -- params: from DateTime64(6), to DateTime64(6), tenant String ('' = all tenants)
+-- chart: bars label=tenant_id values=rejected_share
 --
 -- session_transitions rows with from <= occurred_at < to, per tenant:
 -- rejected = InvalidTransitionRejected rows (outcome 'rejected'); applied =

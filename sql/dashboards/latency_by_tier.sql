@@ -1,6 +1,7 @@
 -- panel: Turn latency by tier (p50 / p95 / p99)
 -- unit: milliseconds (end-to-end latency_ms and first_token_ms), turns (count)
 -- params: from DateTime64(6), to DateTime64(6), tenant String ('' = all tenants)
+-- chart: bars label=tier values=p50_latency_ms,p95_latency_ms,p99_latency_ms
 --
 -- Exact percentiles of every turn with from <= occurred_at < to, by the tier
 -- of its session (first_token_ms is 0 when no token arrived). quantileExact(q):

@@ -1,6 +1,7 @@
 -- panel: Policy block rate per tenant
 -- unit: ratio 0..1 (block_rate = denied / decisions), decisions (count)
 -- params: from DateTime64(6), to DateTime64(6), tenant String ('' = all tenants)
+-- chart: bars label=tenant_id values=block_rate
 --
 -- Policy decisions with from <= decided_at < to, per tenant: a block is a
 -- 'deny'; 'require_approval' is counted apart (held for a human, not

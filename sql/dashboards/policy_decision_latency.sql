@@ -1,6 +1,7 @@
 -- panel: Policy decision latency (p50 / p95 / p99)
 -- unit: microseconds (evaluation_us), decisions (count)
 -- params: from DateTime64(6), to DateTime64(6), tenant String ('' = all tenants)
+-- chart: bars label=decision values=p50_evaluation_us,p95_evaluation_us,p99_evaluation_us
 --
 -- Exact percentiles of the policy engine's evaluation time of the decisions
 -- with from <= decided_at < to: one row per decision kind and a row 'all'.

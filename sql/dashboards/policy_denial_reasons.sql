@@ -1,6 +1,7 @@
 -- panel: Top policy denial reasons
 -- unit: denials (count), share of denials 0..1
 -- params: from DateTime64(6), to DateTime64(6), tenant String ('' = all tenants), top UInt32 (how many reasons)
+-- chart: bars label=reason_code values=denials
 --
 -- The reason codes of the 'deny' decisions with from <= decided_at < to, the
 -- most frequent first (ties by reason code), at most top rows. share =

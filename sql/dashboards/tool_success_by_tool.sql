@@ -1,6 +1,7 @@
 -- panel: Tool success rate by tool
 -- unit: ratio 0..1 (success_rate = succeeded / completed), calls (count)
 -- params: from DateTime64(6), to DateTime64(6), tenant String ('' = all tenants)
+-- chart: bars label=tool values=success_rate
 --
 -- Tool calls proposed in from <= proposed_at < to (the tool_calls view: one
 -- row per operation, proposals and completions read with FINAL, first

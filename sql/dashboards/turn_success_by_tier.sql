@@ -1,6 +1,7 @@
 -- panel: Turn success rate by tier
 -- unit: ratio 0..1 (success_rate = ok / counted), turns (count)
 -- params: from DateTime64(6), to DateTime64(6), tenant String ('' = all tenants)
+-- chart: bars label=tier values=success_rate
 --
 -- Turns with from <= occurred_at < to, by the tier of their session. As in
 -- projections/slo.py (the default SLO ignores 'cancelled'): cancelled turns

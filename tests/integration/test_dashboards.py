@@ -265,11 +265,11 @@ def test_cost_used_against_the_daily_budget(run: Run, sim_events: list[Any]) -> 
     }
     rows = panel(run, "budget_cost_vs_day_limit")
     got = {
-        (r["tenant_id"], r["day"].isoformat()): (r["used_usd_micros"], r["day_limit"]) for r in rows
+        (r["tenant_id"], r["day"].isoformat()): (r["used_usd_micros"], r["day_limit_usd_micros"]) for r in rows
     }
     assert got == want
     for r in rows:
-        expected = None if not r["day_limit"] else r["used_usd_micros"] / r["day_limit"]
+        expected = None if not r["day_limit_usd_micros"] else r["used_usd_micros"] / r["day_limit_usd_micros"]
         assert r["used_ratio"] == expected
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -10,11 +11,14 @@ import pytest
 
 from sql.client import QueryResult
 from sql.dashboards import (
+    Chart,
     DashboardError,
     Panel,
     Param,
     check_values,
+    column_unit,
     load_panels,
+    parse_chart,
     parse_header,
     parse_panel,
     placeholders,
@@ -61,7 +65,7 @@ WORKER_WIDE = {"consumer_backlog_age"}  # a backlog belongs to the worker, not a
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
 def test_every_file_names_panel_unit_and_params(path: Path) -> None:
     text = path.read_text()
-    title, unit, params = parse_header(text, path.name)
+    title, unit, params, _ = parse_header(text, path.name)
     assert title and unit and params
     assert text.startswith("-- panel: ")
     # Every panel takes the time range, and all but the worker-wide backlog panel the
@@ -105,7 +109,8 @@ def test_quantiles_are_exact(path: Path) -> None:
 
 
 def test_parse_header() -> None:
-    title, unit, params = parse_header(GOOD)
+    title, unit, params, chart = parse_header(GOOD)
+    assert chart == Chart("table")
     assert (title, unit) == ("Cost per tenant", "USD")
     assert params == (
         Param("from", "DateTime64(6)"),
@@ -120,7 +125,7 @@ def test_parse_header_types_with_commas_and_notes() -> None:
         "-- params: m Map(String, UInt32) (weights, by name), tiers Array(String), n UInt8\n"
         "SELECT 1"
     )
-    _, _, params = parse_header(text)
+    _, _, params, _ = parse_header(text)
     assert params == (
         Param("m", "Map(String, UInt32)", "weights, by name"),
         Param("tiers", "Array(String)"),
@@ -239,3 +244,72 @@ def test_dashboard_error_is_a_usage_error() -> None:
     from govstream.errors import UsageError
 
     assert issubclass(DashboardError, UsageError)
+
+
+# --- charts --------------------------------------------------------------------------
+
+
+def test_every_shipped_panel_declares_its_chart_and_the_unit_its_title_names() -> None:
+    """The user saw "Cost per model" drawn in turns and rates drawn as counts: every
+    shipped panel plots what its title names, in that unit."""
+    units = {}
+    for name, panel in load_panels().items():
+        assert "-- chart:" in panel.sql, f"{name}: no -- chart: line"
+        title = set(re.findall(r"[a-z]+", panel.title.lower()))
+        if title & {"cost", "spend"}:
+            expected = {"usd_micros"}
+        elif title & {"rate", "burn"}:
+            expected = {"ratio"}
+        elif "latency" in title:
+            expected = {"ms", "us"}
+        elif "age" in title:
+            expected = {"seconds"}
+        else:
+            expected = {"count"}
+        units[name] = panel.chart.unit
+        assert panel.chart.unit in expected, (name, panel.title, panel.chart)
+    assert units["cost_per_model"] == "usd_micros"
+    assert load_panels()["cost_per_model"].chart.values == ("cost_usd_micros",)
+    assert load_panels()["budget_cost_vs_day_limit"].chart.limit == "day_limit_usd_micros"
+
+
+@pytest.mark.parametrize(
+    ("column", "unit"),
+    [
+        ("cost_usd_micros", "usd_micros"),
+        ("cost_per_workflow_usd_micros", "usd_micros"),
+        ("block_rate", "ratio"),
+        ("used_ratio", "ratio"),
+        ("rejected_share", "ratio"),
+        ("share", "ratio"),
+        ("p95_latency_ms", "ms"),
+        ("p99_evaluation_us", "us"),
+        ("max_age_seconds", "seconds"),
+        ("turns", "count"),
+        ("status", "count"),
+    ],
+)
+def test_a_columns_unit_comes_from_its_name(column: str, unit: str) -> None:
+    assert column_unit(column) == unit
+
+
+def test_charts_parse_and_refuse_mixed_units() -> None:
+    chart = parse_chart("bars label=tenant_id,day values=used_usd_micros limit=day_usd_micros")
+    assert chart == Chart(
+        "bars", values=("used_usd_micros",), label=("tenant_id", "day"), limit="day_usd_micros"
+    )
+    assert parse_chart("line time=hour series=tenant_id values=cost_usd_micros").series == (
+        "tenant_id"
+    )
+    with pytest.raises(DashboardError, match=r"mixes units \(count, usd_micros\) on one axis"):
+        parse_chart("bars label=model values=turns,cost_usd_micros", "x.sql")
+    with pytest.raises(DashboardError, match="mixes units"):
+        parse_chart("bars label=t values=used_usd_micros limit=used_ratio")
+    with pytest.raises(DashboardError, match="bars need label"):
+        parse_chart("bars values=turns")
+    with pytest.raises(DashboardError, match="needs time"):
+        parse_chart("line values=turns")
+    with pytest.raises(DashboardError, match="expected bars, line or table"):
+        parse_chart("pie values=turns")
+    with pytest.raises(DashboardError, match="is not one of"):
+        parse_chart("bars label=a values=b colour=red")
