@@ -19,7 +19,9 @@ mapped. docs/otlp.md is the mapping table.
   is a redelivery the governor drops;
 - every other event id is uuid5(tenant, trace, span, role), so an exporter
   retrying the same batch is a redelivery too;
-- spans of other operations (or none) are counted as ignored, not rejected.
+- spans of other operations (or none) are counted as ignored, not rejected;
+- a session no agent span ended for a while is closed by the intake
+  (`idle_close`: SessionClosed, reason "idle ...", one id per session).
 
 Both the v1.36 attribute set (`gen_ai.system`, what instrumentations emit by
 default) and the latest one (`gen_ai.provider.name`) are read; the
@@ -479,4 +481,19 @@ def map_spans(
         rejected=tuple(rejected),
         ignored=ignored,
         started=tuple(started_now),
+    )
+
+
+def idle_close(tenant: str, session_id: str, at: datetime, idle_seconds: int) -> SessionClosed:
+    """The SessionClosed the intake appends for a session whose agent span never ended
+    within `idle_seconds` of its last span (or that had none): one id per session."""
+    eid = event_id(tenant, "session", session_id, "idle-close")
+    return SessionClosed(
+        event_id=eid,
+        occurred_at=at,
+        tenant_id=tenant,
+        session_id=session_id,
+        idempotency_key=f"otlp/{eid}",
+        producer="otlp/idle-close",
+        reason=f"idle: no agent span ended within {idle_seconds} s of the last span",
     )

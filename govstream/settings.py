@@ -114,6 +114,11 @@ class Settings(BaseSettings):
         le=256 * 1024 * 1024,
         description="largest OTLP request body (after decompression); larger is 413",
     )
+    otlp_idle_close_seconds: float = Field(
+        default=1800.0,
+        ge=0,
+        description="close a session no OTLP span touched for this long (0: never)",
+    )
     otlp_remembered_sessions: int = Field(
         default=100_000, ge=1, description="sessions whose start the OTLP intake remembers"
     )

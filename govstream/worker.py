@@ -136,6 +136,7 @@ def run_worker(settings: Settings, *, loglevel: str = "warn") -> int:
         price=pricer(config.prices, config.fallback_price),
         max_body_bytes=settings.otlp_max_body_bytes,
         remembered_sessions=settings.otlp_remembered_sessions,
+        idle_close_seconds=settings.otlp_idle_close_seconds,
     )
     intake.mount(app.web.web_app.router)  # type: ignore[attr-defined]
     services.append(intake)

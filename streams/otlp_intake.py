@@ -25,8 +25,9 @@ import asyncio
 import base64
 import binascii
 import logging
+import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -47,7 +48,13 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from events import kafka_security
 from events.codec import Codec
-from events.models import RecordDeadLettered
+from events.models import (
+    RecordDeadLettered,
+    SessionClosed,
+    SessionEvent,
+    SessionFailed,
+    session_key,
+)
 from events.otlp import (
     OtlpDefaults,
     OtlpMapped,
@@ -55,6 +62,7 @@ from events.otlp import (
     Pricer,
     Scalar,
     event_id,
+    idle_close,
     map_spans,
 )
 from events.topics import Topics
@@ -274,12 +282,65 @@ class StartedSessions:
             self._keys.pop(key, None)
 
 
+@dataclass(frozen=True)
+class OpenSession:
+    tenant: str
+    session_id: str
+    last_seen: float  # monotonic seconds
+
+    @property
+    def key(self) -> str:
+        return session_key(self.tenant, self.session_id)
+
+
+class OpenSessions:
+    """Sessions this intake appended events of and no end yet, least recently touched
+    first, the newest `limit`: what the idle sweep closes."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._open: OrderedDict[str, OpenSession] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def touch(self, events: Iterable[SessionEvent], now: float) -> None:
+        for event in events:
+            key = event.session_key
+            if isinstance(event, SessionClosed | SessionFailed):
+                self._open.pop(key, None)
+                continue
+            self._open[key] = OpenSession(event.tenant_id, event.session_id, now)
+            self._open.move_to_end(key)
+        while len(self._open) > self.limit:
+            self._open.popitem(last=False)
+
+    def idle(self, now: float, seconds: float) -> list[OpenSession]:
+        out = []
+        for item in self._open.values():
+            if now - item.last_seen < seconds:
+                break  # the rest were touched later
+            out.append(item)
+        return out
+
+    def forget(self, items: Iterable[OpenSession]) -> None:
+        for item in items:
+            self._open.pop(item.key, None)
+
+    def restore(self, items: Iterable[OpenSession]) -> None:
+        for item in items:
+            if item.key not in self._open:
+                self._open[item.key] = item
+                self._open.move_to_end(item.key, last=False)
+
+
 @dataclass
 class IntakeCounts:
     spans: int = 0
     events: int = 0
     rejected: int = 0
     ignored: int = 0
+    idle_closed: int = 0
 
     def add(self, spans: int, mapped: OtlpMapped) -> None:
         self.spans += spans
@@ -301,6 +362,7 @@ class OtlpIntake(Service):
         price: Pricer,
         max_body_bytes: int,
         remembered_sessions: int = 100_000,
+        idle_close_seconds: float = 1800.0,
         defaults: OtlpDefaults | None = None,
         **kwargs: Any,
     ) -> None:
@@ -310,6 +372,8 @@ class OtlpIntake(Service):
         self.price, self.max_body_bytes = price, max_body_bytes
         self.defaults = defaults or OtlpDefaults()
         self.known_sessions = StartedSessions(remembered_sessions)
+        self.open_sessions = OpenSessions(remembered_sessions)
+        self.idle_close_seconds = idle_close_seconds
         self.counts = IntakeCounts()
         self._producer: AIOKafkaProducer | None = None
         # Mapping and handing records to the producer, one request at a time: the
@@ -333,6 +397,42 @@ class OtlpIntake(Service):
 
     def mount(self, router: web.UrlDispatcher) -> None:
         router.add_post(PATH, self.traces)
+
+    @Service.task
+    async def _close_idle_sessions(self) -> None:
+        if self.idle_close_seconds <= 0:
+            return
+        interval = max(0.5, min(30.0, self.idle_close_seconds / 4))
+        while not self.should_stop:
+            await self.sleep(interval)
+            await self.close_idle(time.monotonic(), datetime.now(UTC))
+
+    async def close_idle(self, now: float, wall: datetime) -> int:
+        """Close the sessions no span touched for idle_close_seconds; how many."""
+        async with self._order:
+            due = self.open_sessions.idle(now, self.idle_close_seconds)
+            if not due:
+                return 0
+            self.open_sessions.forget(due)
+            by_tenant: dict[str, list[SessionEvent]] = {}
+            for item in due:
+                closed = idle_close(item.tenant, item.session_id, wall, self.idle_close_seconds)
+                by_tenant.setdefault(item.tenant, []).append(closed)
+            try:
+                deliveries = [
+                    d for tenant, events in by_tenant.items()
+                    for d in await self._hand_over(tenant, events)
+                ]  # fmt: skip
+            except KafkaError as exc:
+                deliveries = [_failed(exc)]
+        try:
+            await asyncio.gather(*deliveries)
+        except KafkaError as exc:
+            self.open_sessions.restore(due)  # the next sweep tries again
+            log.warning("OTLP intake: closing %d idle sessions failed: %s", len(due), exc)
+            return 0
+        self.counts.idle_closed += len(due)
+        return len(due)
 
     async def _body(self, request: web.Request) -> bytes | None:
         """The (decompressed) body, or None past the limit: read in chunks, never whole."""
@@ -366,8 +466,11 @@ class OtlpIntake(Service):
                 spans, tenant, started=self.known_sessions, defaults=self.defaults, price=self.price
             )
             self.known_sessions.add(mapped.started)
+            self.open_sessions.touch(mapped.events, time.monotonic())
             try:
-                deliveries = await self._hand_over(tenant, mapped)
+                deliveries = await self._hand_over(
+                    tenant, mapped.events, dead_letters(tenant, mapped)
+                )
             except KafkaError as exc:
                 deliveries = [_failed(exc)]
         try:
@@ -379,16 +482,21 @@ class OtlpIntake(Service):
         self.counts.add(len(spans), mapped)
         return export_response(mapped, content_type)
 
-    async def _hand_over(self, tenant: str, mapped: OtlpMapped) -> list[Awaitable[Any]]:
+    async def _hand_over(
+        self,
+        tenant: str,
+        events: Sequence[SessionEvent],
+        letters: Sequence[RecordDeadLettered] = (),
+    ) -> list[Awaitable[Any]]:
         """Hand every record to the producer, in order; their delivery futures."""
         assert self._producer is not None
         out: list[Awaitable[Any]] = []
         key = tenant.encode()
-        for event in mapped.events:
+        for event in events:
             topic, _ = self.topics.route(event)
             value = self.codec.encode(event)
             out.append(await self._producer.send(topic, value=value, key=key))
-        for letter in dead_letters(tenant, mapped):
+        for letter in letters:
             value = self.codec.encode(letter)
             out.append(await self._producer.send(self.topics.deadletter, value=value, key=key))
         return out

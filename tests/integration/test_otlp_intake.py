@@ -26,7 +26,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from events.codec import Codec
-from events.models import InvalidTransitionRejected, RecordDeadLettered
+from events.models import InvalidTransitionRejected, RecordDeadLettered, SessionClosed
 from events.otlp import MISSING_TOKENS, TENANT_MISMATCH
 from events.registry import EmbeddedRegistry
 from events.topics import Topics
@@ -59,6 +59,8 @@ def worker(
         api_keys=f"{KEY}:{TENANT},{KEY_OTHER}:t-other,{KEY_OPS}:*",
         # Spans are of now: the default bounds hold.
         max_event_age_days=30,
+        # Sessions no agent span ends are closed after 3 s without spans (a test below).
+        otlp_idle_close_seconds=3,
     )
     process = WorkerProcess(settings, log_path=base / "worker.log", loglevel="info")
     try:
@@ -235,6 +237,36 @@ def test_a_json_export_is_taken_and_answered_in_json(worker: tuple[Settings, str
         and b["balances"]["session_tokens"]["used"] == 100,
     )  # fmt: skip
     assert budgets["balances"]["session_tokens"]["used"] == 100  # counted once
+
+
+def test_a_session_without_an_agent_span_is_closed_when_idle(
+    worker: tuple[Settings, str],
+) -> None:
+    settings, url = worker
+    provider, results = _provider(url, KEY)
+    with provider.get_tracer("manual").start_as_current_span(
+        "chat gpt-4o",
+        attributes={"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o",
+                    "gen_ai.usage.input_tokens": 5, "gen_ai.usage.output_tokens": 5},
+    ) as chat:  # fmt: skip
+        session = format(chat.get_span_context().trace_id, "032x")
+    provider.shutdown()
+    assert results == [SpanExportResult.SUCCESS]
+    context = _poll(
+        "idle close",
+        lambda: _get(url, f"/v1/sessions/{session}/context"),
+        lambda c: c["status"] == 200 and c["constraints"]["status"] == "closed",
+    )
+    assert [t["input_tokens"] for t in context["recent_turns"]] == [5]
+    closes = read_events_until(
+        settings.kafka_bootstrap or "",
+        _topics(settings).sessions,
+        lambda events: any(isinstance(e, SessionClosed) and e.session_id == session
+                           for e in events),
+        WAIT_SECONDS,
+    )  # fmt: skip
+    (closed,) = [e for e in closes if isinstance(e, SessionClosed) and e.session_id == session]
+    assert closed.reason.startswith("idle: no agent span ended within 3")
 
 
 def _dead_letters(settings: Settings) -> list[RecordDeadLettered]:

@@ -14,13 +14,14 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from events.codec import Codec
 from events.models import RecordDeadLettered, TurnCompleted
-from events.otlp import MISSING_TOKENS, map_spans
+from events.otlp import MISSING_TOKENS, OtlpSpan, idle_close, map_spans
 from events.registry import EmbeddedRegistry
 from projections.pricing import DEFAULT_PRICES, cost_usd_micros
 from streams.otlp_intake import (
     DEAD_LETTER_SOURCE,
     JSON,
     PROTOBUF,
+    OpenSessions,
     OtlpDecodeError,
     StartedSessions,
     dead_letters,
@@ -162,3 +163,39 @@ def test_started_sessions_are_bounded_newest_kept() -> None:
 def test_an_empty_request_maps_to_nothing() -> None:
     assert spans_of(ExportTraceServiceRequest()) == []
     assert spans_of(decode_json(b"{}")) == []
+
+
+def test_open_sessions_are_due_in_the_order_they_went_quiet() -> None:
+    chat, agent = _chat_and_agent()
+    open_sessions = OpenSessions(10)
+    first = map_spans([chat], "t-a")
+    open_sessions.touch(first.events, now=100.0)
+    other = map_spans([chat], "t-b")
+    open_sessions.touch(other.events, now=200.0)
+    assert [o.tenant for o in open_sessions.idle(now=250.0, seconds=100)] == ["t-a"]
+    assert [o.tenant for o in open_sessions.idle(now=300.0, seconds=100)] == ["t-a", "t-b"]
+    # The agent span ended: the session is no longer open.
+    open_sessions.touch(map_spans([agent], "t-a", started=first.started).events, now=260.0)
+    assert [o.tenant for o in open_sessions.idle(now=400.0, seconds=100)] == ["t-b"]
+    due = open_sessions.idle(now=400.0, seconds=100)
+    open_sessions.forget(due)
+    assert len(open_sessions) == 0
+    open_sessions.restore(due)
+    assert open_sessions.idle(now=400.0, seconds=100) == due
+
+
+def test_an_idle_close_has_one_id_per_session() -> None:
+    at = datetime(2026, 11, 30, tzinfo=UTC)
+    closed = idle_close("t-a", "s-1", at, 1800)
+    assert closed.event_id == idle_close("t-a", "s-1", at, 1800).event_id
+    assert closed.event_id != idle_close("t-b", "s-1", at, 1800).event_id
+    assert closed.reason == "idle: no agent span ended within 1800 s of the last span"
+
+
+def _chat_and_agent() -> tuple[OtlpSpan, OtlpSpan]:
+    (chat,) = spans_of(decode_json(SPEC_EXAMPLE))
+    agent = OtlpSpan(
+        **{**chat.__dict__, "span_id": "eee19b7ec3c1b173", "parent_span_id": None,
+           "attributes": {"gen_ai.operation.name": "invoke_agent"}},
+    )  # fmt: skip
+    return chat, agent
