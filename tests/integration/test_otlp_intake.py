@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from opentelemetry.exporter.otlp.proto.http import Compression
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -105,7 +106,9 @@ def _get(url: str, path: str, key: str = KEY) -> dict[str, Any]:
     return {"status": reply.status_code, **(reply.json() if reply.status_code == 200 else {})}
 
 
-def _provider(url: str, key: str) -> tuple[TracerProvider, list[SpanExportResult]]:
+def _provider(
+    url: str, key: str, compression: Compression = Compression.NoCompression
+) -> tuple[TracerProvider, list[SpanExportResult]]:
     """A TracerProvider exporting each span as it ends, recording the exporter's results."""
     results: list[SpanExportResult] = []
 
@@ -116,7 +119,9 @@ def _provider(url: str, key: str) -> tuple[TracerProvider, list[SpanExportResult
             return result
 
     provider = TracerProvider(resource=Resource.create({"service.name": "otlp-test-agent"}))
-    exporter = Recorded(endpoint=f"{url}/v1/traces", headers=_auth(key), timeout=10)
+    exporter = Recorded(
+        endpoint=f"{url}/v1/traces", headers=_auth(key), timeout=10, compression=compression
+    )
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     return provider, results
 
@@ -243,7 +248,7 @@ def test_a_session_without_an_agent_span_is_closed_when_idle(
     worker: tuple[Settings, str],
 ) -> None:
     settings, url = worker
-    provider, results = _provider(url, KEY)
+    provider, results = _provider(url, KEY, Compression.Gzip)  # gzip bodies are taken too
     with provider.get_tracer("manual").start_as_current_span(
         "chat gpt-4o",
         attributes={"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o",
@@ -337,7 +342,7 @@ def _span_id(letter: RecordDeadLettered) -> str | None:
 
 
 def test_keys_content_types_and_bodies_are_checked(worker: tuple[Settings, str]) -> None:
-    _, url = worker
+    settings, url = worker
     post = f"{url}/v1/traces"
     proto = {"Content-Type": "application/x-protobuf"}
     assert httpx.post(post, content=b"", headers=proto, timeout=5).status_code == 401
@@ -356,5 +361,8 @@ def test_keys_content_types_and_bodies_are_checked(worker: tuple[Settings, str])
     bad = httpx.post(post, content=b"\xff\xff\xff", headers={**proto, **_auth(KEY)}, timeout=5)
     assert bad.status_code == 400
     assert bad.headers["Content-Type"].startswith("application/x-protobuf")
+    huge = b"\x00" * (settings.otlp_max_body_bytes + 1)
+    too_big = httpx.post(post, content=huge, headers={**proto, **_auth(KEY)}, timeout=30)
+    assert too_big.status_code == 413
     empty = httpx.post(post, content=b"", headers={**proto, **_auth(KEY)}, timeout=5)
     assert empty.status_code == 200  # an empty export is a valid one
