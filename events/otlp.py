@@ -74,7 +74,6 @@ INPUT_TOKENS = ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens")  # al
 OUTPUT_TOKENS = ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens")
 PROVIDER = ("gen_ai.provider.name", "gen_ai.system")  # v1.37+, v1.36 and earlier
 AGENT_NAME = "gen_ai.agent.name"
-AGENT_ID = "gen_ai.agent.id"
 TOOL_NAME = "gen_ai.tool.name"
 TOOL_CALL_ID = "gen_ai.tool.call.id"
 TOOL_TYPE = "gen_ai.tool.type"
@@ -310,7 +309,10 @@ class _Mapper:
         }
 
     def workflow(self, span: OtlpSpan) -> str | None:
-        return _text(span.attribute(WORKFLOW, AGENT_NAME, SERVICE_NAME))
+        """govstream.workflow_id, else the resource's service.name: the same for every
+        span of a process, so a session's events agree on it whatever span comes first
+        (gen_ai.agent.name is on the agent span only, and that one arrives last)."""
+        return _text(span.attribute(WORKFLOW)) or _text(span.resource.get(SERVICE_NAME))
 
     # --- one span ------------------------------------------------------------------------
 
@@ -343,7 +345,8 @@ class _Mapper:
                         **self.envelope(span, session_id, "end", end), reason="completed"
                     )
                 else:
-                    message = span.status_message.strip() or f"agent span failed: {error}"
+                    agent = _text(span.attributes.get(AGENT_NAME)) or "agent span"
+                    message = span.status_message.strip() or f"{agent} failed: {error}"
                     ended = SessionFailed(
                         **self.envelope(span, session_id, "end", end),
                         reason=message[:500],

@@ -92,7 +92,8 @@ def test_an_agent_with_a_turn_and_a_tool_call_is_a_whole_session() -> None:
     ]  # fmt: skip
     start, turn, proposed, completed, turn2, closed = mapped.events
     assert isinstance(start, SessionStarted)
-    assert (start.session_id, start.workflow_id, start.tier) == (TRACE, "triage", "B")
+    assert (start.session_id, start.workflow_id, start.tier) == (TRACE, "support-bot", "B")
+    assert {e.workflow_id for e in mapped.events} == {"support-bot"}
     assert start.occurred_at == datetime(2025, 11, 24, 16, 0, tzinfo=UTC)
     assert start.event_id == start_event_id("t-a", TRACE)
     assert isinstance(turn, TurnCompleted)
@@ -215,6 +216,7 @@ def test_failures_end_the_session_failed_and_mark_turns_and_tools() -> None:
     )  # fmt: skip
     assert isinstance(completed, ToolCallCompleted) and completed.status == "failed"
     assert isinstance(failed, SessionFailed) and failed.error_class == "RuntimeError"
+    assert failed.reason == "triage failed: RuntimeError"
 
 
 def test_other_spans_are_ignored_not_rejected() -> None:
