@@ -165,6 +165,7 @@ def run_worker(settings: Settings, *, loglevel: str = "warn") -> int:
         stats=stats,
         governor=governor,
         migrate=migrate,
+        otlp=intake.counts,
     )
     changelogs = (topics.governor_changelog(settings.governor_group),)
     created = asyncio.run(ensure_topics(bootstrap, topics, settings.topic_partitions, changelogs))

@@ -197,6 +197,9 @@ def test_sdk_spans_become_turns_in_clickhouse_and_count_against_the_budget(
     assert not [
         e for e in derived if isinstance(e, InvalidTransitionRejected) and e.session_id == session
     ]
+    # The worker counts what it took (operator's health view).
+    health = _get(url, "/v1/health", KEY_OPS)
+    assert health["otlp"]["spans"] >= 4 and health["otlp"]["events"] >= 6
 
 
 def test_a_json_export_is_taken_and_answered_in_json(worker: tuple[Settings, str]) -> None:
