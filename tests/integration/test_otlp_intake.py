@@ -11,6 +11,8 @@ ends on the dead-letter topic with its reason; a bad key is 401.
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -37,6 +39,7 @@ from projections.pricing import DEFAULT_PRICES, cost_usd_micros
 from sql.client import open_clickhouse
 from tests.conftest import BACKENDS, Backend, isolated_settings
 from tests.kafka_io import read_events_until, read_topic, wait_for_partitions
+from tests.readme import snippet
 
 pytestmark = pytest.mark.integration
 TENANT, KEY, KEY_OTHER, KEY_OPS = "t-otlp", "key-otlp", "key-other", "key-ops"
@@ -369,3 +372,34 @@ def test_keys_content_types_and_bodies_are_checked(worker: tuple[Settings, str])
     assert too_big.status_code == 413
     empty = httpx.post(post, content=b"", headers={**proto, **_auth(KEY)}, timeout=5)
     assert empty.status_code == 200  # an empty export is a valid one
+
+
+README_SPANS = """
+tracer = trace.get_tracer("readme-agent")
+with tracer.start_as_current_span("invoke_agent readme", attributes={
+        "gen_ai.operation.name": "invoke_agent", "gen_ai.conversation.id": SESSION}):
+    with tracer.start_as_current_span("chat gpt-4o-mini", attributes={
+            "gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai",
+            "gen_ai.request.model": "gpt-4o-mini", "gen_ai.conversation.id": SESSION,
+            "gen_ai.usage.input_tokens": 321, "gen_ai.usage.output_tokens": 123}):
+        pass
+assert provider.force_flush(30_000)
+provider.shutdown()
+"""
+
+
+def test_the_readme_otlp_snippet_sends_spans_a_worker_turns_into_turns(
+    worker: tuple[Settings, str],
+) -> None:
+    """The README's snippet, as printed, in a new interpreter (set_tracer_provider is
+    once per process), then a span it exports arrives as a turn row."""
+    settings, url = worker
+    session = f"readme-{uuid.uuid4().hex[:8]}"
+    prelude = f"worker_url = {url!r}\ntenant_api_key = {KEY!r}\nSESSION = {session!r}\n"
+    program = prelude + snippet("otlp") + README_SPANS
+    ran = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=120
+    )
+    assert ran.returncode == 0, ran.stderr
+    rows = _poll("README turn", lambda: _turn_rows(settings, session), lambda rows: rows != [])
+    assert [row[:3] for row in rows] == [("gpt-4o-mini", 321, 123)]
