@@ -107,6 +107,21 @@ class Settings(BaseSettings):
     admission_timeout_seconds: float = Field(
         default=10.0, gt=0, description="how long an admission waits for the governor's answer"
     )
+    # OTLP/HTTP intake (POST /v1/traces, docs/otlp.md)
+    otlp_max_body_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=1024,
+        le=256 * 1024 * 1024,
+        description="largest OTLP request body (after decompression); larger is 413",
+    )
+    otlp_idle_close_seconds: float = Field(
+        default=1800.0,
+        ge=0,
+        description="close a session no OTLP span touched for this long (0: never)",
+    )
+    otlp_remembered_sessions: int = Field(
+        default=100_000, ge=1, description="sessions whose start the OTLP intake remembers"
+    )
 
     # Decisions (lifecycle + dedupe + policy)
     policy_path: Path | None = Field(

@@ -35,6 +35,7 @@ from streams.backlog import BacklogRecorder
 from streams.governor import Drill, Governor
 from streams.http_guard import Guard, new_local_secret, registered_worker
 from streams.ingest import InputRules
+from streams.otlp_intake import OtlpIntake, pricer
 from streams.sink import ClickHouseSink, SinkStats
 from streams.views import register_views
 
@@ -126,6 +127,19 @@ def run_worker(settings: Settings, *, loglevel: str = "warn") -> int:
             context_token_budget=settings.context_token_budget,
         )
         api.mount(app.web.web_app.router)  # type: ignore[attr-defined]
+    # OTLP/HTTP GenAI spans -> events on the tenant's log (docs/otlp.md).
+    intake = OtlpIntake(
+        bootstrap=bootstrap,
+        client_id=f"{settings.consumer_group}-otlp",
+        topics=topics,
+        codec=codec,
+        price=pricer(config.prices, config.fallback_price),
+        max_body_bytes=settings.otlp_max_body_bytes,
+        remembered_sessions=settings.otlp_remembered_sessions,
+        idle_close_seconds=settings.otlp_idle_close_seconds,
+    )
+    intake.mount(app.web.web_app.router)  # type: ignore[attr-defined]
+    services.append(intake)
     if settings.backlog_interval_seconds > 0:
         services.append(
             BacklogRecorder(
@@ -151,6 +165,7 @@ def run_worker(settings: Settings, *, loglevel: str = "warn") -> int:
         stats=stats,
         governor=governor,
         migrate=migrate,
+        otlp=intake.counts,
     )
     changelogs = (topics.governor_changelog(settings.governor_group),)
     created = asyncio.run(ensure_topics(bootstrap, topics, settings.topic_partitions, changelogs))

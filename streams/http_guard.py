@@ -10,7 +10,8 @@ itself, before a handler parses a byte of the body:
 - no credential, or an unknown one, is 401 on every path, listed or not;
 - a route not in ROUTES (Faust's own views included) is 404;
 - a credential whose role the route does not admit is 403;
-- a POST whose body is not `application/json` is 415.
+- a POST whose body is not `application/json` is 415; the OTLP route
+  (`POST /v1/traces`) also takes `application/x-protobuf` (Route.content_types).
 
 Credentials (`Authorization: Bearer <credential>` or `X-API-Key`):
 - a tenant API key (GOVSTREAM_API_KEYS `key:tenant`): that tenant's data only;
@@ -57,12 +58,16 @@ class Principal:
 PRINCIPAL = web.RequestKey("govstream.principal", Principal)
 
 
+JSON_ONLY: frozenset[str] = frozenset({"application/json"})
+
+
 @dataclass(frozen=True)
 class Route:
     method: str
     path: str  # aiohttp's canonical form
     roles: frozenset[Role]
     purpose: str
+    content_types: frozenset[str] = JSON_ONLY  # what a POST body may be
 
 
 _TENANT_OR_OPERATOR: frozenset[Role] = frozenset({"tenant", "operator"})
@@ -70,6 +75,13 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/v1/admission/turn", _TENANT_OR_OPERATOR, "may this turn proceed (budgets)"),
     Route("POST", "/v1/admission/tool", _TENANT_OR_OPERATOR, "the signed policy decision"),
     Route("GET", "/v1/budgets/{tenant}", _TENANT_OR_OPERATOR, "a tenant's balances"),
+    Route(
+        "POST",
+        "/v1/traces",
+        frozenset({"tenant"}),
+        "OTLP/HTTP GenAI spans as events (docs/otlp.md)",
+        frozenset({"application/json", "application/x-protobuf"}),
+    ),
     Route(
         "GET",
         "/v1/sessions/{session_id}/context",
@@ -146,8 +158,8 @@ class Guard:
             return json_error(404, f"no route {request.method} {request.path}")
         if principal.role not in route.roles:
             return json_error(403, "this credential may not call this route")
-        if request.method == "POST" and request.content_type != "application/json":
-            return json_error(415, "the body must be application/json")
+        if request.method == "POST" and request.content_type not in route.content_types:
+            return json_error(415, f"the body must be {' or '.join(sorted(route.content_types))}")
         request[PRINCIPAL] = principal
         return await handler(request)
 

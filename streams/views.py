@@ -6,6 +6,7 @@ Every route sits behind the guard (streams/http_guard.py), which lists who may c
 from __future__ import annotations
 
 from concurrent.futures import Executor
+from dataclasses import asdict
 
 import faust
 from aiohttp import web
@@ -13,6 +14,7 @@ from aiohttp import web
 from sql.client import ClickHouse, Migrate, mount_owner_routes
 from streams.admission import json_response
 from streams.governor import Governor
+from streams.otlp_intake import IntakeCounts
 from streams.sink import SinkStats
 
 
@@ -24,6 +26,7 @@ def register_views(
     stats: SinkStats,
     governor: Governor | None,
     migrate: Migrate,
+    otlp: IntakeCounts | None = None,
 ) -> None:
     """GET /v1/health: 200 {"status": "ok", ...}, or 503 {"status": "failed", "reason"}
     when the governor halted a partition (a fold that raised: nothing past the
@@ -38,6 +41,7 @@ def register_views(
             "reason": governed["reason"] if governed else None,
             "sink": stats.as_dict(),
             "governor": governed,
+            "otlp": asdict(otlp) if otlp is not None else None,  # POST /v1/traces
             # the partitions of the tenant log this worker owns
             "assigned": sorted(int(p) for p in (governed or {}).get("partitions", {})),
         }

@@ -198,6 +198,10 @@ def test_credentials_reach_only_their_routes(worker: tuple[Settings, WorkerProce
         if path.startswith("/v1/admission") or path.startswith("/v1/budgets"):
             # The attacker's key may not act for t-victim; the local secret is no API key.
             assert (tenant, local) == (404, 403), path
+        if path == "/v1/traces":
+            # Spans are sent with the key of the tenant they belong to: no other role.
+            # (The body is JSON with no OTLP field: an empty export, 200.)
+            assert (tenant, operator, local) == (200, 403, 403)
     with _clickhouse(settings) as ch:
         assert ch.query("EXISTS TABLE probe").scalar() == 0
 
