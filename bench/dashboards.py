@@ -140,7 +140,14 @@ def time_panels(ch: ClickHouse, runs: int) -> list[tuple[str, str, float, float,
         for scope, tenant in (("all tenants", ""), ("one tenant", "t-7")):
             if scope == "one tenant" and "tenant" not in panel.param_names:
                 continue
-            pool = {"from": START, "to": END, "tenant": tenant, "top": 10}
+            pool = {
+                "from": START,
+                "to": END,
+                "tenant": tenant,
+                "top": 10,
+                "workflow": "",
+                "model": "",
+            }
             values = {name: pool[name] for name in panel.param_names}
             timings = []
             rows = 0

@@ -5,7 +5,8 @@ datasource (grafana-clickhouse-datasource). The queries keep their text; only
 the bound parameters become the plugin's macros and a dashboard variable:
 {from:DateTime64(6)} -> $__fromTime, {to:DateTime64(6)} -> $__toTime,
 {tenant:String} -> '${tenant:sqlstring}' (a text-box variable; the
-sqlstring format escapes quotes, so a tenant stays a value), {top:UInt32} -> 10.
+sqlstring format escapes quotes, so a tenant stays a value), the same for
+{workflow:String} and {model:String}, {top:UInt32} -> 10.
 
 `grafana/dashboards/govstream.json` is the generated file compose mounts
 (`govstream dashboard --grafana grafana/dashboards/govstream.json` writes it);
@@ -25,8 +26,12 @@ MACROS = {
     "from": "$__fromTime",
     "to": "$__toTime",
     "tenant": "'${tenant:sqlstring}'",
+    "workflow": "'${workflow:sqlstring}'",
+    "model": "'${model:sqlstring}'",
     "top": "10",
 }
+# Text-box variables ('' = all), one per filter the panels take.
+VARIABLES = ("tenant", "workflow", "model")
 _PLACEHOLDER = re.compile(r"\{(\w+):[^{}]+\}")
 
 
@@ -75,12 +80,13 @@ def dashboard(panels: Iterable[Any]) -> dict[str, Any]:
         "templating": {
             "list": [
                 {
-                    "name": "tenant",
-                    "label": "tenant ('' = all)",
+                    "name": name,
+                    "label": f"{name} ('' = all)",
                     "type": "textbox",
                     "query": "",
                     "current": {"text": "", "value": ""},
                 }
+                for name in VARIABLES
             ]
         },
         "panels": items,

@@ -21,7 +21,7 @@ from govstream.errors import UsageError
 from govstream.settings import Settings, load
 
 # Values for the parameters a panel may declare beyond the common ones.
-EXTRA_DEFAULTS: dict[str, Any] = {"top": 10}
+EXTRA_DEFAULTS: dict[str, Any] = {"top": 10, "workflow": "", "model": ""}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -1,6 +1,6 @@
 -- panel: Cost per workflow
 -- unit: USD micro-dollars (integer), tokens and turns (count)
--- params: from DateTime64(6), to DateTime64(6), tenant String ('' = all tenants)
+-- params: from DateTime64(6), to DateTime64(6), tenant String ('' = all tenants), workflow String ('' = all), model String ('' = all)
 -- chart: bars label=tenant_id,workflow_id values=cost_usd_micros
 --
 -- Model cost of the turns with from <= occurred_at < to that belong to a
@@ -18,6 +18,8 @@ SELECT
 FROM turns FINAL
 WHERE occurred_at >= {from:DateTime64(6)} AND occurred_at < {to:DateTime64(6)}
   AND ({tenant:String} = '' OR tenant_id = {tenant:String})
+  AND ({workflow:String} = '' OR workflow_id = {workflow:String})
+  AND ({model:String} = '' OR model = {model:String})
   AND ifNull(workflow_id, '') != ''
 GROUP BY tenant_id, workflow_id
 ORDER BY cost_usd_micros DESC, tenant_id, workflow_id

@@ -1,6 +1,6 @@
 -- panel: Turn latency by tier (p50 / p95 / p99)
 -- unit: milliseconds (end-to-end latency_ms and first_token_ms), turns (count)
--- params: from DateTime64(6), to DateTime64(6), tenant String ('' = all tenants)
+-- params: from DateTime64(6), to DateTime64(6), tenant String ('' = all tenants), workflow String ('' = all), model String ('' = all)
 -- chart: bars label=tier values=p50_latency_ms,p95_latency_ms,p99_latency_ms
 --
 -- Exact percentiles of every turn with from <= occurred_at < to, by the tier
@@ -23,5 +23,7 @@ INNER JOIN (SELECT tenant_id, session_id, tier FROM sessions FINAL) AS s
     ON s.tenant_id = t.tenant_id AND s.session_id = t.session_id
 WHERE t.occurred_at >= {from:DateTime64(6)} AND t.occurred_at < {to:DateTime64(6)}
   AND ({tenant:String} = '' OR t.tenant_id = {tenant:String})
+  AND ({workflow:String} = '' OR t.workflow_id = {workflow:String})
+  AND ({model:String} = '' OR t.model = {model:String})
 GROUP BY tier
 ORDER BY tier

@@ -101,7 +101,8 @@ def panel(
     run: Run, name: str, tenant: str = "", window: dict[str, datetime] = ALL, **extra: Any
 ) -> list[dict[str, Any]]:
     started = time.perf_counter()
-    result = run_panel(run.ch, PANELS[name], {**window, "tenant": tenant, **extra})
+    pool = {**window, "tenant": tenant, "workflow": "", "model": "", **extra}
+    result = run_panel(run.ch, PANELS[name], {k: pool[k] for k in PANELS[name].param_names})
     TIMINGS[name] = max(TIMINGS.get(name, 0.0), time.perf_counter() - started)
     return result.dicts()
 
@@ -130,7 +131,7 @@ def decisions(run: Run) -> list[PolicyDecided]:
 
 def params_for(p: Panel, tenant: str = "") -> dict[str, Any]:
     """The panel's parameters: the whole range, every tenant (if it filters by tenant)."""
-    pool = {**ALL, "tenant": tenant, "top": 100}
+    pool = {**ALL, "tenant": tenant, "top": 100, "workflow": "", "model": ""}
     return {name: pool[name] for name in p.param_names}
 
 
@@ -144,6 +145,55 @@ def test_the_simulation_matches_the_run(run: Run, sim_events: list[Any]) -> None
     truth = simulate(FLEET).truth
     assert run.truth["per_tenant"] == truth["per_tenant"]
     assert len(turns_of(sim_events)) == run.truth["turns"]["count"]
+
+
+@pytest.mark.parametrize("name", sorted(PANELS))
+def test_every_chart_plots_the_titled_metric_from_its_sql(run: Run, name: str) -> None:
+    """What each chart draws, read back from the page, is its declared column of the
+    query's result, row for row (bars: the largest MAX_BARS; lines: every point of the
+    largest MAX_SERIES series), and its limit line the declared limit column."""
+    from govstream.dashboard_html import MAX_BARS, MAX_SERIES, PanelResult, render_panel
+
+    p = PANELS[name]
+    result = run_panel(run.ch, p, params_for(p))
+    html = render_panel(PanelResult(p.title, p.unit, result.columns, result.rows, p.chart))
+    chart, rows = p.chart, result.dicts()
+    assert rows, name
+    if chart.shape == "bars":
+        drawn = re.findall(
+            r'<(rect|line) class="(?:mark|limit)" data-column="([^"]+)" data-row="(\d+)" '
+            r'data-value="([^"]+)"',
+            html,
+        )
+        shown = sorted({int(row) for _, _, row, _ in drawn})
+        largest = sorted(range(len(rows)), key=lambda i: -float(rows[i][chart.values[0]] or 0))
+        assert shown == sorted(largest[:MAX_BARS]), name
+        want = {
+            (column, i): rows[i][column]
+            for i in shown
+            for column in (*chart.values, *([chart.limit] if chart.limit else []))
+            if rows[i][column] is not None
+        }
+        got = {(column, int(row)): value for _, column, row, value in drawn}
+        assert set(got) == set(want), name
+        for key, value in want.items():
+            assert float(got[key]) == pytest.approx(float(value), rel=1e-12), (name, key)
+    elif chart.shape == "line":
+        lines = re.findall(
+            r'data-column="([^"]+)" data-series="([^"]*)" data-values="([^"]+)"', html
+        )
+        series: dict[str, list[tuple[Any, float]]] = defaultdict(list)
+        for row in rows:
+            key = str(row[chart.series]) if chart.series else chart.values[0]
+            if row[chart.values[0]] is not None:
+                series[key].append((row[chart.time], float(row[chart.values[0]])))
+        assert lines and len(lines) == min(len(series), MAX_SERIES), name
+        for column, key, values in lines:
+            assert column == chart.values[0]
+            want = [v for _, v in sorted(series[key])]
+            assert [float(v) for v in values.split()] == pytest.approx(want), (name, key)
+    else:
+        assert "<svg" not in html
 
 
 @pytest.mark.parametrize("name", sorted(PANELS))
@@ -265,11 +315,16 @@ def test_cost_used_against_the_daily_budget(run: Run, sim_events: list[Any]) -> 
     }
     rows = panel(run, "budget_cost_vs_day_limit")
     got = {
-        (r["tenant_id"], r["day"].isoformat()): (r["used_usd_micros"], r["day_limit_usd_micros"]) for r in rows
+        (r["tenant_id"], r["day"].isoformat()): (r["used_usd_micros"], r["day_limit_usd_micros"])
+        for r in rows
     }
     assert got == want
     for r in rows:
-        expected = None if not r["day_limit_usd_micros"] else r["used_usd_micros"] / r["day_limit_usd_micros"]
+        expected = (
+            None
+            if not r["day_limit_usd_micros"]
+            else r["used_usd_micros"] / r["day_limit_usd_micros"]
+        )
         assert r["used_ratio"] == expected
 
 

@@ -1,0 +1,58 @@
+-- The console's overview figures for one range and filter (tenant, workflow, model;
+-- '' = all): turns, success, p95 latency and cost in [from, to); spend since the UTC
+-- day and month of `now`; policy denials in the range. Budgets come from the tenants'
+-- latest profiles (summed over the tenants shown; NULL when none has that limit).
+WITH
+    {now:DateTime64(6)} AS now_,
+    profiles AS (
+        SELECT tenant_id, argMax(payload, occurred_at) AS profile
+        FROM events_archive FINAL
+        WHERE event_type = 'TenantProfileUpdated' AND occurred_at <= now_
+          AND ({tenant:String} = '' OR tenant_id = {tenant:String})
+        GROUP BY tenant_id
+    ),
+    ranged AS (
+        SELECT count() AS turns,
+               countIf(outcome = 'ok') AS ok_turns,
+               countIf(outcome != 'cancelled') AS counted_turns,
+               quantileExact(0.95)(latency_ms) AS p95_latency_ms,
+               sum(cost_usd_micros) AS cost_usd_micros
+        FROM turns FINAL
+        WHERE occurred_at >= {from:DateTime64(6)} AND occurred_at < {to:DateTime64(6)}
+          AND ({tenant:String} = '' OR tenant_id = {tenant:String})
+          AND ({workflow:String} = '' OR workflow_id = {workflow:String})
+          AND ({model:String} = '' OR model = {model:String})
+    ),
+    spend AS (
+        SELECT sumIf(cost_usd_micros, occurred_at >= toStartOfDay(now_)) AS today_usd_micros,
+               sum(cost_usd_micros) AS month_usd_micros
+        FROM turns FINAL
+        WHERE occurred_at >= toStartOfMonth(now_) AND occurred_at <= now_
+          AND ({tenant:String} = '' OR tenant_id = {tenant:String})
+          AND ({workflow:String} = '' OR workflow_id = {workflow:String})
+          AND ({model:String} = '' OR model = {model:String})
+    ),
+    denied AS (
+        SELECT countIf(decision = 'deny') AS denials
+        FROM policy_decisions FINAL
+        WHERE decided_at >= {from:DateTime64(6)} AND decided_at < {to:DateTime64(6)}
+          AND ({tenant:String} = '' OR tenant_id = {tenant:String})
+          AND ({workflow:String} = '' OR workflow_id = {workflow:String})
+    ),
+    limits AS (
+        SELECT sum(JSONExtract(profile, 'budgets', 'cost_per_day_usd_micros',
+                               'Nullable(Int64)')) AS day_limit_usd_micros,
+               sum(JSONExtract(profile, 'budgets', 'cost_per_month_usd_micros',
+                               'Nullable(Int64)')) AS month_limit_usd_micros
+        FROM profiles
+    )
+SELECT r.turns AS turns,
+       if(r.counted_turns = 0, NULL, r.ok_turns / r.counted_turns) AS success_rate,
+       if(r.turns = 0, NULL, r.p95_latency_ms) AS p95_latency_ms,
+       r.cost_usd_micros AS cost_usd_micros,
+       s.today_usd_micros AS today_usd_micros,
+       s.month_usd_micros AS month_usd_micros,
+       l.day_limit_usd_micros AS day_limit_usd_micros,
+       l.month_limit_usd_micros AS month_limit_usd_micros,
+       d.denials AS denials
+FROM ranged AS r, spend AS s, denied AS d, limits AS l
