@@ -258,7 +258,7 @@ def test_every_shipped_panel_declares_its_chart_and_the_unit_its_title_names() -
         title = set(re.findall(r"[a-z]+", panel.title.lower()))
         if title & {"cost", "spend"}:
             expected = {"usd_micros"}
-        elif title & {"rate", "burn"}:
+        elif title & {"rate", "burn", "budget"}:
             expected = {"ratio"}
         elif "latency" in title:
             expected = {"ms", "us"}
@@ -270,7 +270,7 @@ def test_every_shipped_panel_declares_its_chart_and_the_unit_its_title_names() -
         assert panel.chart.unit in expected, (name, panel.title, panel.chart)
     assert units["cost_per_model"] == "usd_micros"
     assert load_panels()["cost_per_model"].chart.values == ("cost_usd_micros",)
-    assert load_panels()["budget_cost_vs_day_limit"].chart.limit == "day_limit_usd_micros"
+    assert load_panels()["budget_cost_vs_day_limit"].chart.values == ("used_ratio",)
 
 
 @pytest.mark.parametrize(
