@@ -181,7 +181,8 @@ def _bar_chart(panel: PanelResult, chart: Chart) -> str:
             by = y + k * bar_h
             parts.append(
                 f'<rect class="mark" data-column="{_raw(chart.values[k])}" data-row="{i}" '
-                f'data-value="{_raw(value)}" x="{x0}" y="{by + 1}" width="{width:.1f}" '
+                f'data-value="{_raw(value)}" data-label="{html.escape(label, quote=True)}" '
+                f'x="{x0}" y="{by + 1}" width="{width:.1f}" '
                 f'height="{bar_h - 3}" fill="{PALETTE[k % len(PALETTE)]}">'
                 f"<title>{html.escape(label)}: {_e(value, unit)}</title></rect>"
                 f'<text x="{x0 + width + 4:.1f}" y="{by + bar_h - 3}">{_e(value, unit)}</text>'

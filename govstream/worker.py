@@ -23,8 +23,10 @@ from events.codec import Codec
 from events.registry import registry_from_settings
 from events.topics import Topics
 from govstream.broker import resolve_bootstrap
+from govstream.console import mount_console
 from govstream.errors import UsageError
 from govstream.settings import Settings, governor_config
+from projections.slo import load_slo
 from sql.client import ClickHouse, open_clickhouse, register_owner
 from sql.migrate import apply_migrations
 from sql.retention import apply_retention, check_retention
@@ -166,6 +168,15 @@ def run_worker(settings: Settings, *, loglevel: str = "warn") -> int:
         governor=governor,
         migrate=migrate,
         otlp=intake.counts,
+    )
+    # The console: KPIs, charts and tables for people, tenant keys scoped to their tenant.
+    slo_document = load_slo(settings.resolved_slo_path)
+    mount_console(
+        app.web.web_app.router,  # type: ignore[attr-defined]
+        guard=guard,
+        clickhouse=clickhouse,
+        executor=executor,
+        slo=lambda: slo_document,
     )
     changelogs = (topics.governor_changelog(settings.governor_group),)
     created = asyncio.run(ensure_topics(bootstrap, topics, settings.topic_partitions, changelogs))

@@ -5,8 +5,13 @@ guard (an aiohttp middleware on Faust's web server) answers everything else
 itself, before a handler parses a byte of the body:
 
 - a browser-shaped request (an Origin or Sec-Fetch-* header) is refused, 403:
-  no route is meant for a web page, and refusing them stops a page open in a
-  browser on the same machine from driving the API (CSRF, DNS rebinding);
+  no API route is meant for a web page, and refusing them stops a page open in
+  a browser on the same machine from driving the API (CSRF, DNS rebinding).
+  The console's routes (`browser=True`) are for browsers: they take a
+  same-origin request only (Origin, if sent, is the worker's own; Sec-Fetch-Site
+  is same-origin or none) and read the key from the console's cookie, which
+  `POST /console/login` sets (HttpOnly, SameSite=Strict); a browser without
+  one is sent to the sign-in page;
 - no credential, or an unknown one, is 401 on every path, listed or not;
 - a route not in ROUTES (Faust's own views included) is 404;
 - a credential whose role the route does not admit is 403;
@@ -68,6 +73,8 @@ class Route:
     roles: frozenset[Role]
     purpose: str
     content_types: frozenset[str] = JSON_ONLY  # what a POST body may be
+    browser: bool = False  # the console: same-origin browser requests, cookie credential
+    public: bool = False  # no credential (the console's sign-in)
 
 
 _TENANT_OR_OPERATOR: frozenset[Role] = frozenset({"tenant", "operator"})
@@ -105,7 +112,23 @@ ROUTES: tuple[Route, ...] = (
         "POST", "/v1/clickhouse/ping", frozenset({"local"}), "find the embedded ClickHouse owner"
     ),
 )
+_CONSOLE_FORM: frozenset[str] = frozenset({"application/x-www-form-urlencoded"})
+ROUTES += (
+    Route("GET", "/console/login", frozenset(), "the console's sign-in page", browser=True,
+          public=True),
+    Route("POST", "/console/login", frozenset(), "sign in: an API key in, the console cookie out",
+          _CONSOLE_FORM, browser=True, public=True),
+    Route("GET", "/console", _TENANT_OR_OPERATOR, "the console: KPIs, charts, tables",
+          browser=True),
+    Route("GET", "/console/sessions", _TENANT_OR_OPERATOR, "the console: a tenant's sessions",
+          browser=True),
+    Route("GET", "/console/sessions/{session_id}", _TENANT_OR_OPERATOR,
+          "the console: one session's timeline", browser=True),
+)  # fmt: skip
 _BY_KEY = {(r.method, r.path): r for r in ROUTES}
+# The console's cookie: the API key a browser signed in with.
+CONSOLE_COOKIE = "govstream_console"
+CONSOLE_LOGIN = "/console/login"
 
 
 def json_error(status: int, message: str) -> web.Response:
@@ -142,18 +165,28 @@ class Guard:
         request: web.Request,
         handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
     ) -> web.StreamResponse:
-        if "Origin" in request.headers or any(
-            h.lower().startswith("sec-fetch-") for h in request.headers
-        ):
-            return json_error(403, "browser requests are refused; call the API from a server")
-        credential = credential_of(request)
-        if not credential:
-            return json_error(401, "missing credential (Authorization: Bearer <key>)")
-        principal = self.authenticate(credential)
-        if principal is None:
-            return json_error(401, "unknown credential")
         resource = request.match_info.route.resource
         route = _BY_KEY.get((request.method, resource.canonical if resource else ""))
+        console = route is not None and route.browser
+        browser = "Origin" in request.headers or any(
+            h.lower().startswith("sec-fetch-") for h in request.headers
+        )
+        if browser and not (console and _same_origin(request)):
+            return json_error(403, "browser requests are refused; call the API from a server")
+        if route is not None and route.public:
+            if request.method == "POST" and request.content_type not in route.content_types:
+                return json_error(415, f"the body must be {' or '.join(route.content_types)}")
+            return await handler(request)
+        credential = credential_of(request)
+        if not credential and console:
+            credential = request.cookies.get(CONSOLE_COOKIE, "")
+        principal = self.authenticate(credential) if credential else None
+        if principal is None and console and browser:
+            raise web.HTTPSeeOther(CONSOLE_LOGIN)  # a person: to the sign-in page
+        if not credential:
+            return json_error(401, "missing credential (Authorization: Bearer <key>)")
+        if principal is None:
+            return json_error(401, "unknown credential")
         if route is None:
             return json_error(404, f"no route {request.method} {request.path}")
         if principal.role not in route.roles:
@@ -162,6 +195,14 @@ class Guard:
             return json_error(415, f"the body must be {' or '.join(sorted(route.content_types))}")
         request[PRINCIPAL] = principal
         return await handler(request)
+
+
+def _same_origin(request: web.Request) -> bool:
+    """A request a page of this worker made (or a person typed): not another site's."""
+    origin = request.headers.get("Origin")
+    if origin is not None and origin != f"{request.scheme}://{request.host}":
+        return False
+    return request.headers.get("Sec-Fetch-Site", "none") in ("same-origin", "none")
 
 
 def principal_of(request: web.Request) -> Principal:

@@ -66,13 +66,23 @@ async def wait_for_sink_on_derived(settings: Settings, bootstrap: str, timeout: 
 
 @contextmanager
 def fleet_run(
-    backend: Backend, brokers: Any, clickhouse_servers: Any, base: Path, fleet: FleetConfig
+    backend: Backend,
+    brokers: Any,
+    clickhouse_servers: Any,
+    base: Path,
+    fleet: FleetConfig,
+    **overrides: object,
 ) -> Iterator[Run]:
-    """Run `fleet` through a fresh worker (own topics, groups and database)."""
+    """Run `fleet` through a fresh worker (own topics, groups and database); `overrides`
+    are settings (API keys, say)."""
     bootstrap = brokers.bootstrap(backend.kafka)
     # Backlog samples every second: the backlog panel has rows by the time the run is read.
     settings = isolated_settings(
-        base, bootstrap, clickhouse_servers.url(backend.clickhouse), backlog_interval_seconds=1
+        base,
+        bootstrap,
+        clickhouse_servers.url(backend.clickhouse),
+        backlog_interval_seconds=1,
+        **overrides,
     )
     worker = WorkerProcess(settings, log_path=base / "worker.log")
     try:

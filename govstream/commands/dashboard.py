@@ -1,4 +1,4 @@
-"""`govstream dashboard --out DIR`: every dashboard panel in one self-contained HTML page.
+"""`govstream dashboard --out DIR`: the console's overview as one self-contained HTML page.
 
 Runs each query of sql/dashboards/ against ClickHouse (through the worker
 that owns the embedded engine, or directly) for a time range and an optional
@@ -11,17 +11,17 @@ error in its place; the command then exits 1 after writing the page.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from govstream.commands.slo import parse_at
-from govstream.dashboard_html import Page, PanelResult, render_page
 from govstream.errors import UsageError
 from govstream.settings import Settings, load
 
-# Values for the parameters a panel may declare beyond the common ones.
-EXTRA_DEFAULTS: dict[str, Any] = {"top": 10, "workflow": "", "model": ""}
+if TYPE_CHECKING:
+    from projections.slo import SloDocument
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -51,27 +51,23 @@ def data_range(clickhouse: Any, now: datetime | None = None) -> tuple[datetime, 
 
 
 def render(
-    clickhouse: Any, start: datetime, end: datetime, tenant: str, generated_at: datetime
+    clickhouse: Any,
+    start: datetime,
+    end: datetime,
+    tenant: str,
+    generated_at: datetime,
+    slo: SloDocument | None = None,
 ) -> tuple[str, int]:
-    """(the page, how many panels failed)."""
-    from sql.dashboards import load_panels, run_panel
+    """(the page, how many panels failed): the console's overview, as a file."""
+    from govstream.console import read_overview
+    from govstream.console_html import Filters, overview_page
 
-    pool = {"from": start, "to": end, "tenant": tenant, **EXTRA_DEFAULTS}
-    results = []
-    failed = 0
-    for panel in load_panels().values():
-        values = {name: pool[name] for name in panel.param_names}
-        try:
-            result = run_panel(clickhouse, panel, values)
-            results.append(
-                PanelResult(panel.title, panel.unit, result.columns, result.rows, panel.chart)
-            )
-        except Exception as exc:  # shown in the panel's place, counted for the exit status
-            failed += 1
-            results.append(PanelResult(panel.title, panel.unit, [], [], error=str(exc)[:300]))
-    parameters = {"from": start, "to": end, "tenant": tenant or "all"}
-    page = Page("govstream dashboards", generated_at, parameters, results)
-    return render_page(page), failed
+    filters = Filters(tenant, "", "", "custom", start, end)
+    now = generated_at if generated_at.tzinfo else generated_at.replace(tzinfo=UTC)
+    overview = read_overview(clickhouse, filters, now, slo)
+    overview = dataclasses.replace(overview, generated_at=generated_at)
+    failed = sum(p.error is not None for p in overview.panels)
+    return overview_page(None, overview), failed
 
 
 def write_dashboard(
@@ -81,12 +77,18 @@ def write_dashboard(
     end: datetime | None = None,
     tenant: str = "",
 ) -> tuple[Path, int]:
+    from projections.slo import load_slo
     from sql.client import open_clickhouse
 
     with open_clickhouse(settings, role="client") as clickhouse:
         first, last = data_range(clickhouse)
         text, failed = render(
-            clickhouse, start or first, end or last, tenant, datetime.now(UTC).replace(tzinfo=None)
+            clickhouse,
+            start or first,
+            end or last,
+            tenant,
+            datetime.now(UTC).replace(tzinfo=None),
+            load_slo(settings.resolved_slo_path),
         )
     out.mkdir(parents=True, exist_ok=True)
     path = out / "dashboard.html"

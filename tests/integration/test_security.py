@@ -149,6 +149,8 @@ def _requests() -> list[tuple[str, str, dict[str, Any] | None]]:
     turn = {"tenant": "t-victim", "session": "s-1", "model": "m", "estimated_tokens": 1}
     out: list[tuple[str, str, dict[str, Any] | None]] = []
     for route in ROUTES:
+        if route.public:
+            continue  # the console sign-in answers anyone (tests/integration/test_console.py)
         path = route.path
         for name, value in filled.items():
             path = path.replace(name, value)
@@ -202,6 +204,12 @@ def test_credentials_reach_only_their_routes(worker: tuple[Settings, WorkerProce
             # Spans are sent with the key of the tenant they belong to: no other role.
             # (The body is JSON with no OTLP field: an empty export, 200.)
             assert (tenant, operator, local) == (200, 403, 403)
+        if path in ("/console", "/console/sessions"):
+            # A tenant key sees its own tenant's console; the local secret is no API key.
+            assert (tenant, operator, local) == (200, 200, 403), path
+        if path == "/console/sessions/s-1":
+            # An operator names the tenant (?tenant=); a tenant key is its own tenant.
+            assert (tenant, operator, local) == (200, 400, 403), path
     with _clickhouse(settings) as ch:
         assert ch.query("EXISTS TABLE probe").scalar() == 0
 

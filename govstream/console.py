@@ -1,0 +1,250 @@
+"""The console the worker serves (`/console`): reads ClickHouse, renders HTML.
+
+Every page is a GET with its filters in the query string; the guard
+(streams/http_guard.py) authenticates it (the console cookie, set by
+`POST /console/login`) and a tenant key sees its own tenant only, whatever the
+query says. Queries run on the worker's ClickHouse executor, so a slow page
+never blocks the event loop. `govstream dashboard --out` renders the same
+overview (`read_overview`) into a file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from govstream.console_html import (
+    DEFAULT_RANGE,
+    RANGES,
+    Choices,
+    Filters,
+    Kpis,
+    Overview,
+    SessionRow,
+    TimelineRow,
+    Viewer,
+    login_page,
+    overview_page,
+    sessions_page,
+    timeline_page,
+)
+from govstream.dashboard_html import PanelResult
+from govstream.errors import UsageError
+from projections.slo import SloDocument
+from sql.client import ClickHouse
+from sql.dashboards import load_panels, run_panel
+from streams.http_guard import CONSOLE_COOKIE, Guard, principal_of
+
+QUERIES = Path(__file__).resolve().parents[1] / "sql" / "queries"
+PANEL_EXTRAS: dict[str, Any] = {"top": 10}
+SESSIONS_SHOWN = 200
+REFRESH_SECONDS = 30
+T = TypeVar("T")
+
+
+def _query(name: str) -> str:
+    return (QUERIES / f"{name}.sql").read_text(encoding="utf-8")
+
+
+# --- filters --------------------------------------------------------------------------
+
+
+def parse_filters(query: Mapping[str, str], viewer: Viewer, now: datetime) -> Filters:
+    """The view the query string asks for; a tenant key's tenant is forced."""
+    span = query.get("range", DEFAULT_RANGE)
+    if span not in RANGES:
+        raise UsageError(f"range {span!r}: expected one of {', '.join(RANGES)}")
+    seconds = RANGES[span]
+    end = now + timedelta(seconds=1)
+    start = end - timedelta(seconds=seconds) if seconds else datetime(2000, 1, 1, tzinfo=UTC)
+    tenant = viewer.tenant if viewer.tenant is not None else query.get("tenant", "")
+    return Filters(
+        tenant=tenant,
+        workflow=query.get("workflow", ""),
+        model=query.get("model", ""),
+        range=span,
+        start=start,
+        end=end,
+    )
+
+
+def _values(filters: Filters) -> dict[str, Any]:
+    return {
+        "from": filters.start,
+        "to": filters.end,
+        "tenant": filters.tenant,
+        "workflow": filters.workflow,
+        "model": filters.model,
+    }
+
+
+# --- reads (synchronous: they run on the ClickHouse executor) -------------------------
+
+
+def read_choices(ch: ClickHouse, filters: Filters) -> Choices:
+    rows = ch.query(
+        _query("console_choices"),
+        {"from": filters.start, "to": filters.end, "tenant": filters.tenant},
+    ).rows
+    by_kind: dict[str, list[str]] = {"tenant": [], "workflow": [], "model": []}
+    for kind, value in rows:
+        by_kind[kind].append(value)
+    return Choices(by_kind["tenant"], by_kind["workflow"], by_kind["model"])
+
+
+def read_kpis(ch: ClickHouse, filters: Filters, now: datetime, firing: int) -> Kpis:
+    (row,) = ch.query(_query("console_kpis"), {**_values(filters), "now": now}).dicts()
+    return Kpis(
+        turns=int(row["turns"]),
+        success_rate=row["success_rate"],
+        p95_latency_ms=row["p95_latency_ms"],
+        cost_usd_micros=int(row["cost_usd_micros"]),
+        today_usd_micros=int(row["today_usd_micros"]),
+        month_usd_micros=int(row["month_usd_micros"]),
+        day_limit_usd_micros=row["day_limit_usd_micros"],
+        month_limit_usd_micros=row["month_limit_usd_micros"],
+        denials=int(row["denials"]),
+        firing_alerts=firing,
+    )
+
+
+def read_alerts(ch: ClickHouse, doc: SloDocument | None, now: datetime, tenant: str) -> list[str]:
+    """The firing SLO and budget-burn alerts' messages (the same as `govstream slo`)."""
+    if doc is None:
+        return []
+    from govstream.commands.slo import read_budgets, read_scopes
+    from projections.slo import slo_status
+
+    only = tenant or None
+    report = slo_status(doc, read_scopes(ch, doc, now, only), read_budgets(ch, doc, now, only))
+    return [f"{a['severity'].upper()}: {a['message']}" for a in report["alerts"]]
+
+
+def read_panels(ch: ClickHouse, filters: Filters) -> list[PanelResult]:
+    pool = {**_values(filters), **PANEL_EXTRAS}
+    results = []
+    for panel in load_panels().values():
+        if filters.tenant and "tenant" not in panel.param_names:
+            continue  # a worker-wide panel (the backlog) is not a tenant's figure
+        values = {name: pool[name] for name in panel.param_names}
+        try:
+            result = run_panel(ch, panel, values)
+        except Exception as exc:  # shown in the panel's place
+            results.append(PanelResult(panel.title, panel.unit, [], [], error=str(exc)[:300]))
+            continue
+        results.append(
+            PanelResult(panel.title, panel.unit, result.columns, result.rows, panel.chart)
+        )
+    return results
+
+
+def read_overview(
+    ch: ClickHouse, filters: Filters, now: datetime, doc: SloDocument | None
+) -> Overview:
+    alerts = read_alerts(ch, doc, now, filters.tenant)
+    return Overview(
+        filters=filters,
+        choices=read_choices(ch, filters),
+        kpis=read_kpis(ch, filters, now, len(alerts)),
+        alerts=alerts,
+        panels=read_panels(ch, filters),
+    )
+
+
+def read_sessions(ch: ClickHouse, filters: Filters) -> list[SessionRow]:
+    values = {**_values(filters), "top": SESSIONS_SHOWN}
+    del values["model"]
+    rows = ch.query(_query("console_sessions"), values).dicts()
+    return [SessionRow(**row) for row in rows]
+
+
+def read_timeline(ch: ClickHouse, tenant: str, session_id: str) -> list[TimelineRow]:
+    rows = ch.query(_query("console_timeline"), {"tenant": tenant, "session": session_id}).rows
+    return [TimelineRow(at, kind, json.loads(payload)) for at, kind, payload in rows]
+
+
+# --- the routes -----------------------------------------------------------------------
+
+
+def mount_console(
+    router: web.UrlDispatcher,
+    *,
+    guard: Guard,
+    clickhouse: ClickHouse,
+    executor: Executor,
+    slo: Callable[[], SloDocument | None],
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> None:
+    async def off_loop(work: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(executor, work)
+
+    def viewer_of(request: web.Request) -> Viewer:
+        principal = principal_of(request)
+        return Viewer(None if principal.role == "operator" else principal.tenant)
+
+    def page(text: str, status: int = 200) -> web.Response:
+        return web.Response(
+            text=text,
+            status=status,
+            content_type="text/html",
+            headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY"},
+        )
+
+    def filters_of(request: web.Request, viewer: Viewer) -> Filters:
+        try:
+            return parse_filters(request.query, viewer, clock())
+        except UsageError as exc:
+            raise web.HTTPBadRequest(text=str(exc)) from None
+
+    async def login_form(request: web.Request) -> web.Response:
+        return page(login_page())
+
+    async def login(request: web.Request) -> web.Response:
+        form = await request.post()
+        key = str(form.get("key", "")).strip()
+        principal = guard.authenticate(key) if key else None
+        if principal is None or principal.role not in ("tenant", "operator"):
+            return page(login_page("unknown key"), status=401)
+        answer = web.HTTPSeeOther("/console")
+        answer.set_cookie(CONSOLE_COOKIE, key, httponly=True, samesite="Strict", path="/console")
+        raise answer
+
+    async def overview(request: web.Request) -> web.Response:
+        viewer = viewer_of(request)
+        filters = filters_of(request, viewer)
+        now = clock()
+        data = await off_loop(lambda: read_overview(clickhouse, filters, now, slo()))
+        refresh = None if request.query.get("refresh") == "0" else REFRESH_SECONDS
+        return page(overview_page(viewer, data, refresh))
+
+    async def sessions(request: web.Request) -> web.Response:
+        viewer = viewer_of(request)
+        filters = filters_of(request, viewer)
+
+        def read() -> tuple[Choices, list[SessionRow]]:
+            return read_choices(clickhouse, filters), read_sessions(clickhouse, filters)
+
+        choices, rows = await off_loop(read)
+        return page(sessions_page(viewer, filters, choices, rows))
+
+    async def timeline(request: web.Request) -> web.Response:
+        viewer = viewer_of(request)
+        tenant = viewer.tenant if viewer.tenant is not None else request.query.get("tenant", "")
+        if not tenant:
+            raise web.HTTPBadRequest(text="give ?tenant= (an operator key sees every tenant)")
+        session_id = request.match_info["session_id"]
+        rows = await off_loop(lambda: read_timeline(clickhouse, tenant, session_id))
+        return page(timeline_page(viewer, tenant, session_id, rows))
+
+    router.add_get("/console/login", login_form)
+    router.add_post("/console/login", login)
+    router.add_get("/console", overview)
+    router.add_get("/console/sessions", sessions)
+    router.add_get("/console/sessions/{session_id}", timeline)
