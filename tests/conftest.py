@@ -12,12 +12,13 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from govstream.processes import free_port
+from govstream.processes import WorkerProcess, free_port
 from govstream.settings import Settings
 
 
@@ -150,3 +151,34 @@ def isolated_settings(
     }
     fields.update(overrides)
     return Settings(**fields)  # type: ignore[arg-type]
+
+
+@contextmanager
+def running_worker(
+    backend: Backend,
+    brokers: _Brokers,
+    clickhouse_servers: _ClickHouseServers,
+    base: Path,
+    *,
+    operator_key: str | None = None,
+    loglevel: str = "warn",
+    **overrides: object,
+) -> Iterator[tuple[Settings, WorkerProcess]]:
+    """A worker on `backend` with isolated settings (`overrides` on top), ready; with an
+    operator key, also owning its partitions (its admission API answers)."""
+    from tests.kafka_io import wait_for_partitions
+
+    settings = isolated_settings(
+        base,
+        brokers.bootstrap(backend.kafka),
+        clickhouse_servers.url(backend.clickhouse),
+        **overrides,
+    )
+    process = WorkerProcess(settings, log_path=base / "worker.log", loglevel=loglevel)
+    try:
+        process.wait_ready()
+        if operator_key is not None:
+            wait_for_partitions(process.url, operator_key)
+        yield settings, process
+    finally:
+        process.stop()

@@ -25,11 +25,10 @@ from events.models import (
 )
 from events.signing import verify_decision
 from events.topics import Topics
-from govstream.processes import WorkerProcess
 from govstream.settings import Settings
-from tests.conftest import BACKENDS, Backend, isolated_settings
+from tests.conftest import BACKENDS, running_worker
 from tests.factories import session_started, tenant_profile, tool_proposal, turn
-from tests.kafka_io import read_events_until, wait_for_partitions
+from tests.kafka_io import read_events_until
 from tests.kafka_io import send_events as _send
 
 pytestmark = pytest.mark.integration
@@ -44,21 +43,17 @@ def worker(
     clickhouse_servers: Any,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[Settings, str]]:
-    backend: Backend = request.param
     base = tmp_path_factory.mktemp("admission")
-    settings = isolated_settings(
+    with running_worker(
+        request.param,
+        brokers,
+        clickhouse_servers,
         base,
-        brokers.bootstrap(backend.kafka),
-        clickhouse_servers.url(backend.clickhouse),
+        operator_key=KEY_OPS,
+        loglevel="info",
         api_keys=f"{KEY_A}:t-a,{KEY_B}:t-b,{KEY_OPS}:*",
-    )
-    process = WorkerProcess(settings, log_path=base / "worker.log", loglevel="info")
-    try:
-        process.wait_ready()
-        wait_for_partitions(process.url, KEY_OPS)
+    ) as (settings, process):
         yield settings, process.url
-    finally:
-        process.stop()
 
 
 def _derived(

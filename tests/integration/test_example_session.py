@@ -14,10 +14,9 @@ from typing import Any
 
 import pytest
 
-from govstream.processes import WorkerProcess
 from govstream.settings import Settings, as_environment
 from sql.client import open_clickhouse
-from tests.conftest import BACKENDS, isolated_settings
+from tests.conftest import BACKENDS, running_worker
 
 pytestmark = pytest.mark.integration
 
@@ -30,21 +29,13 @@ WAIT_SECONDS = 90
 def worker(
     brokers: Any, clickhouse_servers: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Settings]:
-    backend = BACKENDS[0]
     base = tmp_path_factory.mktemp("example")
     # The default age bound (30 days) holds: --retime makes the sample current.
-    settings = isolated_settings(
-        base,
-        brokers.bootstrap(backend.kafka),
-        clickhouse_servers.url(backend.clickhouse),
-        max_event_age_days=30,
-    )
-    process = WorkerProcess(settings, log_path=base / "worker.log")
-    try:
-        process.wait_ready()
+    with running_worker(BACKENDS[0], brokers, clickhouse_servers, base, max_event_age_days=30) as (
+        settings,
+        _,
+    ):
         yield settings
-    finally:
-        process.stop()
 
 
 def _rows(settings: Settings, sql: str) -> list[tuple[Any, ...]]:

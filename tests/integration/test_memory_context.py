@@ -22,11 +22,10 @@ from events.models import (
     TaskSummaryUpdated,
 )
 from events.topics import Topics
-from govstream.processes import WorkerProcess
 from govstream.settings import Settings
-from tests.conftest import BACKENDS, Backend, isolated_settings
+from tests.conftest import BACKENDS, running_worker
 from tests.factories import session_started, tool_proposal, turn
-from tests.kafka_io import read_events_until, read_topic, wait_for_partitions
+from tests.kafka_io import read_events_until, read_topic
 from tests.kafka_io import send_events as _send
 
 pytestmark = pytest.mark.integration
@@ -51,23 +50,19 @@ def worker(
     clickhouse_servers: Any,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[Settings, str]]:
-    backend: Backend = request.param
     base = tmp_path_factory.mktemp("memory")
-    settings = isolated_settings(
+    with running_worker(
+        request.param,
+        brokers,
+        clickhouse_servers,
         base,
-        brokers.bootstrap(backend.kafka),
-        clickhouse_servers.url(backend.clickhouse),
+        operator_key=KEY_OPS,
+        loglevel="info",
         api_keys=f"{KEY_A}:t-a,{KEY_B}:t-b,{KEY_OPS}:*",
         compaction_threshold_tokens=THRESHOLD,
         redaction_patterns={"ticket": "TKT-[0-9]+"},
-    )
-    process = WorkerProcess(settings, log_path=base / "worker.log", loglevel="info")
-    try:
-        process.wait_ready()
-        wait_for_partitions(process.url, KEY_OPS)
+    ) as (settings, process):
         yield settings, process.url
-    finally:
-        process.stop()
 
 
 def _auth(key: str) -> dict[str, str]:

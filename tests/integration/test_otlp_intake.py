@@ -33,12 +33,11 @@ from events.models import InvalidTransitionRejected, RecordDeadLettered, Session
 from events.otlp import MISSING_TOKENS, TENANT_MISMATCH
 from events.registry import EmbeddedRegistry
 from events.topics import Topics
-from govstream.processes import WorkerProcess
 from govstream.settings import Settings
 from projections.pricing import DEFAULT_PRICES, cost_usd_micros
 from sql.client import open_clickhouse
-from tests.conftest import BACKENDS, Backend, isolated_settings
-from tests.kafka_io import read_events_until, read_topic, wait_for_partitions
+from tests.conftest import BACKENDS, running_worker
+from tests.kafka_io import read_events_until, read_topic
 from tests.readme import snippet
 
 pytestmark = pytest.mark.integration
@@ -54,25 +53,21 @@ def worker(
     clickhouse_servers: Any,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[Settings, str]]:
-    backend: Backend = request.param
     base = tmp_path_factory.mktemp("otlp")
-    settings = isolated_settings(
+    with running_worker(
+        request.param,
+        brokers,
+        clickhouse_servers,
         base,
-        brokers.bootstrap(backend.kafka),
-        clickhouse_servers.url(backend.clickhouse),
+        operator_key=KEY_OPS,
+        loglevel="info",
         api_keys=f"{KEY}:{TENANT},{KEY_OTHER}:t-other,{KEY_OPS}:*",
         # Spans are of now: the default bounds hold.
         max_event_age_days=30,
         # Sessions no agent span ends are closed after 3 s without spans (a test below).
         otlp_idle_close_seconds=3,
-    )
-    process = WorkerProcess(settings, log_path=base / "worker.log", loglevel="info")
-    try:
-        process.wait_ready()
-        wait_for_partitions(process.url, KEY_OPS)
+    ) as (settings, process):
         yield settings, process.url
-    finally:
-        process.stop()
 
 
 def _auth(key: str) -> dict[str, str]:

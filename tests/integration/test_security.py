@@ -43,10 +43,10 @@ from govstream.processes import WorkerProcess
 from govstream.settings import Settings
 from sql.client import ClickHouse, open_clickhouse
 from streams.http_guard import ROUTES, read_local_secret
-from tests.conftest import BACKENDS, Backend, isolated_settings
+from tests.conftest import BACKENDS, running_worker
 from tests.factories import sample_events, session_started, tool_proposal
 from tests.factories import turn as turn_event
-from tests.kafka_io import read_events_until, read_topic, wait_for_partitions
+from tests.kafka_io import read_events_until, read_topic
 from tests.kafka_io import send_events as _send
 
 pytestmark = pytest.mark.integration
@@ -62,24 +62,20 @@ def worker(
     clickhouse_servers: Any,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[Settings, WorkerProcess]]:
-    backend: Backend = request.param
     base = tmp_path_factory.mktemp("security")
-    settings = isolated_settings(
+    with running_worker(
+        request.param,
+        brokers,
+        clickhouse_servers,
         base,
-        brokers.bootstrap(backend.kafka),
-        clickhouse_servers.url(backend.clickhouse),
+        operator_key=KEY_OPS,
+        loglevel="info",
         api_keys=f"{KEY_VICTIM}:t-victim,{KEY_ATTACKER}:t-attacker,{KEY_OPS}:*",
         # This module sends events of now: the default bounds hold.
         max_event_age_days=30,
         max_event_lead_seconds=300,
-    )
-    process = WorkerProcess(settings, log_path=base / "worker.log", loglevel="info")
-    try:
-        process.wait_ready()
-        wait_for_partitions(process.url, KEY_OPS)
+    ) as (settings, process):
         yield settings, process
-    finally:
-        process.stop()
 
 
 def _auth(key: str) -> dict[str, str]:
