@@ -56,10 +56,13 @@ class CatchUp:
     of its own (the caller passes the time of each reading).
 
     A reading is (lag, committed): records left, and the sum of the committed
-    offsets. The rate is committed records per second; the ETA divides the lag by
-    how fast it shrinks, which is slower than the rate while the governor appends
-    derived events the sink must read too. Both are measured over the readings
-    of the last `window` seconds, so a stall shows within seconds instead of
+    offsets. The rate is committed records per second and the ETA is records
+    left / rate, the arithmetic the line shows. Not the lag's own shrink rate:
+    the governor appends derived events the sink reads too, and while it does
+    the lag barely moves (a measured ETA of minutes, then done in seconds);
+    those arrivals end once the governor has caught up. When the lag does not
+    shrink at all, the ETA is unknown. Rates are measured over the readings of
+    the last `window` seconds, so a stall shows within seconds instead of
     hiding in an average over the whole wait.
     """
 
@@ -98,7 +101,7 @@ class CatchUp:
             return f"{head} (nothing committed in the last {self.span():.0f} s), ETA unknown"
         if drain <= 0:
             return f"{head}, ETA unknown (records arrive as fast as they are read)"
-        return f"{head}, ETA {_duration(lag / drain)}"
+        return f"{head}, ETA {_duration(lag / rate)}"
 
     def span(self) -> float:
         return self.samples[-1][0] - self.samples[0][0]
