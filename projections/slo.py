@@ -467,9 +467,8 @@ class RuleVerdict:
         return self.reason == "firing"
 
     @property
-    def closeness(self) -> float:
-        """How near the rule is to firing: the slower window's burn over the rule's rate."""
-        return min(self.long_burn, self.short_burn) / self.threshold
+    def closeness(self) -> tuple[float, float]:
+        return _closeness(self.long_burn, self.short_burn, self.threshold)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -486,6 +485,13 @@ class RuleVerdict:
             "reason": self.reason,
             "why": self.why,
         }
+
+
+def _closeness(long_burn: float, short_burn: float, threshold: float) -> tuple[float, float]:
+    """How near a rule is to firing: the slower window's burn over the rule's rate, then
+    the long window's (a 6h window still burning after a quiet 30m beats a quiet hour,
+    though both have a slower window at 0). Ignores min_events: that is the state's job."""
+    return min(long_burn, short_burn) / threshold, long_burn / threshold
 
 
 def format_burn(burn: Fraction | float, threshold: Fraction | float) -> str:
@@ -529,7 +535,8 @@ def judge_rule(
     lw, sw = rule.long_window, rule.short_window
     long_text, short_text = format_burn(long_burn, threshold), format_burn(short_burn, threshold)
     few = long.total < min_events
-    few_text = f"{long.total} events < min_events {min_events} in {lw}"
+    events = "1 event" if long.total == 1 else f"{long.total} events"
+    few_text = f"{events} < min_events {min_events} in {lw}"
     reason: RuleReason
     if long.total == 0:
         reason, why = "no_events", f"not firing: no events in {lw}"
@@ -983,17 +990,20 @@ def triage(report: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list[dict[s
     """The rows a reader scans, worst first: one per (scope, tier, SLI), and the budgets.
 
     SLI rows: firing (pages, then tickets), suppressed, bad, ok (STATES); within a
-    state the faster burn of the deciding rule first, then scope, tier, SLI.
+    state the deciding rule closest to firing first (the slower of its two
+    windows' burn over its rate, then the long window's), then scope, tier, SLI.
     Each row is {tenant, workflow, tier, sli, **the SLI's status}. Budgets:
     firing first (pages, then tickets), then by projected share of the limit.
     """
 
     def sli_key(row: dict[str, Any]) -> tuple[Any, ...]:
         rule = next(r for r in row["rules"] if r["severity"] == row["why_rule"])
+        nearest, long = _closeness(rule["long_burn"], rule["short_burn"], rule["threshold"])
         return (
             STATES.index(row["state"]),
             _SEVERITY_ORDER[row["why_rule"]] if row["state"] == "firing" else 0,
-            -rule["long_burn"],
+            -nearest,
+            -long,
             row["tenant"],
             row["workflow"] is not None,
             row["workflow"] or "",

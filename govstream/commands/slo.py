@@ -46,12 +46,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Firing alerts, then one row per (tenant[/workflow], tier, SLI): burn "
         "rate per window, events in each rule's long window, and why the closest rule fires "
         "or not (FIRING, SUPPRESSED = burns fast enough but has fewer turns than min_events, "
-        "bad turns, ok), worst first; then the money budgets. Quiet rows (no bad turn in the "
-        "burn rules' windows, budgets not firing) are left out unless --all.",
+        "bad turns, ok), worst first; then the money budgets. Without --all, quiet rows (no bad "
+        "turn in the burn rules' windows, budgets not firing) are left out and 'bad turns' "
+        "rows are cut at --limit.",
     )
     parser.add_argument("--json", action="store_true", help="the whole status as JSON")
     parser.add_argument(
         "--all", action="store_true", help="also list quiet scopes and budgets not firing"
+    )
+    parser.add_argument(
+        "--limit",
+        type=int,
+        default=20,
+        metavar="N",
+        help="without --all, at most N 'bad turns' rows, the fastest burning "
+        "(FIRING and SUPPRESSED rows are always listed; default %(default)s)",
     )
     parser.add_argument("--at", help="evaluate at this UTC time (ISO 8601); default now")
     parser.add_argument("--tenant", help="only this tenant")
@@ -176,8 +185,12 @@ def _scope_label(row: dict[str, Any]) -> str:
     return row["tenant"] if row["workflow"] is None else f"{row['tenant']}/{row['workflow']}"
 
 
-def render(report: dict[str, Any], *, show_all: bool = False) -> str:
-    """The status for people: alerts, then the SLI and budget tables (projections.slo.triage)."""
+def render(report: dict[str, Any], *, show_all: bool = False, limit: int = 20) -> str:
+    """The status for people: alerts, then the SLI and budget tables (projections.slo.triage).
+
+    Without show_all: every firing and suppressed row, the first `limit` rows with
+    bad turns (triage puts the fastest burning first), no ok rows, firing budgets.
+    """
     rows, budgets = triage(report)
     summary = report["summary"]
     lines = [
@@ -198,7 +211,12 @@ def render(report: dict[str, Any], *, show_all: bool = False) -> str:
             "(SUPPRESSED below)"
         )
 
-    shown = rows if show_all else [r for r in rows if r["state"] != "ok"]
+    if show_all:
+        shown = rows
+    else:
+        bad = [r for r in rows if r["state"] == "bad"]
+        shown = [r for r in rows if r["state"] in ("firing", "suppressed")] + bad[:limit]
+        cut = len(bad) - len(bad[:limit])
     windows = list(next(iter(rows))["windows"]) if rows else []
     long_windows = list(dict.fromkeys(r["long_window"] for r in rows[0]["rules"])) if rows else []
     lines.append("")
@@ -228,11 +246,15 @@ def render(report: dict[str, Any], *, show_all: bool = False) -> str:
         lines += _table(header, table, right)
     else:
         lines.append("no scope has a bad turn in the burn rules' windows")
-    if len(shown) < len(rows):
-        lines.append(
-            f"  ({_count(len(rows) - len(shown), 'scope SLI')} with no bad turn in the burn "
-            "rules' windows not shown; --all lists them)"
-        )
+    if not show_all:
+        quiet = sum(1 for r in rows if r["state"] == "ok")
+        hidden = [f"{_count(cut, 'more scope SLI')} with bad turns (--limit)"] if cut else []
+        if quiet:
+            hidden.append(
+                f"{_count(quiet, 'scope SLI')} with no bad turn in the burn rules' windows"
+            )
+        if hidden:
+            lines.append(f"  ({' and '.join(hidden)} not shown; --all lists them)")
 
     shown_budgets = budgets if show_all else [b for b in budgets if b["fires"]]
     lines.append("")
@@ -267,11 +289,14 @@ def render(report: dict[str, Any], *, show_all: bool = False) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.limit < 0:
+        raise UsageError("--limit must be 0 or more")
     settings = load(slo_path=args.slo)
     try:
         doc = load_slo(settings.resolved_slo_path)
     except ContractError as exc:  # one line naming the field
         raise UsageError(str(exc)) from None
     report = status(settings, doc, parse_at(args.at), args.tenant)
-    print(json.dumps(report, indent=2) if args.json else render(report, show_all=args.all))
+    text = render(report, show_all=args.all, limit=args.limit) if not args.json else None
+    print(json.dumps(report, indent=2) if text is None else text)
     return 0

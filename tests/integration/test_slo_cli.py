@@ -172,6 +172,12 @@ def test_the_text_shows_a_suppressed_scope_and_why(settings: Settings) -> None:
         "  (2 scope SLIs with no bad turn in the burn rules' windows not shown; --all lists them)"
         in lines
     )
+    cut = _slo_text(settings, "--tenant", "t-mixed", "--limit", "0")
+    assert [line.split()[0] for line in cut[6:-3]] == ["SUPPRESSED"]  # always listed
+    assert cut[-3] == (
+        "  (3 more scope SLIs with bad turns (--limit) and 2 scope SLIs with no bad turn in "
+        "the burn rules' windows not shown; --all lists them)"
+    )
     every = _slo_text(settings, "--tenant", "t-mixed", "--all")
     assert len([line for line in every if line.startswith("  ok ")]) == 2
     # --json carries the same why, computed once in projections/slo.py.

@@ -623,6 +623,9 @@ def _page(long: tuple[int, int], short: tuple[int, int]) -> dict[str, WindowCoun
         ((12, 12), (1, 1), "suppressed",
          "not firing: 12 events < min_events 100 in 1h, "
          "though burn 100.0 over 1h and 100.0 over 5m >= 14.4"),
+        ((1, 1), (1, 1), "suppressed",
+         "not firing: 1 event < min_events 100 in 1h, "
+         "though burn 100.0 over 1h and 100.0 over 5m >= 14.4"),
         ((1000, 31), (100, 0), "burn_below",
          "not firing: burn 3.1 over 1h and 0.0 over 5m < 14.4"),
         ((1000, 31), (100, 20), "burn_below",
@@ -690,6 +693,20 @@ def test_the_state_and_the_deciding_rule() -> None:
         "not firing: burn 7.0 >= 6 over 6h but 3.0 < 6 over 30m (recovering)"
     )
     assert sli_state(judged((1000, 0), (100, 0))) == "ok"
+    # Nothing in the last hour, bad turns earlier in the 6h: the ticket rule explains.
+    earlier = {
+        "5m": WindowCounts(0, 0),
+        "30m": WindowCounts(0, 0),
+        "1h": WindowCounts(0, 0),
+        "6h": WindowCounts(9, 6),
+        "30d": WindowCounts(9, 6),
+    }
+    verdicts = judge_rules(DOC, "A", "success", earlier)
+    assert sli_state(verdicts) == "bad"
+    assert deciding_rule(verdicts).why == (
+        "not firing: burn 66.7 >= 6 over 6h but 0.0 < 6 over 30m (recovering); "
+        "and 9 events < min_events 100 in 6h"
+    )
 
 
 def test_the_status_carries_the_same_why_and_triage_sorts_worst_first() -> None:
