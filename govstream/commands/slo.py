@@ -189,7 +189,7 @@ def render(report: dict[str, Any], *, show_all: bool = False, limit: int = 20) -
     """The status for people: alerts, then the SLI and budget tables (projections.slo.triage).
 
     Without show_all: every firing and suppressed row, the first `limit` rows with
-    bad turns (triage puts the fastest burning first), no ok rows, firing budgets.
+    bad turns (triage puts the closest to firing first), no ok rows, firing budgets.
     """
     rows, budgets = triage(report)
     summary = report["summary"]
@@ -211,13 +211,12 @@ def render(report: dict[str, Any], *, show_all: bool = False, limit: int = 20) -
             "(SUPPRESSED below)"
         )
 
-    if show_all:
-        shown = rows
-    else:
+    shown, cut = rows, 0
+    if not show_all:
         bad = [r for r in rows if r["state"] == "bad"]
         shown = [r for r in rows if r["state"] in ("firing", "suppressed")] + bad[:limit]
         cut = len(bad) - len(bad[:limit])
-    windows = list(next(iter(rows))["windows"]) if rows else []
+    windows = list(rows[0]["windows"]) if rows else []
     long_windows = list(dict.fromkeys(r["long_window"] for r in rows[0]["rules"])) if rows else []
     lines.append("")
     if shown:
