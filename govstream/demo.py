@@ -5,17 +5,29 @@ owns embedded ClickHouse) -> simulated fleet -> lag zero -> summary queries
 through the worker -> everything this run started is stopped again. Each run
 gets its own topics, consumer group and ClickHouse directory, so the figures
 are this run's alone and are checked against the simulator's ground truth.
+
+While the worker catches up the demo prints records left, rate and ETA
+(`CatchUp`, `ProgressLine`). At the end it prints commands that explore the
+run afterwards (`follow_up`): they name the run's settings and start the
+broker again when the demo stopped the one it started, because the records
+a replay reads stay in that broker's log.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
+import os
+import shlex
 import shutil
 import sys
 import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from govstream.errors import GovstreamError
 from govstream.processes import WorkerProcess, free_port
@@ -24,6 +36,167 @@ from govstream.settings import Settings
 
 def say(message: str) -> None:
     print(message, flush=True)
+
+
+# --- catching up: records left, rate, ETA --------------------------------------------
+
+
+def _duration(seconds: float) -> str:
+    """A wait, rounded up: "ETA 3 s" for 2.5 s, so it is not promised too soon."""
+    whole = math.ceil(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    minutes, rest = divmod(whole, 60)
+    return f"{minutes} min {rest:02d} s"
+
+
+@dataclass
+class CatchUp:
+    """Records left, consumption rate and ETA from consumer-group readings; no clock
+    of its own (the caller passes the time of each reading).
+
+    A reading is (lag, committed): records left, and the sum of the committed
+    offsets. The rate is committed records per second and the ETA is records
+    left / rate, the arithmetic the line shows. Not the lag's own shrink rate:
+    the governor appends derived events the sink reads too, and while it does
+    the lag barely moves (a measured ETA of minutes, then done in seconds);
+    those arrivals end once the governor has caught up. When the lag does not
+    shrink at all, the ETA is unknown. Rates are measured over the readings of
+    the last `window` seconds, so a stall shows within seconds instead of
+    hiding in an average over the whole wait.
+    """
+
+    window: float = 10.0
+    samples: deque[tuple[float, int, int]] = field(default_factory=deque)
+
+    def observe(self, at: float, lag: int, committed: int) -> None:
+        self.samples.append((at, lag, committed))
+        # Keep one reading at least `window` old, so the rates span the whole window.
+        while len(self.samples) > 2 and at - self.samples[1][0] >= self.window:
+            self.samples.popleft()
+
+    def rates(self) -> tuple[float, float] | None:
+        """(records committed per second, records per second the lag shrinks by)."""
+        if len(self.samples) < 2:
+            return None
+        (first_at, first_lag, first_done), (last_at, last_lag, last_done) = (
+            self.samples[0],
+            self.samples[-1],
+        )
+        if last_at <= first_at:
+            return None
+        seconds = last_at - first_at
+        return (last_done - first_done) / seconds, (first_lag - last_lag) / seconds
+
+    def line(self) -> str:
+        lag = self.samples[-1][1]
+        rates = self.rates()
+        if rates is None:
+            return f"{lag:,} records left (measuring the rate)"
+        rate, drain = rates
+        head = f"{lag:,} records left, {rate:,.0f} records/s"
+        if lag == 0:
+            return head
+        if rate <= 0:
+            return f"{head} (nothing committed in the last {self.span():.0f} s), ETA unknown"
+        if drain <= 0:
+            return f"{head}, ETA unknown (records arrive as fast as they are read)"
+        return f"{head}, ETA {_duration(lag / rate)}"
+
+    def span(self) -> float:
+        return self.samples[-1][0] - self.samples[0][0]
+
+
+class ProgressLine:
+    """Prints a CatchUp as lag readings arrive: on a terminal one line rewritten in
+    place (at most every `tty_interval` s); anywhere else (CI logs) a new line at
+    most every `interval` s. The first reading prints at once."""
+
+    def __init__(
+        self,
+        stream: TextIO,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        interval: float = 5.0,
+        tty_interval: float = 0.5,
+        indent: str = "      ",
+    ) -> None:
+        self.stream = stream
+        self.clock = clock
+        self.tty = stream.isatty()
+        self.interval = tty_interval if self.tty else interval
+        self.indent = indent
+        self.catch_up = CatchUp()
+        self._printed_at: float | None = None
+
+    def __call__(self, lag: int, committed: int) -> None:
+        now = self.clock()
+        self.catch_up.observe(now, lag, committed)
+        if self._printed_at is not None and now - self._printed_at < self.interval:
+            return
+        self._printed_at = now
+        text = self.indent + self.catch_up.line()
+        # \x1b[K clears what a longer previous line left on the right.
+        self.stream.write(f"\r{text}\x1b[K" if self.tty else f"{text}\n")
+        self.stream.flush()
+
+    def done(self) -> None:
+        """Clear the rewritten line; the caller prints the result in its place."""
+        if self.tty and self._printed_at is not None:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+
+
+# --- after the demo --------------------------------------------------------------------
+
+
+def invoked_as(argv0: str | None = None) -> str:
+    """The command that ran this demo, so printed commands work as printed: `govstream`
+    when that is what PATH finds, else the path it was run by (make runs
+    .venv/bin/govstream), or `python -m govstream.cli`."""
+    argv0 = sys.argv[0] if argv0 is None else argv0
+    if not argv0 or argv0.endswith(".py"):
+        return f"{shlex.quote(sys.executable)} -m govstream.cli"
+    on_path = shutil.which("govstream")
+    if on_path is not None and Path(on_path).resolve() == Path(argv0).resolve():
+        return "govstream"
+    # Absolute, so the commands also work from another directory.
+    return shlex.quote(os.path.abspath(argv0))
+
+
+def follow_up(
+    settings: Settings,
+    *,
+    program: str,
+    session_id: str | None,
+    slo_at: datetime,
+    restart_broker: bool,
+) -> list[str]:
+    """Commands that explore a finished demo run, each complete on its own line.
+
+    The run's topics (its own prefix) and ClickHouse directory are not where
+    the plain commands look, so every command names them; the home is absolute
+    so they work from any directory. A replay reads the session's records from
+    Kafka at the positions the archive names, so when the demo stopped the broker
+    it started, the first command starts it again (same home: same data) and the
+    last one stops it.
+    """
+    home = f"GOVSTREAM_HOME={shlex.quote(str(settings.home.resolve()))}"
+    run = " ".join(
+        [
+            home,
+            f"GOVSTREAM_TOPIC_PREFIX={shlex.quote(settings.topic_prefix)}",
+            f"GOVSTREAM_APP_ID={shlex.quote(settings.app_id)}",
+            f"GOVSTREAM_CLICKHOUSE_PATH={shlex.quote(str(settings.chdb_path))}",
+        ]
+    )
+    commands = [f"{home} {program} broker start"] if restart_broker else []
+    if session_id is not None:
+        commands.append(f"{run} {program} replay session {shlex.quote(session_id)}")
+    commands.append(f"{run} {program} slo --at {slo_at.isoformat()}")
+    if restart_broker:
+        commands.append(f"{home} {program} broker stop")
+    return commands
 
 
 def _query_file(name: str) -> str:
@@ -103,11 +276,12 @@ LIMIT 1
 """
 
 
-def forensics(settings: Settings, bootstrap: str) -> list[str]:
+def forensics(settings: Settings, bootstrap: str) -> tuple[list[str], str | None]:
     """Rebuild the governor's state and derived events and diff them with live;
     replay one incident.
 
-    Returns mismatches (a divergence, or no incident in the fleet).
+    Returns mismatches (a divergence, or no incident in the fleet) and the
+    incident's session id.
     """
     from govstream.commands.replay import decode_records, read_session_records, render
     from govstream.settings import governor_config
@@ -119,7 +293,7 @@ def forensics(settings: Settings, bootstrap: str) -> list[str]:
     report = asyncio.run(rebuild(settings, config, bootstrap))
     keys = ", ".join(f"{count:,} {name}" for name, count in report.keys.items())
     if report.divergences:
-        return [f"rebuild diverged from live state: {report.divergences[0]}"]
+        return [f"rebuild diverged from live state: {report.divergences[0]}"], None
     say(
         f"      rebuilt {report.records:,} log records in {report.fold_seconds:.2f}s: "
         f"{keys}; live state equals rebuilt state, byte for byte"
@@ -127,14 +301,16 @@ def forensics(settings: Settings, bootstrap: str) -> list[str]:
     with open_clickhouse(settings, role="client") as ch:
         rows = ch.query(INCIDENT_SQL).rows
     if not rows:
-        return ["the fleet has no quarantined or budget-exceeded session to replay"]
+        return ["the fleet has no quarantined or budget-exceeded session to replay"], None
     session_id, kind = rows[0]
-    say(f"      incident: session {session_id} ({kind}); govstream replay session {session_id}\n")
+    # The command that replays it again comes at the end (follow_up): this demo's
+    # settings and broker are gone by the time a reader runs it.
+    say(f"      incident: session {session_id} ({kind}), replayed:\n")
     tenant, records = read_session_records(settings, session_id)
     result = replay(decode_records(settings, records), tenant, session_id, config)
     for line in incident_excerpt(render(result, None).splitlines(), kind.split(",")[0]):
         say(f"    {line}")
-    return []
+    return [], str(session_id)
 
 
 def incident_excerpt(lines: list[str], event: str, before: int = 4, after: int = 8) -> list[str]:
@@ -158,11 +334,29 @@ def incident_excerpt(lines: list[str], event: str, before: int = 4, after: int =
     return [*excerpt, "", *lines[state_at:]]
 
 
+def _last_second(iso: str) -> datetime:
+    """The whole second at or after the fleet's last event: `slo --at` it shows the SLO
+    windows as they were when the fleet stopped, whenever the command is run."""
+    at = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    whole = at.replace(microsecond=0)
+    return whole if whole == at else whole + timedelta(seconds=1)
+
+
+def _wait_with_progress(settings: Settings, bootstrap: str, which: str, progress: bool) -> float:
+    from govstream.commands.lag import wait_for_zero_lag
+
+    line = ProgressLine(sys.stdout) if progress else None
+    try:
+        return asyncio.run(wait_for_zero_lag(settings, bootstrap, 300, which, on_lag=line))
+    finally:
+        if line is not None:
+            line.done()
+
+
 def run_demo(settings: Settings, *, tenants: int, sessions: int, seed: int, progress: bool) -> int:
     from events.topics import Topics
     from govstream.broker import ensure_broker, stop_broker
     from govstream.commands.dashboard import write_dashboard
-    from govstream.commands.lag import wait_for_zero_lag
     from govstream.commands.simulate import run_simulation
     from govstream.simulate import FleetConfig
     from streams.admin import ensure_topics
@@ -181,6 +375,7 @@ def run_demo(settings: Settings, *, tenants: int, sessions: int, seed: int, prog
     started = time.monotonic()
     broker_started = False
     worker = None
+    incident: str | None = None
     try:
         if settings.kafka_bootstrap:
             bootstrap = settings.kafka_bootstrap
@@ -208,18 +403,19 @@ def run_demo(settings: Settings, *, tenants: int, sessions: int, seed: int, prog
             )
         )
         say("[4/7] waiting for the worker to catch up (lag 0) ...")
-        waited = asyncio.run(wait_for_zero_lag(settings, bootstrap, timeout=300))
+        waited = _wait_with_progress(settings, bootstrap, "sink", progress)
         say(f"      caught up {waited:.1f}s after the last send")
         say("[5/7] summary from ClickHouse SQL")
         mismatches = summarize(settings, truth)
         say("[6/7] dashboards: waiting for the governor, then every panel ...")
-        asyncio.run(wait_for_zero_lag(settings, bootstrap, timeout=300, which="all"))
+        _wait_with_progress(settings, bootstrap, "all", progress)
         page, failed = write_dashboard(settings, demo_dir / "dashboard")
         say(f"      dashboard: {page}")
         if failed:
             mismatches.append(f"{failed} dashboard panels failed (see {page})")
         say("[7/7] forensics: the governor rebuilt from the log, and an incident replayed")
-        mismatches += forensics(settings, bootstrap)
+        found, incident = forensics(settings, bootstrap)
+        mismatches += found
     finally:
         if worker is not None:
             worker.stop()
@@ -227,9 +423,29 @@ def run_demo(settings: Settings, *, tenants: int, sessions: int, seed: int, prog
             stop_broker(settings)
             say("stopped the local broker this demo started")
     elapsed = time.monotonic() - started
+    if not mismatches:
+        say(f"\nAll figures match the simulator's ground truth. Demo took {elapsed:.0f}s.")
+    log = (
+        f"the broker at {settings.kafka_bootstrap}"
+        if settings.kafka_bootstrap
+        else f"the local broker's data under {settings.home.resolve()}"
+    )
+    say(
+        f"\nExplore this run afterwards: its log stays in {log}, its ClickHouse in "
+        f"{settings.chdb_path} (until the next demo). Run these as printed, from any "
+        "directory:"
+    )
+    commands = follow_up(
+        settings,
+        program=invoked_as(),
+        session_id=incident,
+        slo_at=_last_second(truth["last_event_at"]),
+        restart_broker=broker_started,
+    )
+    for command in commands:
+        say(f"    {command}")
     if mismatches:
         for line in mismatches:
             print(f"govstream: mismatch: {line}", file=sys.stderr)
         raise GovstreamError(f"demo figures differ from the ground truth ({len(mismatches)})")
-    say(f"\nAll figures match the simulator's ground truth. Demo took {elapsed:.0f}s.")
     return 0

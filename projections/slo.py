@@ -82,24 +82,34 @@ from projections.policy_contract import ContractError, read_document, validate_d
 __all__ = [
     "DEFAULT_SLO_PATH",
     "SLIS",
+    "STATES",
     "Alert",
     "BudgetBurn",
     "BudgetSpend",
+    "RuleVerdict",
     "ScopeCounts",
     "SloConfigError",
     "SloDocument",
     "SloScope",
     "WindowCounts",
     "budget_burn",
+    "budget_why",
     "burn_rate",
+    "deciding_rule",
     "duration_seconds",
     "error_budget",
     "evaluate_burn",
+    "format_burn",
+    "format_usd",
+    "judge_rule",
+    "judge_rules",
     "load_slo",
     "parse_slo",
     "seconds_left_in_period",
+    "sli_state",
     "slo_status",
     "tally_turns",
+    "triage",
     "turn_verdicts",
 ]
 
@@ -421,6 +431,163 @@ def _hours(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+# Why a rule fires or not, as a code a program can switch on; `RuleVerdict.why` says it
+# in words. The order of the checks is the rule itself (see judge_rule).
+RuleReason = Literal["firing", "suppressed", "no_events", "burn_below", "recovering"]
+
+
+@dataclass(frozen=True, slots=True)
+class RuleVerdict:
+    """One burn rule judged for one scope, tier and SLI: whether it fires, and why.
+
+    reason:
+      firing      both windows burn at >= the rule's rate, the long one holds >= min_events
+      suppressed  both windows burn fast enough, but the long one holds < min_events turns
+                  (the case an operator must still see: 12/12 bad is 100x, and silent)
+      no_events   the long window holds no turns
+      burn_below  the long window burns below the rate (whatever the short one does)
+      recovering  the long window burns fast enough, the short one no longer does
+    why is the one-line explanation every output prints (text and --json alike).
+    """
+
+    severity: Severity
+    long_window: str
+    short_window: str
+    threshold: float
+    min_events: int
+    long_counts: WindowCounts
+    short_counts: WindowCounts
+    long_burn: float
+    short_burn: float
+    reason: RuleReason
+    why: str
+
+    @property
+    def fires(self) -> bool:
+        return self.reason == "firing"
+
+    @property
+    def closeness(self) -> tuple[float, float]:
+        return _closeness(self.long_burn, self.short_burn, self.threshold)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "severity": self.severity,
+            "long_window": self.long_window,
+            "short_window": self.short_window,
+            "threshold": self.threshold,
+            "min_events": self.min_events,
+            "long_burn": self.long_burn,
+            "short_burn": self.short_burn,
+            "long_counts": {"total": self.long_counts.total, "bad": self.long_counts.bad},
+            "short_counts": {"total": self.short_counts.total, "bad": self.short_counts.bad},
+            "fires": self.fires,
+            "reason": self.reason,
+            "why": self.why,
+        }
+
+
+def _closeness(long_burn: float, short_burn: float, threshold: float) -> tuple[float, float]:
+    """How near a rule is to firing: the slower window's burn over the rule's rate, then
+    the long window's (a 6h window still burning after a quiet 30m beats a quiet hour,
+    though both have a slower window at 0). Ignores min_events: that is the state's job."""
+    return min(long_burn, short_burn) / threshold, long_burn / threshold
+
+
+def format_burn(burn: Fraction | float, threshold: Fraction | float) -> str:
+    """A burn rate with as few decimals (1 to 4) as keep its comparison with the
+    threshold true on the page: 14.38 against 14.4 prints "14.38", not "14.4"."""
+    exact, limit = Fraction(burn), Fraction(threshold)
+    text = f"{float(exact):.1f}"
+    for digits in range(1, 5):
+        text = f"{float(exact):.{digits}f}"
+        if (Fraction(text) >= limit) == (exact >= limit):
+            break
+    return text
+
+
+def judge_rule(
+    doc: SloDocument,
+    tier: str,
+    sli: Sli,
+    severity: Severity,
+    counts_by_window: Mapping[str, WindowCounts],
+) -> RuleVerdict:
+    """Judge one burn rule (doc.burn_alerts.rules[severity]); the one place the rule lives.
+
+    It fires when BOTH the long and the short window burn at >= its rate (the
+    long window proves the spend is significant, the short one that it is
+    still going on) and the long window holds >= burn_alerts.min_events turns.
+    The burn is judged first, so a scope with too few turns whose burn would
+    fire is `suppressed`, not merely quiet.
+    """
+    if sli not in SLIS:
+        raise ValueError(f"unknown SLI {sli!r} (expected success or latency)")
+    objective = doc.tier(tier).objective(sli)
+    rule = doc.burn_alerts.rules[severity]
+    min_events = doc.burn_alerts.min_events
+    long = _counts(counts_by_window, rule.long_window)
+    short = _counts(counts_by_window, rule.short_window)
+    threshold = _exact(rule.burn_rate)
+    long_burn = _burn(long.bad, long.total, objective)
+    short_burn = _burn(short.bad, short.total, objective)
+    rate = f"{rule.burn_rate:g}"
+    lw, sw = rule.long_window, rule.short_window
+    long_text, short_text = format_burn(long_burn, threshold), format_burn(short_burn, threshold)
+    few = long.total < min_events
+    events = "1 event" if long.total == 1 else f"{long.total} events"
+    few_text = f"{events} < min_events {min_events} in {lw}"
+    reason: RuleReason
+    if long.total == 0:
+        reason, why = "no_events", f"not firing: no events in {lw}"
+    elif long_burn < threshold:
+        reason = "burn_below"
+        if short_burn < threshold:
+            why = f"not firing: burn {long_text} over {lw} and {short_text} over {sw} < {rate}"
+        else:
+            why = f"not firing: burn {long_text} < {rate} over {lw} ({short_text} over {sw})"
+        if few:
+            why += f"; and {few_text}"
+    elif short_burn < threshold:
+        reason = "recovering"
+        why = (
+            f"not firing: burn {long_text} >= {rate} over {lw} "
+            f"but {short_text} < {rate} over {sw} (recovering)"
+        )
+        if few:
+            why += f"; and {few_text}"
+    elif few:
+        reason = "suppressed"
+        why = (
+            f"not firing: {few_text}, though burn {long_text} over {lw} "
+            f"and {short_text} over {sw} >= {rate}"
+        )
+    else:
+        reason = "firing"
+        why = f"FIRING: burn {long_text} over {lw} and {short_text} over {sw} >= {rate}"
+    return RuleVerdict(
+        severity=severity,
+        long_window=lw,
+        short_window=sw,
+        threshold=rule.burn_rate,
+        min_events=min_events,
+        long_counts=long,
+        short_counts=short,
+        long_burn=float(long_burn),
+        short_burn=float(short_burn),
+        reason=reason,
+        why=why,
+    )
+
+
+def judge_rules(
+    doc: SloDocument, tier: str, sli: Sli, counts_by_window: Mapping[str, WindowCounts]
+) -> list[RuleVerdict]:
+    """Every burn rule of the document judged, most severe first."""
+    severities = sorted(doc.burn_alerts.rules, key=lambda severity: _SEVERITY_ORDER[severity])
+    return [judge_rule(doc, tier, sli, severity, counts_by_window) for severity in severities]
+
+
 def evaluate_burn(
     doc: SloDocument,
     tier: str,
@@ -430,33 +597,22 @@ def evaluate_burn(
 ) -> list[Alert]:
     """The burn rules firing for one scope, tier and SLI, most severe first.
 
-    A rule fires when the long window holds >= burn_alerts.min_events turns
-    and BOTH the long and the short window burn at >= the rule's rate: the
-    long window proves the spend is significant, the short one that it is
-    still going on. Every firing rule is returned (a page usually comes with
-    its ticket); a consumer that wants one alert per scope takes the first.
+    Whether a rule fires is judge_rule's verdict. Every firing rule is
+    returned (a page usually comes with its ticket); a consumer that wants one
+    alert per scope takes the first.
     """
-    if sli not in SLIS:
-        raise ValueError(f"unknown SLI {sli!r} (expected success or latency)")
-    objective = doc.tier(tier).objective(sli)
-    period = duration_seconds(doc.period)
     alerts: list[Alert] = []
-    rules = sorted(doc.burn_alerts.rules.items(), key=lambda item: _SEVERITY_ORDER[item[0]])
-    for severity, rule in rules:
-        long = _counts(counts_by_window, rule.long_window)
-        short = _counts(counts_by_window, rule.short_window)
-        if long.total < doc.burn_alerts.min_events:
+    period = duration_seconds(doc.period)
+    for verdict in judge_rules(doc, tier, sli, counts_by_window):
+        if not verdict.fires:
             continue
-        threshold = _exact(rule.burn_rate)
-        long_burn = _burn(long.bad, long.total, objective)
-        short_burn = _burn(short.bad, short.total, objective)
-        if long_burn < threshold or short_burn < threshold:
-            continue
-        budget_left = period / float(long_burn)
+        long, short = verdict.long_counts, verdict.short_counts
+        severity, rule = verdict.severity, doc.burn_alerts.rules[verdict.severity]
+        budget_left = period / verdict.long_burn
         message = (
             f"{severity.upper()} {scope.label()} tier {tier} {sli}: burning the "
-            f"{doc.period} error budget {float(long_burn):.1f}x over {rule.long_window} "
-            f"({long.bad}/{long.total} bad) and {float(short_burn):.1f}x over "
+            f"{doc.period} error budget {verdict.long_burn:.1f}x over {rule.long_window} "
+            f"({long.bad}/{long.total} bad) and {verdict.short_burn:.1f}x over "
             f"{rule.short_window} ({short.bad}/{short.total} bad), rule >= {rule.burn_rate}x; "
             f"at this rate a full budget lasts {_hours(budget_left)}"
         )
@@ -466,12 +622,12 @@ def evaluate_burn(
                 scope=scope,
                 tier=tier,
                 sli=sli,
-                objective=objective,
+                objective=doc.tier(tier).objective(sli),
                 threshold=rule.burn_rate,
                 long_window=rule.long_window,
                 short_window=rule.short_window,
-                long_burn=float(long_burn),
-                short_burn=float(short_burn),
+                long_burn=verdict.long_burn,
+                short_burn=verdict.short_burn,
                 long_counts=long,
                 short_counts=short,
                 message=message,
@@ -666,6 +822,39 @@ class BudgetSpend:
     seconds_left_in_period: int
 
 
+# The state of one (scope, tier, SLI), worst first; the order `triage` sorts by.
+SloState = Literal["firing", "suppressed", "bad", "ok"]
+STATES: tuple[SloState, ...] = ("firing", "suppressed", "bad", "ok")
+
+
+def sli_state(verdicts: Iterable[RuleVerdict]) -> SloState:
+    """firing: a rule fires. suppressed: none fires, but one burns fast enough and is
+    held back only by min_events. bad: neither, but some rule's long window holds
+    bad turns. ok: no bad turn in any rule's window."""
+    verdicts = list(verdicts)
+    if any(v.fires for v in verdicts):
+        return "firing"
+    if any(v.reason == "suppressed" for v in verdicts):
+        return "suppressed"
+    if any(v.long_counts.bad for v in verdicts):
+        return "bad"
+    return "ok"
+
+
+def deciding_rule(verdicts: Iterable[RuleVerdict]) -> RuleVerdict:
+    """The rule whose verdict explains the state: the most severe firing one, else
+    the most severe suppressed one, else the one closest to firing (ties: the
+    more severe). `verdicts` come most severe first (judge_rules)."""
+    verdicts = list(verdicts)
+    if not verdicts:
+        raise ValueError("no burn rules to decide between")
+    for reason in ("firing", "suppressed"):
+        for verdict in verdicts:
+            if verdict.reason == reason:
+                return verdict
+    return max(verdicts, key=lambda v: v.closeness)  # max keeps the first of equals
+
+
 def _ratio(counts: WindowCounts) -> float | None:
     return None if counts.total == 0 else (counts.total - counts.bad) / counts.total
 
@@ -691,8 +880,15 @@ def _sli_status(doc: SloDocument, row: ScopeCounts, sli: Sli) -> dict[str, Any]:
     allowed = (1 - _exact(objective)) * period.total  # bad turns the period may hold
     remaining = None if period.total == 0 else float(1 - period.bad / allowed)
     alerts = evaluate_burn(doc, row.tier, row.scope, sli, by_window)
+    verdicts = judge_rules(doc, row.tier, sli, by_window)
+    deciding = deciding_rule(verdicts)
     status: dict[str, Any] = {
         "objective": objective,
+        "state": sli_state(verdicts),
+        # The rule that decides the state, and why it fires or not (what the text prints).
+        "why_rule": deciding.severity,
+        "why": deciding.why,
+        "rules": [verdict.to_json() for verdict in verdicts],
         "windows": windows,
         "error_budget": {
             "period": doc.period,
@@ -716,12 +912,15 @@ def slo_status(
 ) -> dict[str, Any]:
     """A JSON-able status of every scope and budget; the module docstring gives the input.
 
-    Keys: slo_version, period, scopes (one entry per ScopeCounts, in input
-    order: tenant, workflow, tier, and per SLI its objective, per-window
-    counts / good_ratio / burn_rate, the period's error_budget and firing
-    alerts), budgets (one entry per BudgetSpend with the BudgetBurn fields
-    and a message when firing), and alerts: every firing alert, burn-rate and
-    budget ones, pages first, then tickets, then budget alerts.
+    Keys: slo_version, period, min_events, summary ((scope, tier, SLI) pairs
+    per state, budgets firing), scopes (one entry per ScopeCounts, in input
+    order: tenant, workflow, tier, its worst state, and per SLI its objective,
+    state, the deciding rule and its why (why_rule, why), every rule's verdict
+    (rules), per-window counts / good_ratio / burn_rate, the period's
+    error_budget and firing alerts), budgets (one entry per BudgetSpend with
+    the BudgetBurn fields, state, severity, why, and a message when firing),
+    and alerts: every firing alert, burn-rate and budget ones, pages first,
+    then tickets, then budget alerts. `triage` orders the rows for people.
     """
     scope_entries = []
     firing: list[dict[str, Any]] = []
@@ -729,7 +928,10 @@ def slo_status(
         slis = {sli: _sli_status(doc, row, sli) for sli in SLIS}
         for sli_status in slis.values():
             firing.extend(sli_status["alerts"])
-        scope_entries.append({**row.scope.to_json(), "tier": row.tier, "slis": slis})
+        state = min((s["state"] for s in slis.values()), key=STATES.index)
+        scope_entries.append(
+            {**row.scope.to_json(), "tier": row.tier, "state": state, "slis": slis}
+        )
     window_seconds = duration_seconds(doc.budget_burn.rate_window)
     budget_entries = []
     for spend in budgets:
@@ -747,22 +949,109 @@ def slo_status(
             "period": spend.period,
             "rate_window": doc.budget_burn.rate_window,
             **verdict.to_json(),
+            "state": "firing" if verdict.fires else "ok",
+            # Exhausted: sessions are being refused or degraded now. Projected: hours to act.
+            "severity": ("page" if verdict.exhausted else "ticket") if verdict.fires else None,
+            "why": budget_why(verdict, doc.budget_burn.rate_window),
         }
         if verdict.fires:
             entry["message"] = _budget_message(spend, verdict, doc.budget_burn.rate_window)
-            # Exhausted: sessions are being refused or degraded now. Projected: hours to act.
-            severity = "page" if verdict.exhausted else "ticket"
-            firing.append({"kind": "budget_burn", "severity": severity, **entry})
+            firing.append({"kind": "budget_burn", **entry})
         budget_entries.append(entry)
     kinds = {"burn_rate": 0, "budget_burn": 1}
-    firing.sort(key=lambda alert: (_SEVERITY_ORDER[alert["severity"]], kinds[alert["kind"]]))
+    firing.sort(
+        key=lambda alert: (
+            _SEVERITY_ORDER[alert["severity"]],
+            kinds[alert["kind"]],
+            alert["tenant"],
+            alert.get("workflow") is not None,  # the whole tenant before its workflows
+            alert.get("workflow") or "",
+            alert.get("tier", ""),
+            alert.get("sli", alert.get("period", "")),
+        )
+    )
+    states = [sli["state"] for entry in scope_entries for sli in entry["slis"].values()]
     return {
         "slo_version": doc.version,
         "period": doc.period,
+        "min_events": doc.burn_alerts.min_events,
+        # (scope, tier, SLI) pairs per state, and budgets firing.
+        "summary": {
+            **{state: states.count(state) for state in STATES},
+            "budgets_firing": sum(1 for b in budget_entries if b["fires"]),
+        },
         "scopes": scope_entries,
         "budgets": budget_entries,
         "alerts": firing,
     }
+
+
+def triage(report: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The rows a reader scans, worst first: one per (scope, tier, SLI), and the budgets.
+
+    SLI rows: firing (pages, then tickets), suppressed, bad, ok (STATES); within a
+    state the deciding rule closest to firing first (the slower of its two
+    windows' burn over its rate, then the long window's), then scope, tier, SLI.
+    Each row is {tenant, workflow, tier, sli, **the SLI's status}. Budgets:
+    firing first (pages, then tickets), then by projected share of the limit.
+    """
+
+    def sli_key(row: dict[str, Any]) -> tuple[Any, ...]:
+        rule = next(r for r in row["rules"] if r["severity"] == row["why_rule"])
+        nearest, long = _closeness(rule["long_burn"], rule["short_burn"], rule["threshold"])
+        return (
+            STATES.index(row["state"]),
+            _SEVERITY_ORDER[row["why_rule"]] if row["state"] == "firing" else 0,
+            -nearest,
+            -long,
+            row["tenant"],
+            row["workflow"] is not None,
+            row["workflow"] or "",
+            row["tier"],
+            SLIS.index(row["sli"]),
+        )
+
+    rows = [
+        {"tenant": e["tenant"], "workflow": e["workflow"], "tier": e["tier"], "sli": sli, **st}
+        for e in report["scopes"]
+        for sli, st in e["slis"].items()
+    ]
+
+    def budget_key(entry: dict[str, Any]) -> tuple[Any, ...]:
+        share = entry["projected_spend"] / entry["limit"] if entry["limit"] else float("inf")
+        severity = _SEVERITY_ORDER[entry["severity"]] if entry["fires"] else 2
+        return (severity, -share, entry["tenant"], entry["period"])
+
+    return sorted(rows, key=sli_key), sorted(report["budgets"], key=budget_key)
+
+
+def format_usd(micros: int) -> str:
+    """Micro-dollars as dollars: cents, unless that would show a non-zero amount as $0.00."""
+    if micros == 0 or abs(micros) >= 10_000:
+        return f"${micros / 1_000_000:,.2f}"
+    return f"${micros / 1_000_000:.6f}"
+
+
+def budget_why(verdict: BudgetBurn, rate_window: str) -> str:
+    """Why a money budget's burn alert fires or not, in one line (text and --json)."""
+    used, limit = format_usd(verdict.used), format_usd(verdict.limit)
+    if verdict.exhausted:
+        return f"FIRING: exhausted, {used} used of {limit}"
+    if verdict.spent_in_window == 0:
+        return f"not firing: nothing spent in the last {rate_window}; {used} of {limit} used"
+    rate = format_usd(verdict.rate_micros_per_hour)
+    left = _hours(verdict.seconds_left_in_period)
+    projected = format_usd(verdict.projected_spend)
+    if verdict.fires:
+        runs_out = _hours(verdict.seconds_to_exhaustion or 0)
+        return (
+            f"FIRING: {rate}/h (last {rate_window}) for the {left} left projects "
+            f"{projected} > {limit}; runs out in {runs_out}"
+        )
+    return (
+        f"not firing: {rate}/h (last {rate_window}) for the {left} left projects "
+        f"{projected} <= {limit}"
+    )
 
 
 def _budget_message(spend: BudgetSpend, verdict: BudgetBurn, rate_window: str) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+from collections.abc import Callable
 
 from govstream.errors import GovstreamError
 from govstream.settings import Settings, load
@@ -40,15 +41,22 @@ async def total_lag(settings: Settings, bootstrap: str, which: str = "sink") -> 
 
 
 async def wait_for_zero_lag(
-    settings: Settings, bootstrap: str, timeout: float, which: str = "sink"
+    settings: Settings,
+    bootstrap: str,
+    timeout: float,
+    which: str = "sink",
+    on_lag: Callable[[int, int], None] | None = None,
 ) -> float:
     """Poll until the chosen groups have consumed everything (zero on two readings
     in a row: a relay committed between the topics' readings shows on the next);
-    return seconds waited."""
+    return seconds waited. `on_lag(lag, committed)` sees every reading: the lag and
+    the sum of the committed offsets (the demo's progress line)."""
     started = time.monotonic()
     zeros = 0
     while True:
-        lag, _ = await total_lag(settings, bootstrap, which)
+        lag, rows = await total_lag(settings, bootstrap, which)
+        if on_lag is not None:
+            on_lag(lag, sum(max(row.committed, 0) for _, row in rows))
         zeros = zeros + 1 if lag == 0 else 0
         if zeros >= 2:
             return time.monotonic() - started

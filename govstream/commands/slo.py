@@ -3,8 +3,12 @@
 Counts turns per tenant (and per workflow) and tier into every window of the
 SLO document (sql/queries/slo_counts.sql), reads the tenants' money budgets
 and recent spend (sql/queries/slo_budget_spend.sql), and hands both to the
-pure evaluation in projections/slo.py. Prints a summary and the firing
-alerts; `--json` prints the whole status as one JSON object.
+pure evaluation in projections/slo.py, which also says why each rule fires or
+not. Prints the firing alerts, then a table of (scope, tier, SLI) rows with
+their burn rates per window, events and that why, worst first, and the money
+budgets the same way; `--json` prints the whole status (the same whys) as one
+JSON object. By default the tables leave out what is quiet: SLI rows without a
+bad turn in any burn rule's window and budgets not firing (`--all` shows them).
 """
 
 from __future__ import annotations
@@ -25,17 +29,39 @@ from projections.slo import (
     SloDocument,
     SloScope,
     WindowCounts,
+    format_usd,
     load_slo,
     seconds_left_in_period,
     slo_status,
+    triage,
 )
 
 QUERIES = Path(__file__).resolve().parents[2] / "sql" / "queries"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("slo", help="SLO status and firing burn-rate alerts")
+    parser = subparsers.add_parser(
+        "slo",
+        help="SLO status, firing burn-rate alerts, and why each scope fires or not",
+        description="Firing alerts, then one row per (tenant[/workflow], tier, SLI): burn "
+        "rate per window, events in each rule's long window, and why the closest rule fires "
+        "or not (FIRING, SUPPRESSED = burns fast enough but has fewer turns than min_events, "
+        "bad turns, ok), worst first; then the money budgets. Without --all, quiet rows (no bad "
+        "turn in the burn rules' windows, budgets not firing) are left out and 'bad turns' "
+        "rows are cut at --limit.",
+    )
     parser.add_argument("--json", action="store_true", help="the whole status as JSON")
+    parser.add_argument(
+        "--all", action="store_true", help="also list quiet scopes and budgets not firing"
+    )
+    parser.add_argument(
+        "--limit",
+        type=int,
+        default=20,
+        metavar="N",
+        help="without --all, at most N 'bad turns' rows, the fastest burning "
+        "(FIRING and SUPPRESSED rows are always listed; default %(default)s)",
+    )
     parser.add_argument("--at", help="evaluate at this UTC time (ISO 8601); default now")
     parser.add_argument("--tenant", help="only this tenant")
     parser.add_argument("--slo", type=Path, help="SLO document (GOVSTREAM_SLO_PATH)")
@@ -129,26 +155,147 @@ def status(
     return {"at": now.isoformat(), **slo_status(doc, scopes, budgets)}
 
 
-def render(report: dict[str, Any]) -> str:
-    scopes = report["scopes"]
+_STATE_LABELS = {"suppressed": "SUPPRESSED", "bad": "bad turns", "ok": "ok"}
+
+
+def _state_label(row: dict[str, Any]) -> str:
+    if row["state"] == "firing":
+        return f"FIRING {row['why_rule']}"  # the most severe firing rule
+    return _STATE_LABELS[row["state"]]
+
+
+def _table(header: list[str], rows: list[list[str]], right: set[int]) -> list[str]:
+    """Columns padded to their widest cell; the last column is left ragged."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = []
+    for row in [header, *rows]:
+        cells = [
+            cell if i == len(row) - 1 else cell.rjust(w) if i in right else cell.ljust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  " + "  ".join(cells).rstrip())
+    return lines
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _scope_label(row: dict[str, Any]) -> str:
+    return row["tenant"] if row["workflow"] is None else f"{row['tenant']}/{row['workflow']}"
+
+
+def render(report: dict[str, Any], *, show_all: bool = False, limit: int = 20) -> str:
+    """The status for people: alerts, then the SLI and budget tables (projections.slo.triage).
+
+    Without show_all: every firing and suppressed row, the first `limit` rows with
+    bad turns (triage puts the closest to firing first), no ok rows, firing budgets.
+    """
+    rows, budgets = triage(report)
+    summary = report["summary"]
     lines = [
-        f"SLO {report['slo_version']} at {report['at']}: {len(scopes)} scopes, "
-        f"{len(report['budgets'])} money budgets"
+        f"SLO {report['slo_version']} at {report['at']}: "
+        f"{_count(len(report['scopes']), 'scope')} (tenant[/workflow], tier), "
+        f"{_count(len(report['budgets']), 'money budget')}"
     ]
     alerts = report["alerts"]
-    if not alerts:
-        lines.append("no alerts firing")
+    lines.append(f"alerts firing: {len(alerts)}" if alerts else "no alerts firing")
     for alert in alerts:
-        lines.append(f"  {alert['severity'].upper():6} {alert['message']}")
+        # Burn-rate messages start with their severity; budget ones with BUDGET.
+        prefix = "" if alert["kind"] == "burn_rate" else f"{alert['severity'].upper()} "
+        lines.append(f"  {prefix}{alert['message']}")
+    if summary["suppressed"]:
+        lines.append(
+            f"suppressed: {_count(summary['suppressed'], 'scope SLI')} burning fast enough "
+            f"to alert, with fewer turns than min_events {report['min_events']} "
+            "(SUPPRESSED below)"
+        )
+
+    shown, cut = rows, 0
+    if not show_all:
+        bad = [r for r in rows if r["state"] == "bad"]
+        shown = [r for r in rows if r["state"] in ("firing", "suppressed")] + bad[:limit]
+        cut = len(bad) - len(bad[:limit])
+    windows = list(rows[0]["windows"]) if rows else []
+    long_windows = list(dict.fromkeys(r["long_window"] for r in rows[0]["rules"])) if rows else []
+    lines.append("")
+    if shown:
+        lines.append(
+            "burn rate per window (1 = spending the error budget exactly over "
+            f"{report['period']}); events = bad/total in each rule's long window"
+        )
+        header = ["state", "scope", "tier", "sli", "objective", *windows]
+        header += [f"events {w}" for w in long_windows] + ["why (deciding rule)"]
+        table = []
+        for row in shown:
+            rule_counts = {r["long_window"]: r["long_counts"] for r in row["rules"]}
+            table.append(
+                [
+                    _state_label(row),
+                    _scope_label(row),
+                    row["tier"],
+                    row["sli"],
+                    f"{row['objective']:g}",
+                    *(f"{row['windows'][w]['burn_rate']:.1f}" for w in windows),
+                    *(f"{rule_counts[w]['bad']}/{rule_counts[w]['total']}" for w in long_windows),
+                    f"[{row['why_rule']}] {row['why']}",
+                ]
+            )
+        right = set(range(4, 5 + len(windows) + len(long_windows)))
+        lines += _table(header, table, right)
+    else:
+        lines.append("no scope has a bad turn in the burn rules' windows")
+    if not show_all:
+        quiet = sum(1 for r in rows if r["state"] == "ok")
+        hidden = [f"{_count(cut, 'more scope SLI')} with bad turns (--limit)"] if cut else []
+        if quiet:
+            hidden.append(
+                f"{_count(quiet, 'scope SLI')} with no bad turn in the burn rules' windows"
+            )
+        if hidden:
+            lines.append(f"  ({' and '.join(hidden)} not shown; --all lists them)")
+
+    shown_budgets = budgets if show_all else [b for b in budgets if b["fires"]]
+    lines.append("")
+    if shown_budgets:
+        window = shown_budgets[0]["rate_window"]
+        header = ["state", "tenant", "period", "used", "limit", f"spent {window}", "projected"]
+        table = [
+            [
+                f"FIRING {b['severity']}" if b["fires"] else "ok",
+                b["tenant"],
+                b["period"],
+                format_usd(b["used"]),
+                format_usd(b["limit"]),
+                format_usd(b["spent_in_window"]),
+                format_usd(b["projected_spend"]),
+                b["why"],
+            ]
+            for b in shown_budgets
+        ]
+        lines.append(f"money budgets (spend rate measured over the last {window})")
+        lines += _table([*header, "why"], table, {3, 4, 5, 6})
+    elif budgets:
+        lines.append("no money budget is burning too fast")
+    else:
+        lines.append("no money budgets (no tenant profile sets a cost limit)")
+    if len(shown_budgets) < len(budgets):
+        lines.append(
+            f"  ({_count(len(budgets) - len(shown_budgets), 'money budget')} not firing "
+            "not shown; --all lists them with why)"
+        )
     return "\n".join(lines)
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.limit < 0:
+        raise UsageError("--limit must be 0 or more")
     settings = load(slo_path=args.slo)
     try:
         doc = load_slo(settings.resolved_slo_path)
     except ContractError as exc:  # one line naming the field
         raise UsageError(str(exc)) from None
     report = status(settings, doc, parse_at(args.at), args.tenant)
-    print(json.dumps(report, indent=2) if args.json else render(report))
+    text = render(report, show_all=args.all, limit=args.limit) if not args.json else None
+    print(json.dumps(report, indent=2) if text is None else text)
     return 0

@@ -3,7 +3,9 @@
 A crafted fleet in the `turns`, `sessions` and `events_archive` tables (no
 Kafka needed: this is about the SQL and the evaluation): three healthy
 tenants and one with an incident (30% of its turns failing for the last hour),
-one tenant spending its daily budget too fast.
+one tenant spending its daily budget too fast, and a tenant whose small tier-A
+workflow fails every turn in the last hour but has too few turns for the burn
+rules' min_events (the scope `govstream slo` must not hide).
 """
 
 from __future__ import annotations
@@ -20,13 +22,19 @@ import pytest
 
 from govstream.commands.slo import read_budgets, read_scopes
 from govstream.settings import Settings, as_environment
-from projections.slo import load_slo, slo_status, tally_turns
+from projections.slo import WindowCounts, load_slo, slo_status, tally_turns
 from sql.client import open_clickhouse
 from sql.migrate import apply_migrations
 
 pytestmark = pytest.mark.integration
 NOW = datetime(2026, 11, 23, 18, 0, tzinfo=UTC)
-TENANTS = {"t-ok-1": "A", "t-ok-2": "A", "t-ok-3": "B", "t-incident": "A"}
+TENANTS = {"t-ok-1": "A", "t-ok-2": "A", "t-ok-3": "B", "t-incident": "A", "t-mixed": "A"}
+# t-mixed's second workflow: 12 turns in the last hour, all failed (min_events is 100).
+QUIET = "wf-quiet"
+
+
+def _quiet_turns() -> list[tuple[datetime, str, int]]:
+    return [(NOW - timedelta(minutes=5 * k, seconds=30), "error", 900) for k in range(12)]
 
 
 def _turns(tenant: str) -> list[tuple[datetime, str, int]]:
@@ -43,21 +51,21 @@ def _turns(tenant: str) -> list[tuple[datetime, str, int]]:
     return turns
 
 
-@pytest.fixture(scope="module")
-def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    home = tmp_path_factory.mktemp("slo")
-    settings = Settings(home=home, clickhouse_database="slo_test")
+def build_fleet(settings: Settings) -> None:
+    """Write the crafted fleet into `settings`' ClickHouse (also used to reproduce by hand)."""
     with open_clickhouse(settings, role="owner") as ch:
         apply_migrations(ch)
         sessions, turns = [], []
-        for tenant, tier in TENANTS.items():
-            sid = f"s-{tenant}"
-            sessions.append((sid, tenant, "wf-1", tier, "team", "u", "v1", "production",
+        fleet = [(t, tier, "wf-1", _turns(t)) for t, tier in TENANTS.items()]
+        fleet.append(("t-mixed", "A", QUIET, _quiet_turns()))
+        for tenant, tier, workflow, tenant_turns in fleet:
+            sid = f"s-{tenant}-{workflow}"
+            sessions.append((sid, tenant, workflow, tier, "team", "u", "v1", "production",
                              NOW - timedelta(hours=7), f"e-{sid}"))  # fmt: skip
-            for n, (at, outcome, latency) in enumerate(_turns(tenant)):
-                turns.append((f"e-{tenant}-{n}", at, tenant, sid, "wf-1", "production", "gpt-4o",
+            for n, (at, outcome, latency) in enumerate(tenant_turns):
+                turns.append((f"e-{sid}-{n}", at, tenant, sid, workflow, "production", "gpt-4o",
                               "v1", 100, 50, 2_000, 100, latency, outcome, None, 1,
-                              f"k-{tenant}-{n}"))  # fmt: skip
+                              f"k-{sid}-{n}"))  # fmt: skip
         ch.insert("sessions", sessions, ["session_id", "tenant_id", "workflow_id", "tier",
                   "plan", "actor_id", "policy_version", "environment", "started_at",
                   "event_id"])  # fmt: skip
@@ -73,6 +81,12 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
                   "t-incident", "", NOW - timedelta(days=2), orjson.dumps(profile).decode())],
                   ["topic", "partition", "offset", "event_id", "event_type", "schema_id",
                    "tenant_id", "session_id", "occurred_at", "payload"])  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    settings = Settings(home=tmp_path_factory.mktemp("slo"), clickhouse_database="slo_test")
+    build_fleet(settings)
     return settings
 
 
@@ -81,13 +95,17 @@ def test_sql_counts_equal_the_python_reference(settings: Settings) -> None:
     with open_clickhouse(settings, role="owner") as ch:
         scopes = read_scopes(ch, doc, NOW)
     by_scope = {(s.scope.tenant, s.scope.workflow): s for s in scopes}
-    assert set(by_scope) == {(t, w) for t in TENANTS for w in (None, "wf-1")}
+    quiet = ("t-mixed", QUIET)
+    assert set(by_scope) == {(t, w) for t in TENANTS for w in (None, "wf-1")} | {quiet}
     for tenant, tier in TENANTS.items():
         expected = tally_turns(doc, tier, _turns(tenant), NOW)
-        for workflow in (None, "wf-1"):
-            row = by_scope[(tenant, workflow)]
-            assert row.tier == tier
-            assert row.counts == expected, (tenant, workflow)
+        assert by_scope[(tenant, "wf-1")].counts == expected, tenant
+        assert by_scope[(tenant, "wf-1")].tier == tier
+        if tenant == "t-mixed":
+            expected = tally_turns(doc, tier, _turns(tenant) + _quiet_turns(), NOW)
+        assert by_scope[(tenant, None)].counts == expected, tenant
+    assert by_scope[quiet].counts == tally_turns(doc, "A", _quiet_turns(), NOW)
+    assert by_scope[quiet].counts["success"]["1h"] == WindowCounts(12, 12)
     incident = by_scope[("t-incident", None)].counts["success"]
     # 180 turns in the hour, the 3 of minute 5 cancelled (not counted); 18 minutes failed
     assert (incident["1h"].total, incident["1h"].bad) == (177, 54)
@@ -118,6 +136,69 @@ def test_the_cli_prints_the_alerts_and_json(settings: Settings) -> None:
     report = json.loads(machine.stdout)
     assert report["alerts"] == []
     assert {s["tenant"] for s in report["scopes"]} == {"t-ok-1"}
+
+
+def _slo_text(settings: Settings, *args: str) -> list[str]:
+    env = {**os.environ, **as_environment(settings)}
+    command = [sys.executable, "-m", "govstream.cli", "slo", "--at", NOW.isoformat(), *args]
+    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    return run.stdout.splitlines()
+
+
+def test_the_text_shows_a_suppressed_scope_and_why(settings: Settings) -> None:
+    """The user's report: 12/12 bad turns on a tier-A workflow printed "no alerts firing"
+    and nothing else. The text now names the scope, its burn and why it stays quiet."""
+    lines = _slo_text(settings, "--tenant", "t-mixed")
+    assert lines[:3] == [
+        "SLO 2026-11-01 at 2026-11-23T18:00:00+00:00: 3 scopes (tenant[/workflow], tier), "
+        "0 money budgets",
+        "no alerts firing",
+        "suppressed: 1 scope SLI burning fast enough to alert, with fewer turns than "
+        "min_events 100 (SUPPRESSED below)",
+    ]
+    table = lines[lines.index("") + 2 :]
+    assert table[:3] == [
+        "  state       scope             tier  sli      objective     5m    30m     1h     6h"
+        "    30d  events 1h  events 6h  why (deciding rule)",
+        "  SUPPRESSED  t-mixed/wf-quiet  A     success       0.99  100.0  100.0  100.0  100.0"
+        "  100.0      12/12      12/12  [page] not firing: 12 events < min_events 100 in 1h, "
+        "though burn 100.0 over 1h and 100.0 over 5m >= 14.4",
+        "  bad turns   t-mixed           A     success       0.99    6.2    6.5    6.3    1.1"
+        "    1.1     12/189    12/1080  [page] not firing: burn 6.3 over 1h and 6.2 over 5m "
+        "< 14.4",
+    ]
+    assert (
+        "  (2 scope SLIs with no bad turn in the burn rules' windows not shown; --all lists them)"
+        in lines
+    )
+    cut = _slo_text(settings, "--tenant", "t-mixed", "--limit", "0")
+    assert [line.split()[0] for line in cut[6:-3]] == ["SUPPRESSED"]  # always listed
+    assert cut[-3] == (
+        "  (3 more scope SLIs with bad turns (--limit) and 2 scope SLIs with no bad turn in "
+        "the burn rules' windows not shown; --all lists them)"
+    )
+    every = _slo_text(settings, "--tenant", "t-mixed", "--all")
+    assert len([line for line in every if line.startswith("  ok ")]) == 2
+    # --json carries the same why, computed once in projections/slo.py.
+    machine = json.loads("\n".join(_slo_text(settings, "--tenant", "t-mixed", "--json")))
+    (quiet,) = [s for s in machine["scopes"] if s["workflow"] == QUIET]
+    assert quiet["state"] == "suppressed"
+    assert quiet["slis"]["success"]["why"] in table[1]
+
+
+def test_the_text_shows_a_firing_scope_and_its_budget(settings: Settings) -> None:
+    lines = _slo_text(settings, "--tenant", "t-incident")
+    assert lines[1] == "alerts firing: 3"
+    assert lines[2].startswith("  PAGE t-incident tier A success: burning the 30d error budget")
+    assert "  FIRING page  t-incident       A     success       0.99  60.0  31.0  30.5  5.1  5.1" \
+        "     54/177    54/1068  [page] FIRING: burn 30.5 over 1h and 60.0 over 5m >= 14.4" \
+        in lines  # fmt: skip
+    assert lines[-2:] == [
+        "  state          tenant      period   used  limit  spent 1h  projected  why",
+        "  FIRING ticket  t-incident  day     $2.16  $3.00     $0.36      $4.32  FIRING: $0.36/h "
+        "(last 1h) for the 6.0 h left projects $4.32 > $3.00; runs out in 2.3 h",
+    ]
 
 
 def test_a_bad_slo_document_is_one_line(settings: Settings, tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from projections.policy_contract import ContractError
 from projections.slo import (
     DEFAULT_SLO_PATH,
     BudgetSpend,
+    RuleVerdict,
     ScopeCounts,
     SloConfigError,
     SloDocument,
@@ -25,13 +27,18 @@ from projections.slo import (
     WindowCounts,
     budget_burn,
     burn_rate,
+    deciding_rule,
     error_budget,
     evaluate_burn,
+    judge_rule,
+    judge_rules,
     load_slo,
     parse_slo,
     seconds_left_in_period,
+    sli_state,
     slo_status,
     tally_turns,
+    triage,
     turn_verdicts,
 )
 
@@ -591,3 +598,173 @@ def test_the_document_model_is_frozen() -> None:
     with pytest.raises(Exception, match="frozen"):
         DOC.period = "7d"  # type: ignore[misc]
     assert isinstance(DOC, SloDocument)
+
+
+# --- why a rule fires or not (one verdict for the text and the JSON) -----------------
+
+
+def _page(long: tuple[int, int], short: tuple[int, int]) -> dict[str, WindowCounts]:
+    """Counts for the page rule (1h long, 5m short); the ticket windows hold the same."""
+    return {
+        "1h": WindowCounts(*long),
+        "6h": WindowCounts(*long),
+        "5m": WindowCounts(*short),
+        "30m": WindowCounts(*short),
+        "30d": WindowCounts(*long),
+    }
+
+
+@pytest.mark.parametrize(
+    ("long", "short", "reason", "why"),
+    [
+        ((1000, 240), (100, 20), "firing",
+         "FIRING: burn 24.0 over 1h and 20.0 over 5m >= 14.4"),
+        # The user's scope: a tier-A workflow whose 12 turns all failed.
+        ((12, 12), (1, 1), "suppressed",
+         "not firing: 12 events < min_events 100 in 1h, "
+         "though burn 100.0 over 1h and 100.0 over 5m >= 14.4"),
+        ((1, 1), (1, 1), "suppressed",
+         "not firing: 1 event < min_events 100 in 1h, "
+         "though burn 100.0 over 1h and 100.0 over 5m >= 14.4"),
+        ((1000, 31), (100, 0), "burn_below",
+         "not firing: burn 3.1 over 1h and 0.0 over 5m < 14.4"),
+        ((1000, 31), (100, 20), "burn_below",
+         "not firing: burn 3.1 < 14.4 over 1h (20.0 over 5m)"),
+        ((12, 1), (1, 0), "burn_below",
+         "not firing: burn 8.3 over 1h and 0.0 over 5m < 14.4; "
+         "and 12 events < min_events 100 in 1h"),
+        ((1000, 240), (100, 1), "recovering",
+         "not firing: burn 24.0 >= 14.4 over 1h but 1.0 < 14.4 over 5m (recovering)"),
+        ((0, 0), (0, 0), "no_events", "not firing: no events in 1h"),
+        # Printed with the decimals that keep the comparison true: 14.39 is not "14.4".
+        ((10_000, 1439), (100, 15), "burn_below",
+         "not firing: burn 14.39 < 14.4 over 1h (15.0 over 5m)"),
+        ((1000, 144), (100, 15), "firing",
+         "FIRING: burn 14.4 over 1h and 15.0 over 5m >= 14.4"),
+    ],
+)  # fmt: skip
+def test_judge_rule_says_why(
+    long: tuple[int, int], short: tuple[int, int], reason: str, why: str
+) -> None:
+    verdict = judge_rule(DOC, "A", "success", "page", _page(long, short))
+    assert (verdict.reason, verdict.why) == (reason, why)
+    assert verdict.fires == (reason == "firing")
+    assert (verdict.long_counts, verdict.short_counts) == (
+        WindowCounts(*long),
+        WindowCounts(*short),
+    )
+
+
+@given(data=st.data())
+def test_the_verdict_is_the_documented_rule(data: st.DataObject) -> None:
+    long_total = data.draw(st.integers(min_value=0, max_value=400))
+    long_bad = data.draw(st.integers(min_value=0, max_value=long_total))
+    short_total = data.draw(st.integers(min_value=0, max_value=long_total))
+    short_bad = data.draw(st.integers(min_value=0, max_value=min(short_total, long_bad)))
+    counts = _page((long_total, long_bad), (short_total, short_bad))
+    for severity in ("page", "ticket"):
+        verdict = judge_rule(DOC, "A", "success", severity, counts)
+        rule = DOC.burn_alerts.rules[severity]
+        long, short = counts[rule.long_window], counts[rule.short_window]
+        rate = Fraction(str(rule.burn_rate))  # exact: 14.4, not the float nearest it
+        fast = all(c.total and Fraction(c.bad * 100, c.total) >= rate for c in (long, short))
+        enough = long.total >= DOC.burn_alerts.min_events
+        assert verdict.fires == (fast and enough)
+        assert (verdict.reason == "suppressed") == (fast and not enough)
+        assert verdict.why.startswith("FIRING: " if verdict.fires else "not firing: ")
+    alerts = evaluate_burn(DOC, "A", SloScope("acme"), "success", counts)
+    fired = [v.severity for v in judge_rules(DOC, "A", "success", counts) if v.fires]
+    assert [a.severity for a in alerts] == fired
+
+
+def test_the_state_and_the_deciding_rule() -> None:
+    def judged(long: tuple[int, int], short: tuple[int, int]) -> list[RuleVerdict]:
+        return judge_rules(DOC, "A", "success", _page(long, short))
+
+    firing = judged((1000, 240), (100, 20))  # both rules fire: the page decides
+    assert sli_state(firing) == "firing" and deciding_rule(firing).severity == "page"
+    quiet = judged((12, 12), (1, 1))
+    assert sli_state(quiet) == "suppressed" and deciding_rule(quiet).severity == "page"
+    # Neither fires: the rule closest to its rate explains it (ticket: 7.0 of 6 over 6h,
+    # but its 30m window at 3.0; page: 7.0 and 3.0 of 14.4).
+    slow = judged((1000, 70), (100, 3))
+    assert sli_state(slow) == "bad"
+    assert deciding_rule(slow).why == (
+        "not firing: burn 7.0 >= 6 over 6h but 3.0 < 6 over 30m (recovering)"
+    )
+    assert sli_state(judged((1000, 0), (100, 0))) == "ok"
+    # Nothing in the last hour, bad turns earlier in the 6h: the ticket rule explains.
+    earlier = {
+        "5m": WindowCounts(0, 0),
+        "30m": WindowCounts(0, 0),
+        "1h": WindowCounts(0, 0),
+        "6h": WindowCounts(9, 6),
+        "30d": WindowCounts(9, 6),
+    }
+    verdicts = judge_rules(DOC, "A", "success", earlier)
+    assert sli_state(verdicts) == "bad"
+    assert deciding_rule(verdicts).why == (
+        "not firing: burn 66.7 >= 6 over 6h but 0.0 < 6 over 30m (recovering); "
+        "and 9 events < min_events 100 in 6h"
+    )
+
+
+def test_the_status_carries_the_same_why_and_triage_sorts_worst_first() -> None:
+    def scope(name: str, long: tuple[int, int], short: tuple[int, int]) -> ScopeCounts:
+        counts = _page(long, short)
+        return ScopeCounts(SloScope("acme", name), "A", {"success": counts, "latency": counts})
+
+    rows = [
+        scope("calm", (1000, 0), (100, 0)),
+        scope("slow", (1000, 31), (100, 0)),
+        scope("quiet", (12, 12), (1, 1)),
+        scope("outage", (1000, 240), (100, 20)),
+        scope("worse", (1000, 500), (100, 60)),
+    ]
+    status = slo_status(DOC, rows)
+    quiet = status["scopes"][2]
+    assert quiet["state"] == "suppressed"
+    assert quiet["slis"]["success"]["why_rule"] == "page"
+    assert quiet["slis"]["success"]["why"] == (
+        judge_rule(DOC, "A", "success", "page", _page((12, 12), (1, 1))).why
+    )
+    assert [r["reason"] for r in quiet["slis"]["success"]["rules"]] == ["suppressed"] * 2
+    # Latency (objective 0.95) burns a fifth as fast on the same counts: "outage" only
+    # has bad latency turns, "worse" opens a latency ticket (10.0 over 6h, 12.0 over 30m).
+    assert status["summary"] == {
+        "firing": 3, "suppressed": 2, "bad": 3, "ok": 2, "budgets_firing": 0
+    }  # fmt: skip
+    sli_rows, _ = triage(status)
+    order = [(r["workflow"], r["sli"], r["state"]) for r in sli_rows]
+    assert order == [
+        ("worse", "success", "firing"),  # pages first, the faster burn first
+        ("outage", "success", "firing"),
+        ("worse", "latency", "firing"),  # a ticket
+        ("quiet", "success", "suppressed"),
+        ("quiet", "latency", "suppressed"),
+        ("outage", "latency", "bad"),  # 4.8 over 6h
+        ("slow", "success", "bad"),  # 3.1 over 1h
+        ("slow", "latency", "bad"),
+        ("calm", "success", "ok"),
+        ("calm", "latency", "ok"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("spend", "why"),
+    [
+        (BudgetSpend("acme", "day", 3 * USD, 2_160_000, 360_000, 6 * 3600),
+         "FIRING: $0.36/h (last 1h) for the 6.0 h left projects $4.32 > $3.00; "
+         "runs out in 2.3 h"),
+        (BudgetSpend("acme", "day", 3 * USD, 2_160_000, 100_000, 6 * 3600),
+         "not firing: $0.10/h (last 1h) for the 6.0 h left projects $2.76 <= $3.00"),
+        (BudgetSpend("acme", "day", 3 * USD, 1_000, 0, 6 * 3600),
+         "not firing: nothing spent in the last 1h; $0.001000 of $3.00 used"),
+        (BudgetSpend("acme", "month", 3 * USD, 3 * USD, 0, 86_400),
+         "FIRING: exhausted, $3.00 used of $3.00"),
+    ],
+)  # fmt: skip
+def test_budget_why(spend: BudgetSpend, why: str) -> None:
+    (entry,) = slo_status(DOC, [], [spend])["budgets"]
+    assert entry["why"] == why
+    assert entry["state"] == ("firing" if why.startswith("FIRING") else "ok")
