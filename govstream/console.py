@@ -28,6 +28,7 @@ from govstream.console_html import (
     Kpis,
     Overview,
     SessionRow,
+    SloView,
     TimelineRow,
     Viewer,
     login_page,
@@ -115,16 +116,25 @@ def read_kpis(ch: ClickHouse, filters: Filters, now: datetime, firing: int) -> K
     )
 
 
-def read_alerts(ch: ClickHouse, doc: SloDocument | None, now: datetime, tenant: str) -> list[str]:
-    """The firing SLO and budget-burn alerts' messages (the same as `govstream slo`)."""
+def read_slo(ch: ClickHouse, doc: SloDocument | None, now: datetime, tenant: str) -> SloView:
+    """The SLO and budget-burn status, as `govstream slo` computes it (one tenant or all)."""
     if doc is None:
-        return []
-    from govstream.commands.slo import read_budgets, read_scopes
-    from projections.slo import slo_status
+        return SloView()
+    from govstream.commands.slo import budget_table, read_budgets, read_scopes, sli_table
+    from projections.slo import slo_status, triage
 
     only = tenant or None
     report = slo_status(doc, read_scopes(ch, doc, now, only), read_budgets(ch, doc, now, only))
-    return [f"{a['severity'].upper()}: {a['message']}" for a in report["alerts"]]
+    rows, budgets = triage(report)
+    states = [row["state"] for row in rows]
+    return SloView(
+        alerts=[a["message"] for a in report["alerts"]],
+        sli=sli_table(rows),
+        sli_states=states,
+        budgets=budget_table(budgets),
+        period=str(report["period"]),
+        min_events=int(report["min_events"]),
+    )
 
 
 def read_panels(ch: ClickHouse, filters: Filters) -> list[PanelResult]:
@@ -148,12 +158,12 @@ def read_panels(ch: ClickHouse, filters: Filters) -> list[PanelResult]:
 def read_overview(
     ch: ClickHouse, filters: Filters, now: datetime, doc: SloDocument | None
 ) -> Overview:
-    alerts = read_alerts(ch, doc, now, filters.tenant)
+    slo = read_slo(ch, doc, now, filters.tenant)
     return Overview(
         filters=filters,
         choices=read_choices(ch, filters),
-        kpis=read_kpis(ch, filters, now, len(alerts)),
-        alerts=alerts,
+        kpis=read_kpis(ch, filters, now, len(slo.alerts)),
+        slo=slo,
         panels=read_panels(ch, filters),
     )
 
@@ -222,7 +232,8 @@ def mount_console(
         now = clock()
         data = await off_loop(lambda: read_overview(clickhouse, filters, now, slo()))
         refresh = None if request.query.get("refresh") == "0" else REFRESH_SECONDS
-        return page(overview_page(viewer, data, refresh))
+        show_all = request.query.get("slo") == "all"
+        return page(overview_page(viewer, data, refresh, all_slos=show_all))
 
     async def sessions(request: web.Request) -> web.Response:
         viewer = viewer_of(request)

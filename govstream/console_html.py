@@ -74,11 +74,25 @@ class Kpis:
 
 
 @dataclass(frozen=True)
+class SloView:
+    """The SLO status as tables (govstream.commands.slo builds the cells for the text
+    output too): every (scope, tier, SLI) row worst first, with its state, and the
+    money budgets."""
+
+    alerts: Sequence[str] = ()  # the firing alerts' messages
+    sli: tuple[list[str], list[list[str]]] = ([], [])  # header, rows
+    sli_states: Sequence[str] = ()  # firing | suppressed | bad | ok, per row
+    budgets: tuple[list[str], list[list[str]]] = ([], [])
+    period: str = ""
+    min_events: int = 0
+
+
+@dataclass(frozen=True)
 class Overview:
     filters: Filters
     choices: Choices
     kpis: Kpis
-    alerts: Sequence[str] = ()  # the firing alerts' messages
+    slo: SloView = field(default_factory=SloView)
     panels: Sequence[PanelResult] = ()
     generated_at: datetime | None = None
 
@@ -121,6 +135,10 @@ CONSOLE_STYLE = STYLE + "".join(
         ".kpi.alarm{border-color:#dc2626}.kpi.alarm b{color:#dc2626}",
         "h3{font-size:16px;margin:18px 0 8px}",
         ".alerts li{color:#b91c1c}",
+        ".slo{background:#fff;border:1px solid #e2e8f0;border-radius:8px;padding:4px 14px;",
+        "margin:0 0 12px;overflow:auto}.slo td{font-size:12px;white-space:nowrap}",
+        'tr[data-slo-state="firing"] td{color:#b91c1c;font-weight:600}',
+        'tr[data-slo-state="suppressed"] td{color:#b45309}',
         "table.list{background:#fff}table.list td,table.list th{padding:4px 10px;",
         "text-align:left}",
     )
@@ -229,7 +247,71 @@ def render_kpis(kpis: Kpis) -> str:
 # --- pages --------------------------------------------------------------------------
 
 
-def overview_page(viewer: Viewer | None, overview: Overview, refresh: int | None = None) -> str:
+SLO_ROWS_SHOWN = 40
+
+
+def render_slo(slo: SloView, query: str | None, show_all: bool) -> str:
+    """Every scope's burn rates, objective, events and why it fires or not: firing,
+    suppressed and bad rows (the first SLO_ROWS_SHOWN), or all of them."""
+    header, rows = slo.sli
+    if not header:
+        return '<section class="slo"><h3>SLOs and budget burn</h3><p>no turns yet</p></section>'
+    pairs = list(zip(slo.sli_states, rows, strict=True))
+    shown = pairs if show_all else [p for p in pairs if p[0] != "ok"][:SLO_ROWS_SHOWN]
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join(
+        f'<tr data-slo-state="{html.escape(state)}">'
+        + "".join(f"<td>{html.escape(cell)}</td>" for cell in row)
+        + "</tr>"
+        for state, row in shown
+    )
+    hidden = len(pairs) - len(shown)
+    table = (
+        f'<table class="list"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+        if shown
+        else "<p>no scope has a bad turn in the burn rules' windows</p>"
+    )
+    more = ""
+    if hidden and query is not None:
+        more = (
+            f'<p class="more">{hidden:,} more scope SLIs (no bad turn, or past the first '
+            f'{SLO_ROWS_SHOWN}): <a href="/console?{html.escape(query)}&amp;slo=all">'
+            "show all</a></p>"
+        )
+    elif hidden:
+        more = f'<p class="more">{hidden:,} more scope SLIs with no bad turn</p>'
+    budget_header, budget_rows = slo.budgets
+    budgets = ""
+    if budget_header:
+        budgets = (
+            '<h4>Money budgets</h4><table class="list"><thead><tr>'
+            + "".join(f"<th>{html.escape(h)}</th>" for h in budget_header)
+            + "</tr></thead><tbody>"
+            + "".join(
+                "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+                for row in budget_rows
+            )
+            + "</tbody></table>"
+        )
+    note = (
+        f"burn rate per window (1 = the error budget spent exactly over {slo.period}); "
+        "events = bad/total in each rule's long window; an alert needs "
+        f"min_events {slo.min_events}"
+    )
+    return (
+        '<section class="slo"><h3>SLOs and budget burn</h3>'
+        f'<p class="about">{html.escape(note)}</p>'
+        f"{table}{more}{budgets}</section>"
+    )
+
+
+def overview_page(
+    viewer: Viewer | None,
+    overview: Overview,
+    refresh: int | None = None,
+    *,
+    all_slos: bool = False,
+) -> str:
     """The overview: KPIs, alerts, charts, then the table-only panels. `viewer` None is
     the static snapshot (`govstream dashboard --out`): no form, no links."""
     f = overview.filters
@@ -244,7 +326,7 @@ def overview_page(viewer: Viewer | None, overview: Overview, refresh: int | None
             f'<p><a data-drill="sessions" href="/console/sessions?{html.escape(f.query())}">'
             f"Sessions of {html.escape(f.tenant)} →</a></p>"
         )
-    alerts = "".join(f"<li>{html.escape(a)}</li>" for a in overview.alerts)
+    alerts = "".join(f"<li>{html.escape(a)}</li>" for a in overview.slo.alerts)
     alert_list = f'<ul class="alerts">{alerts}</ul>' if alerts else ""
     charts = [p for p in overview.panels if p.chart.shape != "table"]
     tables = [p for p in overview.panels if p.chart.shape == "table"]
@@ -252,6 +334,7 @@ def overview_page(viewer: Viewer | None, overview: Overview, refresh: int | None
         head
         + render_kpis(overview.kpis)
         + alert_list
+        + render_slo(overview.slo, f.query() if viewer else None, all_slos)
         + "<h3>Charts</h3><main>"
         + "\n".join(render_panel(p) for p in charts)
         + "</main>"

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import secrets
 import shlex
 import shutil
 import sys
@@ -364,8 +365,12 @@ def run_demo(settings: Settings, *, tenants: int, sessions: int, seed: int, prog
     run_id = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
     demo_dir = (settings.home / "demo").resolve()
     shutil.rmtree(demo_dir / "clickhouse", ignore_errors=True)
+    # An operator key for this run's console (the worker's only while the demo runs).
+    console_key = f"demo-{secrets.token_urlsafe(12)}"
+    keys = ",".join(k for k in (settings.api_keys, f"{console_key}:*") if k)
     settings = settings.model_copy(
         update={
+            "api_keys": keys,
             "topic_prefix": f"govstream-demo-{run_id}",
             "app_id": f"govstream-demo-{run_id}",
             "clickhouse_path": demo_dir / "clickhouse",
@@ -391,6 +396,10 @@ def run_demo(settings: Settings, *, tenants: int, sessions: int, seed: int, prog
         worker = WorkerProcess(settings, log_path=demo_dir / f"worker-{run_id}.log")
         waited = worker.wait_ready()
         say(f"      worker ready in {waited:.1f}s at {worker.url}")
+        say(
+            f"      console: {worker.url}/console (sign in with the key {console_key}; "
+            "open while the demo runs)"
+        )
 
         say(f"[3/7] simulating {tenants} tenants, {sessions:,} sessions (seed {seed}) ...")
         start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=1)

@@ -185,6 +185,55 @@ def _scope_label(row: dict[str, Any]) -> str:
     return row["tenant"] if row["workflow"] is None else f"{row['tenant']}/{row['workflow']}"
 
 
+def sli_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """(header, cells) of triaged SLI rows: state, scope, tier, SLI, objective, the burn
+    rate per window, bad/total in each rule's long window, why (the console shows it too)."""
+    if not rows:
+        return [], []
+    windows = list(rows[0]["windows"])
+    long_windows = list(dict.fromkeys(r["long_window"] for r in rows[0]["rules"]))
+    header = ["state", "scope", "tier", "sli", "objective", *windows]
+    header += [f"events {w}" for w in long_windows] + ["why (deciding rule)"]
+    table = []
+    for row in rows:
+        rule_counts = {r["long_window"]: r["long_counts"] for r in row["rules"]}
+        table.append(
+            [
+                _state_label(row),
+                _scope_label(row),
+                row["tier"],
+                row["sli"],
+                f"{row['objective']:g}",
+                *(f"{row['windows'][w]['burn_rate']:.1f}" for w in windows),
+                *(f"{rule_counts[w]['bad']}/{rule_counts[w]['total']}" for w in long_windows),
+                f"[{row['why_rule']}] {row['why']}",
+            ]
+        )
+    return header, table
+
+
+def budget_table(budgets: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """(header, cells) of triaged money budgets, with why."""
+    if not budgets:
+        return [], []
+    window = budgets[0]["rate_window"]
+    header = ["state", "tenant", "period", "used", "limit", f"spent {window}", "projected", "why"]
+    table = [
+        [
+            f"FIRING {b['severity']}" if b["fires"] else "ok",
+            b["tenant"],
+            b["period"],
+            format_usd(b["used"]),
+            format_usd(b["limit"]),
+            format_usd(b["spent_in_window"]),
+            format_usd(b["projected_spend"]),
+            b["why"],
+        ]
+        for b in budgets
+    ]
+    return header, table
+
+
 def render(report: dict[str, Any], *, show_all: bool = False, limit: int = 20) -> str:
     """The status for people: alerts, then the SLI and budget tables (projections.slo.triage).
 
@@ -224,23 +273,7 @@ def render(report: dict[str, Any], *, show_all: bool = False, limit: int = 20) -
             "burn rate per window (1 = spending the error budget exactly over "
             f"{report['period']}); events = bad/total in each rule's long window"
         )
-        header = ["state", "scope", "tier", "sli", "objective", *windows]
-        header += [f"events {w}" for w in long_windows] + ["why (deciding rule)"]
-        table = []
-        for row in shown:
-            rule_counts = {r["long_window"]: r["long_counts"] for r in row["rules"]}
-            table.append(
-                [
-                    _state_label(row),
-                    _scope_label(row),
-                    row["tier"],
-                    row["sli"],
-                    f"{row['objective']:g}",
-                    *(f"{row['windows'][w]['burn_rate']:.1f}" for w in windows),
-                    *(f"{rule_counts[w]['bad']}/{rule_counts[w]['total']}" for w in long_windows),
-                    f"[{row['why_rule']}] {row['why']}",
-                ]
-            )
+        header, table = sli_table(shown)
         right = set(range(4, 5 + len(windows) + len(long_windows)))
         lines += _table(header, table, right)
     else:
@@ -258,23 +291,11 @@ def render(report: dict[str, Any], *, show_all: bool = False, limit: int = 20) -
     shown_budgets = budgets if show_all else [b for b in budgets if b["fires"]]
     lines.append("")
     if shown_budgets:
-        window = shown_budgets[0]["rate_window"]
-        header = ["state", "tenant", "period", "used", "limit", f"spent {window}", "projected"]
-        table = [
-            [
-                f"FIRING {b['severity']}" if b["fires"] else "ok",
-                b["tenant"],
-                b["period"],
-                format_usd(b["used"]),
-                format_usd(b["limit"]),
-                format_usd(b["spent_in_window"]),
-                format_usd(b["projected_spend"]),
-                b["why"],
-            ]
-            for b in shown_budgets
-        ]
-        lines.append(f"money budgets (spend rate measured over the last {window})")
-        lines += _table([*header, "why"], table, {3, 4, 5, 6})
+        header, table = budget_table(shown_budgets)
+        lines.append(
+            f"money budgets (spend rate measured over the last {shown_budgets[0]['rate_window']})"
+        )
+        lines += _table(header, table, {3, 4, 5, 6})
     elif budgets:
         lines.append("no money budget is burning too fast")
     else:

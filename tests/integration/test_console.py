@@ -15,7 +15,9 @@ import httpx
 import pytest
 
 from govstream.browser import ensure_chromium
+from govstream.console_html import SLO_ROWS_SHOWN
 from govstream.simulate import FleetConfig
+from projections.slo import triage
 from sql.dashboards import load_panels
 from tests.conftest import BACKENDS
 from tests.fleet_run import Run, fleet_run
@@ -89,6 +91,14 @@ def _sign_in(browser: Any, url: str, key: str) -> Any:
     return page
 
 
+def slo_status_now(run: Run) -> dict[str, Any]:
+    from govstream.commands.slo import status
+    from projections.slo import load_slo
+
+    doc = load_slo(run.settings.resolved_slo_path)
+    return status(run.settings, doc, datetime.now(UTC), None)
+
+
 def _kpi(page: Any, name: str) -> str:
     return page.inner_text(f'[data-kpi="{name}"] b')
 
@@ -108,6 +118,15 @@ def test_an_operator_picks_a_tenant_and_drills_down_to_a_session(run: Run, brows
     page.goto(f"{url}/console?range=all&refresh=0")
     assert _kpi(page, "turns") == f"{_turns(run):,}"
     assert page.locator("section.panel").count() == len(load_panels())
+    # The SLO table: the same rows, worst first, as `govstream slo` (one rule, one place).
+    report = slo_status_now(run)
+    rows, _ = triage(report)
+    not_ok = [r["state"] for r in rows if r["state"] != "ok"][:SLO_ROWS_SHOWN]
+    states = page.locator("section.slo tr[data-slo-state]").evaluate_all(
+        "rows => rows.map(r => r.dataset.sloState)"
+    )
+    assert states == not_ok and "why (deciding rule)" in page.inner_text("section.slo")
+    assert _kpi(page, "firing alerts") == f"{len(report['alerts']):,}"
     page.screenshot(path=str(ARTIFACTS / "console-overview.png"), full_page=False)
 
     # Pick a tenant: every figure becomes that tenant's.

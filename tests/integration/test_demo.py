@@ -46,6 +46,15 @@ def test_the_printed_follow_up_commands_work_after_the_demo(tmp_path: Path) -> N
         waiting = out.index("[4/7] waiting for the worker to catch up (lag 0) ...")
         assert re.fullmatch(r"      [\d,]+ records left \(measuring the rate\)", out[waiting + 1])
         assert "stopped the local broker this demo started" in out
+        # The console's address and this run's operator key, printed while it runs.
+        assert any(
+            re.fullmatch(
+                r"      console: http://127\.0\.0\.1:\d+/console \(sign in with the key "
+                r"demo-[\w-]+; open while the demo runs\)",
+                line,
+            )
+            for line in out
+        )
         assert broker_status(Settings(home=home), probe=False) is None
 
         start = next(i for i, line in enumerate(out) if line.startswith("Explore this run"))
