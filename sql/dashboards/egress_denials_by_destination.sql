@@ -5,11 +5,13 @@
 --
 -- Policy 'deny' decisions with an EGRESS_* reason code (EGRESS_NOT_ALLOWED,
 -- EGRESS_INVALID_HOST, ...) and from <= decided_at < to, by the destination
--- host of the proposed tool call (tool_proposals, joined on tenant and
--- operation key; '' when the proposal is missing or has no host) and reason.
+-- host the decision names (decisions v2 carry it, so a denial made through the
+-- admission API, which has no ToolCallProposed, has its host too), else the
+-- proposed tool call's (tool_proposals, joined on tenant and operation key: v1
+-- decisions), else '' and by reason.
 -- Both tables read with FINAL: one row per (tenant, operation key).
 SELECT
-    ifNull(p.destination_host, '') AS destination_host,
+    coalesce(d.destination_host, p.destination_host, '') AS destination_host,
     toString(d.reason_code) AS reason_code,
     count() AS denials
 FROM policy_decisions AS d FINAL

@@ -288,3 +288,38 @@ def test_an_operation_key_reused_for_another_call_is_a_409(worker: tuple[Setting
     again = ask(body)  # the same call still gets its first decision, byte for byte
     assert again.status_code == 200
     assert again.json()["policy_decision"] == first.json()["policy_decision"]
+
+
+def test_a_denial_made_through_the_api_has_its_destination_on_the_dashboard(
+    worker: tuple[Settings, str],
+) -> None:
+    """Issue 14: the egress panel showed admission denials with no host (there is no
+    ToolCallProposed to join); the decision itself names it."""
+    from sql.client import open_clickhouse
+    from sql.dashboards import load_panel, run_panel
+
+    settings, url = worker
+    tenant, session = "t-b", f"s-egress-{uuid.uuid4().hex[:6]}"
+    _send(settings, [_profile(tenant), session_started(tenant_id=tenant, session_id=session,
+                                                       occurred_at=datetime.now(UTC))])  # fmt: skip
+    _wait_for_plan(url, tenant, KEY_B, {})
+    body = {
+        "tenant": tenant, "session": session, "tool": "http_request", "action": "fetch",
+        "operation_key": f"{session}:op-1", "destination_host": "exfil.example.org",
+        "method": "GET", "payload_bytes": 10, "risk_level": "low",
+    }  # fmt: skip
+    reply = httpx.post(f"{url}/v1/admission/tool", headers=_auth(KEY_B), json=body, timeout=10)
+    assert reply.status_code == 200 and reply.json()["decision"] == "deny", reply.text
+    assert reply.json()["reason_code"].startswith("EGRESS_")
+    panel = load_panel("egress_denials_by_destination")
+    values = {"from": datetime(2000, 1, 1, tzinfo=UTC), "to": datetime(2200, 1, 1, tzinfo=UTC),
+              "tenant": tenant}  # fmt: skip
+    deadline = time.monotonic() + WAIT_SECONDS
+    rows: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        with open_clickhouse(settings, role="client") as ch:
+            rows = run_panel(ch, panel, values).dicts()
+        if rows:
+            break
+        time.sleep(0.3)
+    assert [(r["destination_host"], r["denials"]) for r in rows] == [("exfil.example.org", 1)]
