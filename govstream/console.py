@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -43,6 +46,7 @@ from sql.client import ClickHouse
 from sql.dashboards import load_panels, run_panel
 from streams.http_guard import CONSOLE_COOKIE, Guard, principal_of
 
+logger = logging.getLogger(__name__)
 QUERIES = Path(__file__).resolve().parents[1] / "sql" / "queries"
 PANEL_EXTRAS: dict[str, Any] = {"top": 10}
 SESSIONS_SHOWN = 200
@@ -116,25 +120,118 @@ def read_kpis(ch: ClickHouse, filters: Filters, now: datetime, firing: int) -> K
     )
 
 
-def read_slo(ch: ClickHouse, doc: SloDocument | None, now: datetime, tenant: str) -> SloView:
-    """The SLO and budget-burn status, as `govstream slo` computes it (one tenant or all)."""
-    if doc is None:
-        return SloView()
-    from govstream.commands.slo import budget_table, read_budgets, read_scopes, sli_table
-    from projections.slo import slo_status, triage
+@dataclass(frozen=True)
+class SloReport:
+    """The SLO status triaged for people (rows worst first), of one tenant or all."""
+
+    rows: list[dict[str, Any]]
+    budgets: list[dict[str, Any]]
+    alerts: list[dict[str, Any]]
+    period: str
+    min_events: int
+    at: datetime
+    seconds: float  # how long it took to compute
+
+
+def read_slo_counts(ch: ClickHouse, doc: SloDocument, now: datetime, tenant: str) -> Any:
+    """The counts the SLO status is computed from (SQL: the ClickHouse executor)."""
+    from govstream.commands.slo import read_budgets, read_scopes
 
     only = tenant or None
-    report = slo_status(doc, read_scopes(ch, doc, now, only), read_budgets(ch, doc, now, only))
+    return read_scopes(ch, doc, now, only), read_budgets(ch, doc, now, only)
+
+
+def evaluate_slo(doc: SloDocument, counts: Any, now: datetime, seconds: float = 0.0) -> SloReport:
+    """The status from the counts (pure Python: `govstream slo`'s rules)."""
+    from projections.slo import slo_status, triage
+
+    started = time.perf_counter()
+    report = slo_status(doc, *counts)
     rows, budgets = triage(report)
-    states = [row["state"] for row in rows]
-    return SloView(
-        alerts=[a["message"] for a in report["alerts"]],
-        sli=sli_table(rows),
-        sli_states=states,
-        budgets=budget_table(budgets),
+    return SloReport(
+        rows=rows,
+        budgets=budgets,
+        alerts=list(report["alerts"]),
         period=str(report["period"]),
         min_events=int(report["min_events"]),
+        at=now,
+        seconds=seconds + time.perf_counter() - started,
     )
+
+
+def slo_view(report: SloReport | None, tenant: str) -> SloView:
+    """The console's SLO section for one tenant ('' = all) of a report of all tenants."""
+    if report is None:
+        return SloView(pending=True)
+    from govstream.commands.slo import budget_table, sli_table
+
+    def mine(entry: Mapping[str, Any]) -> bool:
+        return not tenant or entry["tenant"] == tenant
+
+    rows = [r for r in report.rows if mine(r)]
+    return SloView(
+        alerts=[a["message"] for a in report.alerts if mine(a)],
+        sli=sli_table(rows),
+        sli_states=[r["state"] for r in rows],
+        budgets=budget_table([b for b in report.budgets if mine(b)]),
+        period=report.period,
+        min_events=report.min_events,
+        at=report.at,
+    )
+
+
+def read_slo(ch: ClickHouse, doc: SloDocument | None, now: datetime, tenant: str) -> SloView:
+    """The SLO and budget-burn status computed now, as `govstream slo` does."""
+    if doc is None:
+        return SloView()
+    started = time.perf_counter()
+    counts = read_slo_counts(ch, doc, now, tenant)
+    return slo_view(evaluate_slo(doc, counts, now, time.perf_counter() - started), tenant)
+
+
+class SloCache:
+    """The worker's SLO status of every tenant, recomputed at most every `max_age`
+    seconds and never on a page's time: a page that finds it stale starts a refresh
+    and shows the last one (or "computing" on the first). The counts are read on the
+    ClickHouse executor, the rules run in a thread of their own (at fleet scale they
+    take seconds; the sink keeps the executor meanwhile)."""
+
+    def __init__(self, doc: SloDocument | None, max_age: float = 60.0) -> None:
+        self.doc = doc
+        self.max_age = max_age
+        self.report: SloReport | None = None
+        self._refreshed = float("-inf")
+        self._refreshing: asyncio.Task[None] | None = None
+        self.error: str | None = None  # why the last refresh failed
+
+    def view(self, tenant: str, now: datetime, ch: ClickHouse, executor: Executor) -> SloView:
+        if self.doc is None:
+            return SloView()
+        stale = time.monotonic() - self._refreshed > self.max_age
+        if stale and (self._refreshing is None or self._refreshing.done()):
+            self._refreshing = asyncio.get_running_loop().create_task(
+                self._refresh(now, ch, executor)
+            )
+        if self.report is None and self.error is not None:
+            return SloView(error=self.error)
+        return slo_view(self.report, tenant)
+
+    async def _refresh(self, now: datetime, ch: ClickHouse, executor: Executor) -> None:
+        doc = self.doc
+        assert doc is not None
+        started = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        try:
+            counts = await loop.run_in_executor(executor, read_slo_counts, ch, doc, now, "")
+            self.report = await asyncio.to_thread(
+                evaluate_slo, doc, counts, now, time.perf_counter() - started
+            )
+        except Exception as exc:  # shown on the page; the next page tries again
+            self.error = f"{type(exc).__name__}: {str(exc)[:200]}"
+            logger.warning("console: the SLO status failed: %s", self.error)
+            return
+        self.error = None
+        self._refreshed = time.monotonic()
 
 
 def read_panels(ch: ClickHouse, filters: Filters) -> list[PanelResult]:
@@ -156,9 +253,14 @@ def read_panels(ch: ClickHouse, filters: Filters) -> list[PanelResult]:
 
 
 def read_overview(
-    ch: ClickHouse, filters: Filters, now: datetime, doc: SloDocument | None
+    ch: ClickHouse,
+    filters: Filters,
+    now: datetime,
+    doc: SloDocument | None,
+    slo: SloView | None = None,
 ) -> Overview:
-    slo = read_slo(ch, doc, now, filters.tenant)
+    """Everything the overview shows; `slo` given (the worker's cache) or computed now."""
+    slo = slo if slo is not None else read_slo(ch, doc, now, filters.tenant)
     return Overview(
         filters=filters,
         choices=read_choices(ch, filters),
@@ -189,9 +291,11 @@ def mount_console(
     guard: Guard,
     clickhouse: ClickHouse,
     executor: Executor,
-    slo: Callable[[], SloDocument | None],
+    slo: SloDocument | None,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> None:
+    slo_cache = SloCache(slo)
+
     async def off_loop(work: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(executor, work)
 
@@ -230,7 +334,8 @@ def mount_console(
         viewer = viewer_of(request)
         filters = filters_of(request, viewer)
         now = clock()
-        data = await off_loop(lambda: read_overview(clickhouse, filters, now, slo()))
+        status = slo_cache.view(filters.tenant, now, clickhouse, executor)
+        data = await off_loop(lambda: read_overview(clickhouse, filters, now, slo, status))
         refresh = None if request.query.get("refresh") == "0" else REFRESH_SECONDS
         show_all = request.query.get("slo") == "all"
         return page(overview_page(viewer, data, refresh, all_slos=show_all))

@@ -85,6 +85,9 @@ class SloView:
     budgets: tuple[list[str], list[list[str]]] = ([], [])
     period: str = ""
     min_events: int = 0
+    at: datetime | None = None  # when it was computed
+    pending: bool = False  # the worker is computing the first one
+    error: str | None = None  # the last computation failed
 
 
 @dataclass(frozen=True)
@@ -254,6 +257,16 @@ def render_slo(slo: SloView, query: str | None, show_all: bool) -> str:
     """Every scope's burn rates, objective, events and why it fires or not: firing,
     suppressed and bad rows (the first SLO_ROWS_SHOWN), or all of them."""
     header, rows = slo.sli
+    if slo.error is not None:
+        return (
+            '<section class="slo" data-slo="failed"><h3>SLOs and budget burn</h3>'
+            f"<p>the SLO status could not be computed: {html.escape(slo.error)}</p></section>"
+        )
+    if slo.pending:
+        return (
+            '<section class="slo" data-slo="pending"><h3>SLOs and budget burn</h3>'
+            "<p>computing the first status; the page refreshes with it</p></section>"
+        )
     if not header:
         return '<section class="slo"><h3>SLOs and budget burn</h3><p>no turns yet</p></section>'
     pairs = list(zip(slo.sli_states, rows, strict=True))
@@ -293,8 +306,9 @@ def render_slo(slo: SloView, query: str | None, show_all: bool) -> str:
             )
             + "</tbody></table>"
         )
+    as_of = f"as of {format_value(slo.at)} UTC; " if slo.at else ""
     note = (
-        f"burn rate per window (1 = the error budget spent exactly over {slo.period}); "
+        f"{as_of}burn rate per window (1 = the error budget spent exactly over {slo.period}); "
         "events = bad/total in each rule's long window; an alert needs "
         f"min_events {slo.min_events}"
     )

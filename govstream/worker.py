@@ -176,7 +176,7 @@ def run_worker(settings: Settings, *, loglevel: str = "warn") -> int:
         guard=guard,
         clickhouse=clickhouse,
         executor=executor,
-        slo=lambda: slo_document,
+        slo=slo_document,
     )
     changelogs = (topics.governor_changelog(settings.governor_group),)
     created = asyncio.run(ensure_topics(bootstrap, topics, settings.topic_partitions, changelogs))
