@@ -254,19 +254,26 @@ def test_exceeded_budget_suspends_the_session_and_denies_its_tools(
                   and e.session_id == session) == [f"{session}/op1", f"{session}/op2"]  # fmt: skip
 
 
+def _tool_call(settings: Settings, url: str, tenant: str, key: str, host: str) -> dict[str, Any]:
+    """A started session of `tenant` (with a profile) and an admission body for one
+    low-risk GET to `host` in it."""
+    session = f"s-call-{uuid.uuid4().hex[:6]}"
+    _send(settings, [_profile(tenant), session_started(tenant_id=tenant, session_id=session,
+                                                       occurred_at=datetime.now(UTC))])  # fmt: skip
+    _wait_for_plan(url, tenant, key, {})
+    return {
+        "tenant": tenant, "session": session, "tool": "http_request", "action": "fetch",
+        "operation_key": f"{session}:op-1", "destination_host": host,
+        "method": "GET", "payload_bytes": 10, "risk_level": "low",
+    }  # fmt: skip
+
+
 def test_an_operation_key_reused_for_another_call_is_a_409(worker: tuple[Settings, str]) -> None:
     """Issue 12: the same operation key naming another tool, host and risk got the
     stored allow. Each field changed: 409 OPERATION_KEY_CONFLICT, never an allow."""
     settings, url = worker
-    tenant, session = "t-a", f"s-op-{uuid.uuid4().hex[:6]}"
-    _send(settings, [_profile(tenant), session_started(tenant_id=tenant, session_id=session,
-                                                       occurred_at=datetime.now(UTC))])  # fmt: skip
-    _wait_for_plan(url, tenant, KEY_A, {})
-    body = {
-        "tenant": tenant, "session": session, "tool": "http_request", "action": "fetch",
-        "operation_key": f"{session}:op-20", "destination_host": "api.example.com",
-        "method": "GET", "payload_bytes": 10, "risk_level": "low",
-    }  # fmt: skip
+    body = _tool_call(settings, url, "t-a", KEY_A, "api.example.com")
+    tenant, session = body["tenant"], body["session"]
 
     def ask(fields: dict[str, Any]) -> httpx.Response:
         return httpx.post(f"{url}/v1/admission/tool", headers=_auth(KEY_A), json=fields, timeout=10)
@@ -299,15 +306,8 @@ def test_a_denial_made_through_the_api_has_its_destination_on_the_dashboard(
     from sql.dashboards import load_panel, run_panel
 
     settings, url = worker
-    tenant, session = "t-b", f"s-egress-{uuid.uuid4().hex[:6]}"
-    _send(settings, [_profile(tenant), session_started(tenant_id=tenant, session_id=session,
-                                                       occurred_at=datetime.now(UTC))])  # fmt: skip
-    _wait_for_plan(url, tenant, KEY_B, {})
-    body = {
-        "tenant": tenant, "session": session, "tool": "http_request", "action": "fetch",
-        "operation_key": f"{session}:op-1", "destination_host": "exfil.example.org",
-        "method": "GET", "payload_bytes": 10, "risk_level": "low",
-    }  # fmt: skip
+    body = _tool_call(settings, url, "t-b", KEY_B, "exfil.example.org")
+    tenant = body["tenant"]
     reply = httpx.post(f"{url}/v1/admission/tool", headers=_auth(KEY_B), json=body, timeout=10)
     assert reply.status_code == 200 and reply.json()["decision"] == "deny", reply.text
     assert reply.json()["reason_code"].startswith("EGRESS_")
