@@ -58,6 +58,7 @@ None; no NaN or infinity): see `slo_status` for its keys.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -149,9 +150,19 @@ def _duration(value: str) -> str:
     return value
 
 
+@functools.lru_cache(maxsize=256)
 def _exact(value: float | int) -> Fraction:
-    """The decimal the document wrote (0.99 -> 99/100), not the binary float nearest it."""
+    """The decimal the document wrote (0.99 -> 99/100), not the binary float nearest it.
+    Cached: a document has a handful of objectives and rates, asked for per scope."""
     return Fraction(repr(value)) if isinstance(value, float) else Fraction(value)
+
+
+@functools.lru_cache(maxsize=64)
+def _error_budget(objective: float) -> Fraction:
+    return 1 - _exact(objective)
+
+
+_NOTHING_BURNT = Fraction(0)
 
 
 def _not_a_date(value: Any) -> Any:
@@ -341,8 +352,8 @@ def _burn(bad: int, total: int, objective: float) -> Fraction:
     if not 0 <= bad <= total:
         raise ValueError(f"need 0 <= bad <= total, got bad={bad} total={total}")
     if total == 0:
-        return Fraction(0)  # no turns: nothing burnt (and no alert: see min_events)
-    return Fraction(bad, total) / (1 - _exact(objective))
+        return _NOTHING_BURNT  # no turns: nothing burnt (and no alert: see min_events)
+    return Fraction(bad, total) / _error_budget(objective)
 
 
 def error_budget(objective: float) -> float:
@@ -498,7 +509,12 @@ def format_burn(burn: Fraction | float, threshold: Fraction | float) -> str:
     """A burn rate with as few decimals (1 to 4) as keep its comparison with the
     threshold true on the page: 14.38 against 14.4 prints "14.38", not "14.4"."""
     exact, limit = Fraction(burn), Fraction(threshold)
-    text = f"{float(exact):.1f}"
+    value = float(exact)
+    # One decimal moves the value by 0.05 at most: farther from the threshold than
+    # that, the comparison reads true as it is (most scopes; no exact arithmetic).
+    if abs(value - float(limit)) > 0.051:
+        return f"{value:.1f}"
+    text = f"{value:.1f}"
     for digits in range(1, 5):
         text = f"{float(exact):.{digits}f}"
         if (Fraction(text) >= limit) == (exact >= limit):
@@ -594,16 +610,20 @@ def evaluate_burn(
     scope: SloScope,
     sli: Sli,
     counts_by_window: Mapping[str, WindowCounts],
+    verdicts: list[RuleVerdict] | None = None,
 ) -> list[Alert]:
     """The burn rules firing for one scope, tier and SLI, most severe first.
 
-    Whether a rule fires is judge_rule's verdict. Every firing rule is
+    Whether a rule fires is judge_rule's verdict (`verdicts`: judge_rules' own, when
+    the caller has them already). Every firing rule is
     returned (a page usually comes with its ticket); a consumer that wants one
     alert per scope takes the first.
     """
     alerts: list[Alert] = []
     period = duration_seconds(doc.period)
-    for verdict in judge_rules(doc, tier, sli, counts_by_window):
+    if verdicts is None:
+        verdicts = judge_rules(doc, tier, sli, counts_by_window)
+    for verdict in verdicts:
         if not verdict.fires:
             continue
         long, short = verdict.long_counts, verdict.short_counts
@@ -879,8 +899,8 @@ def _sli_status(doc: SloDocument, row: ScopeCounts, sli: Sli) -> dict[str, Any]:
     period = _counts(by_window, doc.period)
     allowed = (1 - _exact(objective)) * period.total  # bad turns the period may hold
     remaining = None if period.total == 0 else float(1 - period.bad / allowed)
-    alerts = evaluate_burn(doc, row.tier, row.scope, sli, by_window)
     verdicts = judge_rules(doc, row.tier, sli, by_window)
+    alerts = evaluate_burn(doc, row.tier, row.scope, sli, by_window, verdicts)
     deciding = deciding_rule(verdicts)
     status: dict[str, Any] = {
         "objective": objective,
