@@ -17,6 +17,7 @@ import pytest
 
 from govstream.browser import ensure_chromium
 from govstream.console_html import SLO_ROWS_SHOWN
+from govstream.settings import Settings
 from govstream.simulate import FleetConfig
 from projections.slo import triage
 from sql.dashboards import load_panels
@@ -72,7 +73,7 @@ def _cost_per_model(run: Run, tenant: str) -> dict[str, int]:
 def browser() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
-    chromium = ensure_chromium(Path.home() / ".cache" / "govstream")
+    chromium = ensure_chromium(Settings().cache_dir)  # where `make test` keeps it
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(
             executable_path=str(chromium.binary), env=chromium.env, args=["--no-sandbox"]
