@@ -11,6 +11,7 @@ overview (`read_overview`) into a file.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import time
@@ -26,6 +27,8 @@ from aiohttp import web
 from govstream.console_html import (
     DEFAULT_RANGE,
     RANGES,
+    SLO_ALL_ROWS,
+    SLO_ROWS_SHOWN,
     Choices,
     Filters,
     Kpis,
@@ -131,6 +134,7 @@ class SloReport:
     min_events: int
     at: datetime
     seconds: float  # how long it took to compute
+    by_tenant: dict[str, list[dict[str, Any]]]  # `rows` of each tenant, in order
 
 
 def read_slo_counts(ch: ClickHouse, doc: SloDocument, now: datetime, tenant: str) -> Any:
@@ -148,6 +152,9 @@ def evaluate_slo(doc: SloDocument, counts: Any, now: datetime, seconds: float = 
     started = time.perf_counter()
     report = slo_status(doc, *counts)
     rows, budgets = triage(report)
+    by_tenant: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_tenant.setdefault(row["tenant"], []).append(row)
     return SloReport(
         rows=rows,
         budgets=budgets,
@@ -156,11 +163,15 @@ def evaluate_slo(doc: SloDocument, counts: Any, now: datetime, seconds: float = 
         min_events=int(report["min_events"]),
         at=now,
         seconds=seconds + time.perf_counter() - started,
+        by_tenant=by_tenant,
     )
 
 
-def slo_view(report: SloReport | None, tenant: str) -> SloView:
-    """The console's SLO section for one tenant ('' = all) of a report of all tenants."""
+def slo_view(report: SloReport | None, tenant: str, show_all: bool = False) -> SloView:
+    """The console's SLO section for one tenant ('' = all) of a report of all tenants:
+    the rows that are not ok (triage puts them first; at most SLO_ROWS_SHOWN), or all
+    of them (at most SLO_ALL_ROWS). Cells are built for the rows shown only: a fleet
+    has a million scope SLIs."""
     if report is None:
         return SloView(pending=True)
     from govstream.commands.slo import budget_table, sli_table
@@ -168,11 +179,17 @@ def slo_view(report: SloReport | None, tenant: str) -> SloView:
     def mine(entry: Mapping[str, Any]) -> bool:
         return not tenant or entry["tenant"] == tenant
 
-    rows = [r for r in report.rows if mine(r)]
+    rows = report.by_tenant.get(tenant, []) if tenant else report.rows
+    if show_all:
+        shown = rows[:SLO_ALL_ROWS]
+    else:
+        not_ok = itertools.takewhile(lambda row: row["state"] != "ok", rows)
+        shown = list(itertools.islice(not_ok, SLO_ROWS_SHOWN))
     return SloView(
         alerts=[a["message"] for a in report.alerts if mine(a)],
-        sli=sli_table(rows),
-        sli_states=[r["state"] for r in rows],
+        sli=sli_table(shown),
+        sli_states=[r["state"] for r in shown],
+        hidden=len(rows) - len(shown),
         budgets=budget_table([b for b in report.budgets if mine(b)]),
         period=report.period,
         min_events=report.min_events,
@@ -204,7 +221,14 @@ class SloCache:
         self._refreshing: asyncio.Task[None] | None = None
         self.error: str | None = None  # why the last refresh failed
 
-    def view(self, tenant: str, now: datetime, ch: ClickHouse, executor: Executor) -> SloView:
+    def view(
+        self,
+        tenant: str,
+        now: datetime,
+        ch: ClickHouse,
+        executor: Executor,
+        show_all: bool = False,
+    ) -> SloView:
         if self.doc is None:
             return SloView()
         stale = time.monotonic() - self._refreshed > self.max_age
@@ -214,7 +238,7 @@ class SloCache:
             )
         if self.report is None and self.error is not None:
             return SloView(error=self.error)
-        return slo_view(self.report, tenant)
+        return slo_view(self.report, tenant, show_all)
 
     async def _refresh(self, now: datetime, ch: ClickHouse, executor: Executor) -> None:
         doc = self.doc
@@ -334,11 +358,11 @@ def mount_console(
         viewer = viewer_of(request)
         filters = filters_of(request, viewer)
         now = clock()
-        status = slo_cache.view(filters.tenant, now, clickhouse, executor)
+        show_all = request.query.get("slo") == "all"
+        status = slo_cache.view(filters.tenant, now, clickhouse, executor, show_all)
         data = await off_loop(lambda: read_overview(clickhouse, filters, now, slo, status))
         refresh = None if request.query.get("refresh") == "0" else REFRESH_SECONDS
-        show_all = request.query.get("slo") == "all"
-        return page(overview_page(viewer, data, refresh, all_slos=show_all))
+        return page(overview_page(viewer, data, refresh))
 
     async def sessions(request: web.Request) -> web.Response:
         viewer = viewer_of(request)

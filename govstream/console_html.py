@@ -82,6 +82,7 @@ class SloView:
     alerts: Sequence[str] = ()  # the firing alerts' messages
     sli: tuple[list[str], list[list[str]]] = ([], [])  # header, rows
     sli_states: Sequence[str] = ()  # firing | suppressed | bad | ok, per row
+    hidden: int = 0  # rows of the status not shown
     budgets: tuple[list[str], list[list[str]]] = ([], [])
     period: str = ""
     min_events: int = 0
@@ -250,12 +251,13 @@ def render_kpis(kpis: Kpis) -> str:
 # --- pages --------------------------------------------------------------------------
 
 
-SLO_ROWS_SHOWN = 40
+SLO_ROWS_SHOWN = 40  # rows that are not ok, by default
+SLO_ALL_ROWS = 5000  # with ?slo=all
 
 
-def render_slo(slo: SloView, query: str | None, show_all: bool) -> str:
-    """Every scope's burn rates, objective, events and why it fires or not: firing,
-    suppressed and bad rows (the first SLO_ROWS_SHOWN), or all of them."""
+def render_slo(slo: SloView, query: str | None) -> str:
+    """Every scope's burn rates, objective, events and why it fires or not: the rows
+    the view holds (firing, suppressed, bad; or all), and how many it left out."""
     header, rows = slo.sli
     if slo.error is not None:
         return (
@@ -267,10 +269,9 @@ def render_slo(slo: SloView, query: str | None, show_all: bool) -> str:
             '<section class="slo" data-slo="pending"><h3>SLOs and budget burn</h3>'
             "<p>computing the first status; the page refreshes with it</p></section>"
         )
-    if not header:
+    if not header and not slo.hidden:
         return '<section class="slo"><h3>SLOs and budget burn</h3><p>no turns yet</p></section>'
-    pairs = list(zip(slo.sli_states, rows, strict=True))
-    shown = pairs if show_all else [p for p in pairs if p[0] != "ok"][:SLO_ROWS_SHOWN]
+    shown = list(zip(slo.sli_states, rows, strict=True))
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join(
         f'<tr data-slo-state="{html.escape(state)}">'
@@ -278,7 +279,7 @@ def render_slo(slo: SloView, query: str | None, show_all: bool) -> str:
         + "</tr>"
         for state, row in shown
     )
-    hidden = len(pairs) - len(shown)
+    hidden = slo.hidden
     table = (
         f'<table class="list"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
         if shown
@@ -289,7 +290,7 @@ def render_slo(slo: SloView, query: str | None, show_all: bool) -> str:
         more = (
             f'<p class="more">{hidden:,} more scope SLIs (no bad turn, or past the first '
             f'{SLO_ROWS_SHOWN}): <a href="/console?{html.escape(query)}&amp;slo=all">'
-            "show all</a></p>"
+            f"show all</a> (the first {SLO_ALL_ROWS:,})</p>"
         )
     elif hidden:
         more = f'<p class="more">{hidden:,} more scope SLIs with no bad turn</p>'
@@ -323,8 +324,6 @@ def overview_page(
     viewer: Viewer | None,
     overview: Overview,
     refresh: int | None = None,
-    *,
-    all_slos: bool = False,
 ) -> str:
     """The overview: KPIs, alerts, charts, then the table-only panels. `viewer` None is
     the static snapshot (`govstream dashboard --out`): no form, no links."""
@@ -348,7 +347,7 @@ def overview_page(
         head
         + render_kpis(overview.kpis)
         + alert_list
-        + render_slo(overview.slo, f.query() if viewer else None, all_slos)
+        + render_slo(overview.slo, f.query() if viewer else None)
         + "<h3>Charts</h3><main>"
         + "\n".join(render_panel(p) for p in charts)
         + "</main>"
