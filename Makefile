@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.replay
 	$(BIN)/python -m bench.redaction
 	$(BIN)/python -m bench.install
+	$(BIN)/python -m bench.console
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -143,7 +143,9 @@ CREATE TABLE events_archive
     `session_id` String,
     `occurred_at` DateTime64(6, 'UTC'),
     `ingested_at` DateTime64(3, 'UTC') DEFAULT now64(3),
-    `payload` String CODEC(ZSTD(3))
+    `payload` String CODEC(ZSTD(3)),
+    INDEX archive_event_type event_type TYPE set(256) GRANULARITY 4,
+    INDEX archive_session session_id TYPE bloom_filter(0.01) GRANULARITY 4
 )
 ENGINE = ReplacingMergeTree
 ORDER BY (topic, partition, offset)
