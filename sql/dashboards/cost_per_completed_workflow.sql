@@ -10,15 +10,18 @@
 -- rejected row's causation_id (a closed session, not a failed or quarantined
 -- one). Completion is read as of now, whatever the range. A workflow_id
 -- NULL or '' is no workflow. Sessions and
--- transitions are read with FINAL (first attempt of each key).
+-- transitions are read with FINAL (first attempt of each key); a rejection and
+-- its cause are of one tenant, so one tenant's view reads its own rows only.
 WITH
     closed AS (
         SELECT tenant_id, session_id
         FROM session_transitions FINAL
         WHERE event_type = 'SessionClosed' AND outcome = 'applied'
+          AND ({tenant:String} = '' OR tenant_id = {tenant:String})
           AND event_id NOT IN (
               SELECT assumeNotNull(causation_id) FROM session_transitions FINAL
               WHERE outcome = 'rejected' AND causation_id IS NOT NULL
+                AND ({tenant:String} = '' OR tenant_id = {tenant:String})
           )
     ),
     completed AS (
