@@ -1,0 +1,205 @@
+"""`make bench` (console part): each console page over 10,000,000 turns.
+
+Not a test: prints figures and writes them to BENCHMARKS.md (between the
+console markers) with the machine and the date. The data set is the
+dashboards benchmark's (bench/dashboards.py: 10M turns over 30 days and 100
+tenants, generated inside ClickHouse, parts merged), plus what the console
+reads besides: every tenant's profile and 2M archived records (one session
+with 60 of them, for its timeline). Each page is what the worker does for a
+request, in process: the same reads (govstream/console.py) and the same
+rendering, the clock set to the data's end. Target (issue 14): p95 <= 300 ms
+per page.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench.admission import nearest_rank
+from bench.dashboards import END, fill
+from bench.report import write_section
+from bench.run import load_average, machine, say
+from govstream.console import (
+    evaluate_slo,
+    parse_filters,
+    read_choices,
+    read_overview,
+    read_sessions,
+    read_slo_counts,
+    read_timeline,
+    slo_view,
+)
+from govstream.console_html import Viewer, overview_page, sessions_page, timeline_page
+from govstream.settings import Settings
+from projections.slo import load_slo
+from sql.client import ClickHouse, open_clickhouse
+from sql.migrate import apply_migrations
+
+BEGIN, FINISH = "<!-- console -->", "<!-- /console -->"
+TARGET_MS = 300
+TENANT, SESSION = "t-7", "s-7"
+ARCHIVE_ROWS = 2_000_000
+
+
+def fill_archive(ch: ClickHouse) -> None:
+    """Profiles for every tenant, one session's records, and bulk records of others."""
+    profile = (
+        'concat(\'{"plan": "team", "budgets": {"cost_per_day_usd_micros": \', '
+        "toString(50000000 + number), ', \"cost_per_month_usd_micros\": 900000000}}')"
+    )
+    ch.command(
+        "INSERT INTO events_archive (topic, partition, offset, event_id, event_type, schema_id,"
+        " tenant_id, session_id, occurred_at, payload) SELECT 'bench.sessions', 0, number,"
+        " concat('p-', toString(number)), 'TenantProfileUpdated', 1,"
+        " concat('t-', toString(number)), '', toDateTime64('2026-10-01 00:00:00', 6, 'UTC'),"
+        f" {profile} FROM numbers(100)"
+    )
+    kinds = "['SessionStarted', 'TurnCompleted', 'ToolCallProposed', 'PolicyDecided']"
+    ch.command(
+        "INSERT INTO events_archive (topic, partition, offset, event_id, event_type, schema_id,"
+        " tenant_id, session_id, occurred_at, payload) SELECT 'bench.sessions', number % 4,"
+        " 1000 + number, concat('a-', toString(number)),"
+        f" {kinds}[1 + number % 4], 1, concat('t-', toString(number % 100)),"
+        " if(number < 60, 's-7', concat('s-x', toString(intDiv(number, 30)))),"
+        " toDateTime64('2026-11-22 00:00:00', 6, 'UTC') + toIntervalSecond(number % 86400),"
+        ' \'{"model": "gpt-4o", "input_tokens": 100, "output_tokens": 20}\''
+        f" FROM numbers({ARCHIVE_ROWS})"
+    )
+    ch.command(
+        "ALTER TABLE events_archive UPDATE tenant_id = 't-7' WHERE session_id = 's-7'"
+        " SETTINGS mutations_sync = 1"
+    )
+    ch.command("OPTIMIZE TABLE events_archive FINAL")
+
+
+def timed(work: Callable[[], str], runs: int) -> tuple[float, float, int]:
+    """(p50 ms, p95 ms, page bytes) over `runs` runs after one warm-up."""
+    work()
+    times, size = [], 0
+    for _ in range(runs):
+        started = time.perf_counter()
+        size = len(work())
+        times.append((time.perf_counter() - started) * 1000)
+    times.sort()
+    return statistics.median(times), nearest_rank(times, 0.95), size
+
+
+def pages(ch: ClickHouse, runs: int, slo_report: object) -> list[tuple[str, float, float, int]]:
+    """Each page as the worker serves it: the SLO section from the worker's cache (the
+    status of every tenant, computed in the background: timed apart)."""
+    now = END
+    operator, tenant = Viewer(None), Viewer(TENANT)
+    results = []
+    for label, viewer, query in (
+        ("overview, 24h, all tenants (operator)", operator, {"range": "24h"}),
+        ("overview, 24h, one tenant", tenant, {"range": "24h"}),
+        ("overview, 7d, one tenant", tenant, {"range": "7d"}),
+        ("overview, 30d, one tenant", tenant, {"range": "30d"}),
+        ("overview, 30d, all tenants (operator)", operator, {"range": "30d"}),
+    ):
+        filters = parse_filters(query, viewer, now)
+        say(f"  {label} ...")
+
+        def overview(viewer: Viewer = viewer, filters: object = filters) -> str:
+            status = slo_view(slo_report, filters.tenant)  # type: ignore[arg-type, attr-defined]
+            data = read_overview(ch, filters, now, None, status)  # type: ignore[arg-type]
+            return overview_page(viewer, data)
+
+        results.append((label, *timed(overview, runs)))
+    filters = parse_filters({"range": "30d"}, tenant, now)
+    say("  sessions, timeline ...")
+    results.append(
+        (
+            "sessions of one tenant, 30d",
+            *timed(
+                lambda: sessions_page(
+                    tenant, filters, read_choices(ch, filters), read_sessions(ch, filters)
+                ),
+                runs,
+            ),
+        )
+    )
+    results.append(
+        (
+            "one session's timeline",
+            *timed(
+                lambda: timeline_page(tenant, TENANT, SESSION, read_timeline(ch, TENANT, SESSION)),
+                runs,
+            ),
+        )
+    )
+    return results
+
+
+def report(
+    results: list[tuple[str, float, float, int]],
+    fill_seconds: float,
+    slo_seconds: tuple[float, float],
+    scopes: int,
+) -> str:
+    rows = "\n".join(
+        f"| {label} | {p50:,.0f} | {p95:,.0f} | {size / 1024:,.0f} KB | "
+        f"{'yes' if p95 <= TARGET_MS else 'no'} |"
+        for label, p50, p95, size in results
+    )
+    met = sum(p95 <= TARGET_MS for _, _, p95, _ in results)
+    return f"""{BEGIN}
+## Console pages on 10,000,000 turns (issue 14)
+
+Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine()}; load average {load_average()}.
+`python -m bench.console`: the dashboards benchmark's data (10M turns, 30 days, 100
+tenants; filled and merged in {fill_seconds:,.0f} s) plus 100 tenant profiles and
+{ARCHIVE_ROWS:,} archived records. Each page in process, as the worker serves it (the
+reads of govstream/console.py and the rendering), clock at the data's end; p50/p95 of
+the timed runs after a warm-up.
+
+| page | p50 ms | p95 ms | size | <= {TARGET_MS} ms p95 |
+|---|---:|---:|---:|---|
+{rows}
+
+Target: every page <= {TARGET_MS} ms p95: {met} of {len(results)} pages meet it.
+
+The SLO section comes from the worker's cache, recomputed in the background at most
+once a minute, never on a page's time: over this data the status of every tenant
+({scopes:,} scope SLIs) took {slo_seconds[0]:,.1f} s to read (SQL) and
+{slo_seconds[1]:,.1f} s to evaluate (Python, `govstream slo`'s rules), once.
+{FINISH}
+"""
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5, help="timed runs per page")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="govstream-console-bench-") as home:
+        settings = Settings(home=Path(home), clickhouse_database="bench")
+        with open_clickhouse(settings, role="owner") as ch:
+            apply_migrations(ch)
+            say("filling 10M turns, the other tables and the archive ...")
+            started = time.perf_counter()
+            fill(ch)
+            fill_archive(ch)
+            seconds = time.perf_counter() - started
+            say(f"  filled in {seconds:.0f}s; the SLO status of every tenant ...")
+            doc = load_slo(Settings().resolved_slo_path)
+            started = time.perf_counter()
+            counts = read_slo_counts(ch, doc, END, "")
+            read_s = time.perf_counter() - started
+            slo_report = evaluate_slo(doc, counts, END)
+            slo_s = (read_s, slo_report.seconds)
+            say(f"  {slo_s[0]:.1f}s + {slo_s[1]:.1f}s; timing pages ...")
+            results = pages(ch, args.runs, slo_report)
+    text = report(results, seconds, slo_s, len(slo_report.rows))
+    print(text)
+    write_section(text, BEGIN, FINISH)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
