@@ -11,7 +11,6 @@ overview (`read_overview`) into a file.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import logging
 import time
@@ -169,9 +168,9 @@ def evaluate_slo(doc: SloDocument, counts: Any, now: datetime, seconds: float = 
 
 def slo_view(report: SloReport | None, tenant: str, show_all: bool = False) -> SloView:
     """The console's SLO section for one tenant ('' = all) of a report of all tenants:
-    the rows that are not ok (triage puts them first; at most SLO_ROWS_SHOWN), or all
-    of them (at most SLO_ALL_ROWS). Cells are built for the rows shown only: a fleet
-    has a million scope SLIs."""
+    every firing and suppressed row and the first SLO_ROWS_SHOWN bad ones (triage puts
+    them first), or all of them (at most SLO_ALL_ROWS). Cells are built for the rows
+    shown only: a fleet has a million scope SLIs."""
     if report is None:
         return SloView(pending=True)
     from govstream.commands.slo import budget_table, sli_table
@@ -182,9 +181,13 @@ def slo_view(report: SloReport | None, tenant: str, show_all: bool = False) -> S
     rows = report.by_tenant.get(tenant, []) if tenant else report.rows
     if show_all:
         shown = rows[:SLO_ALL_ROWS]
-    else:
-        not_ok = itertools.takewhile(lambda row: row["state"] != "ok", rows)
-        shown = list(itertools.islice(not_ok, SLO_ROWS_SHOWN))
+    else:  # as `govstream slo`: every firing and suppressed row, then the first bad ones
+        shown, bad = [], 0
+        for row in rows:  # triage order: firing, suppressed, bad, ok
+            if row["state"] == "ok" or (row["state"] == "bad" and bad == SLO_ROWS_SHOWN):
+                break
+            bad += row["state"] == "bad"
+            shown.append(row)
     return SloView(
         alerts=[a["message"] for a in report.alerts if mine(a)],
         sli=sli_table(shown),

@@ -251,7 +251,7 @@ def render_kpis(kpis: Kpis) -> str:
 # --- pages --------------------------------------------------------------------------
 
 
-SLO_ROWS_SHOWN = 40  # rows that are not ok, by default
+SLO_ROWS_SHOWN = 20  # bad rows shown by default, after every firing and suppressed one
 SLO_ALL_ROWS = 5000  # with ?slo=all
 
 
@@ -289,11 +289,14 @@ def render_slo(slo: SloView, query: str | None) -> str:
     if hidden and query is not None:
         more = (
             f'<p class="more">{hidden:,} more scope SLIs (no bad turn, or past the first '
-            f'{SLO_ROWS_SHOWN}): <a href="/console?{html.escape(query)}&amp;slo=all">'
+            f'{SLO_ROWS_SHOWN} bad ones): <a href="/console?{html.escape(query)}&amp;slo=all">'
             f"show all</a> (the first {SLO_ALL_ROWS:,})</p>"
         )
     elif hidden:
-        more = f'<p class="more">{hidden:,} more scope SLIs with no bad turn</p>'
+        more = (
+            f'<p class="more">{hidden:,} more scope SLIs (no bad turn, or past the first '
+            f"{SLO_ROWS_SHOWN} bad ones)</p>"
+        )
     budget_header, budget_rows = slo.budgets
     budgets = ""
     if budget_header:
