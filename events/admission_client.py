@@ -77,17 +77,20 @@ class ToolAnswer:
 
 
 class _Calls:
-    """What the sync and async clients share: bodies, answers, the fallback."""
+    """What the sync and async clients share: settings, bodies, answers, the fallback.
+    A client names its httpx class; only sending differs (`await` or not)."""
+
+    _client: type[httpx.Client] | type[httpx.AsyncClient]
 
     def __init__(
         self,
         url: str,
         api_key: str,
         *,
-        timeout: float,
-        on_unavailable: OnUnavailable,
-        decision_keys: Mapping[str, bytes | str] | None,
-        environment: str,
+        timeout: float = 2.0,
+        on_unavailable: OnUnavailable = "fail_closed",
+        decision_keys: Mapping[str, bytes | str] | None = None,
+        environment: str = "production",
     ) -> None:
         if on_unavailable not in ("fail_closed", "fail_open"):
             raise ValueError("on_unavailable is fail_closed or fail_open")
@@ -98,6 +101,7 @@ class _Calls:
             decision_keys,
             environment,
         )
+        self._http = self._client(timeout=timeout, headers=self.headers)
 
     def turn_body(self, tenant: str, session: str, model: str, tokens: int,
                   workflow: str | None) -> dict[str, Any]:  # fmt: skip
@@ -127,7 +131,7 @@ class _Calls:
     def turn_answer(self, reply: httpx.Response | None) -> TurnAnswer:
         data = None if reply is None else self._answer(reply)
         if data is None:
-            return self._unavailable_turn()
+            return TurnAnswer(*self._fallback(), unavailable=True)
         return TurnAnswer(
             data["decision"], data["reason_code"], data.get("model"),
             data.get("reservation_id"), data.get("remaining") or {},
@@ -136,10 +140,7 @@ class _Calls:
     def tool_answer(self, reply: httpx.Response | None, body: dict[str, Any]) -> ToolAnswer:
         data = None if reply is None else self._answer(reply)
         if data is None:
-            fail_open = self.on_unavailable == "fail_open"
-            return ToolAnswer("allow" if fail_open else "deny",
-                              UNAVAILABLE_FAIL_OPEN if fail_open else UNAVAILABLE,
-                              None, unavailable=True)  # fmt: skip
+            return ToolAnswer(*self._fallback(), unavailable=True)
         signed = data.get("policy_decision")
         decision = None if signed is None else PolicyDecided.model_validate(signed)
         if decision is not None and self.keys is not None:
@@ -147,22 +148,18 @@ class _Calls:
             verify_decision(decision, self.keys, datetime.now(UTC), proposal=call)
         return ToolAnswer(data["decision"], data["reason_code"], decision)
 
-    def _unavailable_turn(self) -> TurnAnswer:
+    def _fallback(self) -> tuple[str, str]:
+        """(decision, reason code) when the API cannot be reached: on_unavailable's."""
         if self.on_unavailable == "fail_open":
-            return TurnAnswer("allow", UNAVAILABLE_FAIL_OPEN, unavailable=True)
-        return TurnAnswer("deny", UNAVAILABLE, unavailable=True)
+            return "allow", UNAVAILABLE_FAIL_OPEN
+        return "deny", UNAVAILABLE
 
 
 class AdmissionClient(_Calls):
     """Synchronous client (httpx)."""
 
-    def __init__(self, url: str, api_key: str, *, timeout: float = 2.0,
-                 on_unavailable: OnUnavailable = "fail_closed",
-                 decision_keys: Mapping[str, bytes | str] | None = None,
-                 environment: str = "production") -> None:  # fmt: skip
-        super().__init__(url, api_key, timeout=timeout, on_unavailable=on_unavailable,
-                         decision_keys=decision_keys, environment=environment)  # fmt: skip
-        self._http = httpx.Client(timeout=timeout, headers=self.headers)
+    _client = httpx.Client
+    _http: httpx.Client
 
     def _post(self, path: str, body: dict[str, Any]) -> httpx.Response | None:
         try:
@@ -195,13 +192,8 @@ class AdmissionClient(_Calls):
 class AsyncAdmissionClient(_Calls):
     """The same on asyncio (httpx.AsyncClient)."""
 
-    def __init__(self, url: str, api_key: str, *, timeout: float = 2.0,
-                 on_unavailable: OnUnavailable = "fail_closed",
-                 decision_keys: Mapping[str, bytes | str] | None = None,
-                 environment: str = "production") -> None:  # fmt: skip
-        super().__init__(url, api_key, timeout=timeout, on_unavailable=on_unavailable,
-                         decision_keys=decision_keys, environment=environment)  # fmt: skip
-        self._http = httpx.AsyncClient(timeout=timeout, headers=self.headers)
+    _client = httpx.AsyncClient
+    _http: httpx.AsyncClient
 
     async def _post(self, path: str, body: dict[str, Any]) -> httpx.Response | None:
         try:
