@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -182,3 +183,26 @@ def running_worker(
         yield settings, process
     finally:
         process.stop()
+
+
+def worker_fixture(
+    name: str, *, operator_key: str, yield_url: bool = True, **overrides: object
+) -> Any:
+    """A module-scoped `worker` fixture per backend: a running_worker with the operator
+    key and `overrides`, yielding (settings, its URL), or (settings, the process)."""
+
+    @pytest.fixture(scope="module", params=BACKENDS, ids=str, name="worker")
+    def worker(
+        request: pytest.FixtureRequest,
+        brokers: _Brokers,
+        clickhouse_servers: _ClickHouseServers,
+        tmp_path_factory: pytest.TempPathFactory,
+    ) -> Iterator[tuple[Settings, Any]]:
+        base = tmp_path_factory.mktemp(name)
+        with running_worker(
+            request.param, brokers, clickhouse_servers, base,
+            operator_key=operator_key, loglevel="info", **overrides,
+        ) as (settings, process):  # fmt: skip
+            yield settings, process.url if yield_url else process
+
+    return worker

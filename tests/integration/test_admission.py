@@ -6,7 +6,7 @@ import asyncio
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,7 +26,7 @@ from events.models import (
 from events.signing import verify_decision
 from events.topics import Topics
 from govstream.settings import Settings
-from tests.conftest import BACKENDS, running_worker
+from tests.conftest import worker_fixture
 from tests.factories import session_started, tenant_profile, tool_proposal, turn
 from tests.kafka_io import read_events_until
 from tests.kafka_io import send_events as _send
@@ -36,24 +36,11 @@ KEY_A, KEY_B, KEY_OPS = "key-tenant-a", "key-tenant-b", "key-operator"
 WAIT_SECONDS = 60
 
 
-@pytest.fixture(scope="module", params=BACKENDS, ids=str)
-def worker(
-    request: pytest.FixtureRequest,
-    brokers: Any,
-    clickhouse_servers: Any,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[Settings, str]]:
-    base = tmp_path_factory.mktemp("admission")
-    with running_worker(
-        request.param,
-        brokers,
-        clickhouse_servers,
-        base,
-        operator_key=KEY_OPS,
-        loglevel="info",
-        api_keys=f"{KEY_A}:t-a,{KEY_B}:t-b,{KEY_OPS}:*",
-    ) as (settings, process):
-        yield settings, process.url
+worker = worker_fixture(
+    "admission",
+    operator_key=KEY_OPS,
+    api_keys=f"{KEY_A}:t-a,{KEY_B}:t-b,{KEY_OPS}:*",
+)
 
 
 def _derived(

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,7 +23,7 @@ from events.models import (
 )
 from events.topics import Topics
 from govstream.settings import Settings
-from tests.conftest import BACKENDS, running_worker
+from tests.conftest import worker_fixture
 from tests.factories import session_started, tool_proposal, turn
 from tests.kafka_io import read_events_until, read_topic
 from tests.kafka_io import send_events as _send
@@ -43,26 +43,13 @@ SECRETS = {
 }
 
 
-@pytest.fixture(scope="module", params=BACKENDS, ids=str)
-def worker(
-    request: pytest.FixtureRequest,
-    brokers: Any,
-    clickhouse_servers: Any,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[Settings, str]]:
-    base = tmp_path_factory.mktemp("memory")
-    with running_worker(
-        request.param,
-        brokers,
-        clickhouse_servers,
-        base,
-        operator_key=KEY_OPS,
-        loglevel="info",
-        api_keys=f"{KEY_A}:t-a,{KEY_B}:t-b,{KEY_OPS}:*",
-        compaction_threshold_tokens=THRESHOLD,
-        redaction_patterns={"ticket": "TKT-[0-9]+"},
-    ) as (settings, process):
-        yield settings, process.url
+worker = worker_fixture(
+    "memory",
+    operator_key=KEY_OPS,
+    api_keys=f"{KEY_A}:t-a,{KEY_B}:t-b,{KEY_OPS}:*",
+    compaction_threshold_tokens=THRESHOLD,
+    redaction_patterns={"ticket": "TKT-[0-9]+"},
+)
 
 
 def _auth(key: str) -> dict[str, str]:

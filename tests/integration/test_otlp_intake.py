@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -36,7 +36,7 @@ from events.topics import Topics
 from govstream.settings import Settings
 from projections.pricing import DEFAULT_PRICES, cost_usd_micros
 from sql.client import open_clickhouse
-from tests.conftest import BACKENDS, running_worker
+from tests.conftest import worker_fixture
 from tests.kafka_io import read_events_until, read_topic
 from tests.readme import snippet
 
@@ -46,28 +46,15 @@ WAIT_SECONDS = 60
 CODEC = Codec(EmbeddedRegistry())
 
 
-@pytest.fixture(scope="module", params=BACKENDS, ids=str)
-def worker(
-    request: pytest.FixtureRequest,
-    brokers: Any,
-    clickhouse_servers: Any,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[Settings, str]]:
-    base = tmp_path_factory.mktemp("otlp")
-    with running_worker(
-        request.param,
-        brokers,
-        clickhouse_servers,
-        base,
-        operator_key=KEY_OPS,
-        loglevel="info",
-        api_keys=f"{KEY}:{TENANT},{KEY_OTHER}:t-other,{KEY_OPS}:*",
-        # Spans are of now: the default bounds hold.
-        max_event_age_days=30,
-        # Sessions no agent span ends are closed after 3 s without spans (a test below).
-        otlp_idle_close_seconds=3,
-    ) as (settings, process):
-        yield settings, process.url
+worker = worker_fixture(
+    "otlp",
+    operator_key=KEY_OPS,
+    api_keys=f"{KEY}:{TENANT},{KEY_OTHER}:t-other,{KEY_OPS}:*",
+    # Spans are of now: the default bounds hold.
+    max_event_age_days=30,
+    # Sessions no agent span ends are closed after 3 s without spans (a test below).
+    otlp_idle_close_seconds=3,
+)
 
 
 def _auth(key: str) -> dict[str, str]:

@@ -12,7 +12,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -43,7 +43,7 @@ from govstream.processes import WorkerProcess
 from govstream.settings import Settings
 from sql.client import ClickHouse, open_clickhouse
 from streams.http_guard import ROUTES, read_local_secret
-from tests.conftest import BACKENDS, running_worker
+from tests.conftest import worker_fixture
 from tests.factories import sample_events, session_started, tool_proposal
 from tests.factories import turn as turn_event
 from tests.kafka_io import read_events_until, read_topic
@@ -55,27 +55,15 @@ WAIT_SECONDS = 90
 CODEC = Codec(EmbeddedRegistry())
 
 
-@pytest.fixture(scope="module", params=BACKENDS, ids=str)
-def worker(
-    request: pytest.FixtureRequest,
-    brokers: Any,
-    clickhouse_servers: Any,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[Settings, WorkerProcess]]:
-    base = tmp_path_factory.mktemp("security")
-    with running_worker(
-        request.param,
-        brokers,
-        clickhouse_servers,
-        base,
-        operator_key=KEY_OPS,
-        loglevel="info",
-        api_keys=f"{KEY_VICTIM}:t-victim,{KEY_ATTACKER}:t-attacker,{KEY_OPS}:*",
-        # This module sends events of now: the default bounds hold.
-        max_event_age_days=30,
-        max_event_lead_seconds=300,
-    ) as (settings, process):
-        yield settings, process
+worker = worker_fixture(
+    "security",
+    operator_key=KEY_OPS,
+    yield_url=False,
+    api_keys=f"{KEY_VICTIM}:t-victim,{KEY_ATTACKER}:t-attacker,{KEY_OPS}:*",
+    # This module sends events of now: the default bounds hold.
+    max_event_age_days=30,
+    max_event_lead_seconds=300,
+)
 
 
 def _auth(key: str) -> dict[str, str]:
