@@ -18,7 +18,6 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -45,19 +44,14 @@ from govstream.dashboard_html import PanelResult
 from govstream.errors import UsageError
 from projections.slo import SloDocument
 from sql.client import ClickHouse
-from sql.dashboards import load_panels, run_panel
+from sql.dashboards import load_query, run_panel, shipped_panels
 from streams.http_guard import CONSOLE_COOKIE, Guard, principal_of
 
 logger = logging.getLogger(__name__)
-QUERIES = Path(__file__).resolve().parents[1] / "sql" / "queries"
 PANEL_EXTRAS: dict[str, Any] = {"top": 10}
 SESSIONS_SHOWN = 200
 REFRESH_SECONDS = 30
 T = TypeVar("T")
-
-
-def _query(name: str) -> str:
-    return (QUERIES / f"{name}.sql").read_text(encoding="utf-8")
 
 
 # --- filters --------------------------------------------------------------------------
@@ -97,7 +91,7 @@ def _values(filters: Filters) -> dict[str, Any]:
 
 def read_choices(ch: ClickHouse, filters: Filters) -> Choices:
     rows = ch.query(
-        _query("console_choices"),
+        load_query("console_choices"),
         {"from": filters.start, "to": filters.end, "tenant": filters.tenant},
     ).rows
     by_kind: dict[str, list[str]] = {"tenant": [], "workflow": [], "model": []}
@@ -107,7 +101,7 @@ def read_choices(ch: ClickHouse, filters: Filters) -> Choices:
 
 
 def read_kpis(ch: ClickHouse, filters: Filters, now: datetime, firing: int) -> Kpis:
-    (row,) = ch.query(_query("console_kpis"), {**_values(filters), "now": now}).dicts()
+    (row,) = ch.query(load_query("console_kpis"), {**_values(filters), "now": now}).dicts()
     return Kpis(
         turns=int(row["turns"]),
         success_rate=row["success_rate"],
@@ -216,40 +210,40 @@ class SloCache:
     ClickHouse executor, the rules run in a thread of their own (at fleet scale they
     take seconds; the sink keeps the executor meanwhile)."""
 
-    def __init__(self, doc: SloDocument | None, max_age: float = 60.0) -> None:
+    def __init__(
+        self,
+        doc: SloDocument | None,
+        clickhouse: ClickHouse,
+        executor: Executor,
+        max_age: float = 60.0,
+    ) -> None:
         self.doc = doc
+        self._clickhouse, self._executor = clickhouse, executor
         self.max_age = max_age
         self.report: SloReport | None = None
         self._refreshed = float("-inf")
         self._refreshing: asyncio.Task[None] | None = None
         self.error: str | None = None  # why the last refresh failed
 
-    def view(
-        self,
-        tenant: str,
-        now: datetime,
-        ch: ClickHouse,
-        executor: Executor,
-        show_all: bool = False,
-    ) -> SloView:
+    def view(self, tenant: str, now: datetime, show_all: bool = False) -> SloView:
         if self.doc is None:
             return SloView()
         stale = time.monotonic() - self._refreshed > self.max_age
         if stale and (self._refreshing is None or self._refreshing.done()):
-            self._refreshing = asyncio.get_running_loop().create_task(
-                self._refresh(now, ch, executor)
-            )
+            self._refreshing = asyncio.get_running_loop().create_task(self._refresh(now))
         if self.report is None and self.error is not None:
             return SloView(error=self.error)
         return slo_view(self.report, tenant, show_all)
 
-    async def _refresh(self, now: datetime, ch: ClickHouse, executor: Executor) -> None:
+    async def _refresh(self, now: datetime) -> None:
         doc = self.doc
         assert doc is not None
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
         try:
-            counts = await loop.run_in_executor(executor, read_slo_counts, ch, doc, now, "")
+            counts = await loop.run_in_executor(
+                self._executor, read_slo_counts, self._clickhouse, doc, now, ""
+            )
             self.report = await asyncio.to_thread(
                 evaluate_slo, doc, counts, now, time.perf_counter() - started
             )
@@ -264,7 +258,7 @@ class SloCache:
 def read_panels(ch: ClickHouse, filters: Filters) -> list[PanelResult]:
     pool = {**_values(filters), **PANEL_EXTRAS}
     results = []
-    for panel in load_panels().values():
+    for panel in shipped_panels():
         if filters.tenant and "tenant" not in panel.param_names:
             continue  # a worker-wide panel (the backlog) is not a tenant's figure
         values = {name: pool[name] for name in panel.param_names}
@@ -300,12 +294,12 @@ def read_overview(
 def read_sessions(ch: ClickHouse, filters: Filters) -> list[SessionRow]:
     values = {**_values(filters), "top": SESSIONS_SHOWN}
     del values["model"]
-    rows = ch.query(_query("console_sessions"), values).dicts()
+    rows = ch.query(load_query("console_sessions"), values).dicts()
     return [SessionRow(**row) for row in rows]
 
 
 def read_timeline(ch: ClickHouse, tenant: str, session_id: str) -> list[TimelineRow]:
-    rows = ch.query(_query("console_timeline"), {"tenant": tenant, "session": session_id}).rows
+    rows = ch.query(load_query("console_timeline"), {"tenant": tenant, "session": session_id}).rows
     return [TimelineRow(at, kind, json.loads(payload)) for at, kind, payload in rows]
 
 
@@ -321,7 +315,7 @@ def mount_console(
     slo: SloDocument | None,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> None:
-    slo_cache = SloCache(slo)
+    slo_cache = SloCache(slo, clickhouse, executor)
 
     async def off_loop(work: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(executor, work)
@@ -362,7 +356,7 @@ def mount_console(
         filters = filters_of(request, viewer)
         now = clock()
         show_all = request.query.get("slo") == "all"
-        status = slo_cache.view(filters.tenant, now, clickhouse, executor, show_all)
+        status = slo_cache.view(filters.tenant, now, show_all)
         data = await off_loop(lambda: read_overview(clickhouse, filters, now, slo, status))
         refresh = None if request.query.get("refresh") == "0" else REFRESH_SECONDS
         return page(overview_page(viewer, data, refresh))

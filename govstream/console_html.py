@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from govstream.dashboard_html import STYLE, PanelResult, format_value, render_panel
+from govstream.dashboard_html import STYLE, PanelResult, _e, format_value, render_panel
 
 RANGES: dict[str, int | None] = {"1h": 3600, "24h": 86_400, "7d": 7 * 86_400,
                                  "30d": 30 * 86_400, "all": None}  # fmt: skip
@@ -147,10 +147,6 @@ CONSOLE_STYLE = STYLE + "".join(
         "text-align:left}",
     )
 )
-
-
-def _e(value: Any, unit: Any = "count") -> str:
-    return html.escape(format_value(value, unit), quote=True)
 
 
 def _select(name: str, current: str, options: Sequence[str], every: str) -> str:

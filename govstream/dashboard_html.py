@@ -24,7 +24,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sql.dashboards import Chart, Unit, column_unit
+from sql.dashboards import TABLE, Chart, Unit, column_unit
 
 MAX_SERIES = 8
 MAX_BARS = 20
@@ -42,16 +42,13 @@ AXIS_NAMES: dict[Unit, str] = {
 }
 
 
-TABLE_ONLY = Chart("table")
-
-
 @dataclass(frozen=True)
 class PanelResult:
     name: str
     unit: str
     columns: Sequence[str]
     rows: Sequence[Sequence[Any]]
-    chart: Chart = TABLE_ONLY
+    chart: Chart = TABLE
     description: str = ""
     error: str | None = None  # the query failed: shown instead of the chart
 

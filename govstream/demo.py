@@ -200,10 +200,6 @@ def follow_up(
     return commands
 
 
-def _query_file(name: str) -> str:
-    return (Path(__file__).parent.parent / "sql" / "queries" / f"{name}.sql").read_text()
-
-
 def _table(columns: list[str], rows: list[tuple[Any, ...]]) -> str:
     cells = [columns, *[[str(v) for v in row] for row in rows]]
     widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
@@ -219,11 +215,12 @@ def _usd(micros: int) -> str:
 def summarize(settings: Settings, truth: dict[str, Any]) -> list[str]:
     """Print the summary; return the mismatches against the ground truth."""
     from sql.client import open_clickhouse
+    from sql.dashboards import load_query
 
     ch = open_clickhouse(settings, role="client")
     mismatches: list[str] = []
     try:
-        events = ch.query(_query_file("summary_events"))
+        events = ch.query(load_query("summary_events"))
         by_topic = {row[0]: row for row in events.rows}
         sessions_topic = f"{settings.topic_prefix}.sessions"
         processed = sum(row[2] for row in events.rows)
@@ -235,7 +232,7 @@ def summarize(settings: Settings, truth: dict[str, Any]) -> list[str]:
         if got != expected_session_events:
             mismatches.append(f"session events {got} != truth {expected_session_events}")
 
-        dead = ch.query(_query_file("summary_dead_letters"))
+        dead = ch.query(load_query("summary_dead_letters"))
         total_dead = sum(row[1] for row in dead.rows)
         say(f"\nDead letters: {total_dead}")
         if dead.rows:
@@ -244,7 +241,7 @@ def summarize(settings: Settings, truth: dict[str, Any]) -> list[str]:
         if total_dead != expected_dead:
             mismatches.append(f"dead letters {total_dead} != truth {expected_dead}")
 
-        cost = ch.query(_query_file("summary_cost_per_tenant"))
+        cost = ch.query(load_query("summary_cost_per_tenant"))
         say("\nCost per tenant, top 10:")
         rows = [(t, n, f"{tok:,}", _usd(c)) for t, n, tok, c in cost.rows]
         say(_table(["tenant", "turns", "tokens", "cost"], rows))
@@ -253,7 +250,7 @@ def summarize(settings: Settings, truth: dict[str, Any]) -> list[str]:
             if micros != want:
                 mismatches.append(f"cost of {tenant} {micros} != truth {want}")
 
-        latency = ch.query(_query_file("summary_latency_by_tier"))
+        latency = ch.query(load_query("summary_latency_by_tier"))
         say("\nLatency by tier (ms):")
         say(_table(["tier", "turns", "p95 latency", "p95 first token"], latency.rows))
     finally:

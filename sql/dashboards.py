@@ -37,9 +37,10 @@ dashboards' ``tenant`` is ``''`` for all tenants).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -110,6 +111,7 @@ class Chart:
         return column_unit(self.values[0]) if self.values else "count"
 
 
+TABLE = Chart("table")  # no chart: the result as a table
 _CHART_KEYS = {"bars": {"label", "values", "limit"}, "line": {"time", "series", "values"}}
 
 
@@ -117,7 +119,7 @@ def parse_chart(text: str, source: str = "<chart>") -> Chart:
     """``shape key=value ...`` (see the module doc) -> Chart, or DashboardError."""
     shape, *pairs = text.split()
     if shape == "table" and not pairs:
-        return Chart("table")
+        return TABLE
     if shape not in _CHART_KEYS:
         raise DashboardError(f"{source}: chart {text!r}: expected bars, line or table")
     fields: dict[str, str] = {}
@@ -129,7 +131,7 @@ def parse_chart(text: str, source: str = "<chart>") -> Chart:
                 f"{', '.join(sorted(_CHART_KEYS[shape]))} (each once, key=value)"
             )
         fields[key] = value
-    values = tuple(fields.get("values", "").split(",")) if "values" in fields else ()
+    values = tuple(fields["values"].split(",")) if "values" in fields else ()
     if not values:
         raise DashboardError(f"{source}: chart {text!r}: values=... names the plotted columns")
     if shape == "bars" and "label" not in fields:
@@ -160,7 +162,7 @@ class Panel:
     unit: str
     params: tuple[Param, ...]
     sql: str  # the whole file, header included (it is SQL comments)
-    chart: Chart = field(default_factory=lambda: Chart("table"))
+    chart: Chart = TABLE
 
     @property
     def param_names(self) -> tuple[str, ...]:
@@ -271,7 +273,7 @@ def parse_header(text: str, source: str = "<query>") -> tuple[str, str, tuple[Pa
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise DashboardError(f"{source}: parameter(s) declared twice: {', '.join(duplicates)}")
-    chart = parse_chart(found["chart"], source) if "chart" in found else Chart("table")
+    chart = parse_chart(found["chart"], source) if "chart" in found else TABLE
     return found["panel"], found["unit"], tuple(params), chart
 
 
@@ -315,6 +317,19 @@ def parse_panel(name: str, text: str, source: str | None = None) -> Panel:
                 problems.append(f"{n} is declared {declared[n]} but used as {used[n]}")
         raise DashboardError(f"{source}: header params and query disagree: {'; '.join(problems)}")
     return Panel(name=name, title=title, unit=unit, params=params, sql=text, chart=chart)
+
+
+@functools.cache
+def load_query(name: str) -> str:
+    """The text of sql/queries/NAME.sql (the CLI's, the demo's and the console's queries),
+    read once per process."""
+    return files("sql").joinpath("queries", f"{name}.sql").read_text(encoding="utf-8")
+
+
+@functools.cache
+def shipped_panels() -> tuple[Panel, ...]:
+    """The packaged panels, parsed once per process (the console asks on every page)."""
+    return tuple(load_panels().values())
 
 
 def _dashboards_dir() -> Traversable:

@@ -34,8 +34,8 @@ from govstream.commands.slo import parse_at
 from govstream.errors import GovstreamError, UsageError
 from govstream.settings import Settings, governor_config, load, manifest_keys
 from projections.timeline import SessionReplay, render_state, render_table, replay
+from sql.dashboards import load_query
 
-QUERIES = Path(__file__).resolve().parents[2] / "sql" / "queries"
 Located = tuple[LogRecord, Event]
 
 
@@ -119,7 +119,7 @@ def _query(settings: Settings, name: str, params: dict[str, Any]) -> list[tuple[
     from sql.client import open_clickhouse
 
     with open_clickhouse(settings, role="client") as clickhouse:
-        return clickhouse.query((QUERIES / f"{name}.sql").read_text(), params).rows
+        return clickhouse.query(load_query(name), params).rows
 
 
 def session_place(settings: Settings, session_id: str, tenant: str | None) -> tuple[str, int, int]:

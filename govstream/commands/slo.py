@@ -35,8 +35,7 @@ from projections.slo import (
     slo_status,
     triage,
 )
-
-QUERIES = Path(__file__).resolve().parents[2] / "sql" / "queries"
+from sql.dashboards import load_query
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -85,7 +84,7 @@ def read_scopes(
     names = doc.window_names()
     tiers = sorted(doc.tiers.model_dump())
     result = clickhouse.query(
-        (QUERIES / "slo_counts.sql").read_text(),
+        load_query("slo_counts"),
         {
             "now": now,
             "windows": [doc.window_seconds(name) for name in names],
@@ -118,7 +117,7 @@ def read_budgets(
 ) -> list[BudgetSpend]:
     """Each tenant's day and month cost budget with its recent spend."""
     result = clickhouse.query(
-        (QUERIES / "slo_budget_spend.sql").read_text(),
+        load_query("slo_budget_spend"),
         {"now": now, "window_seconds": doc.window_seconds(doc.budget_burn.rate_window)},
     )
     budgets = []
