@@ -64,6 +64,7 @@ STATUS_UNSET, STATUS_OK, STATUS_ERROR = 0, 1, 2
 AGENT_OPERATIONS = frozenset({"invoke_agent"})
 TURN_OPERATIONS = frozenset({"chat", "text_completion", "generate_content"})
 TOOL_OPERATIONS = frozenset({"execute_tool"})
+MAPPED_OPERATIONS = AGENT_OPERATIONS | TURN_OPERATIONS | TOOL_OPERATIONS
 
 # Attribute names. Where two names mean the same thing, the first wins.
 OPERATION = "gen_ai.operation.name"
@@ -101,7 +102,6 @@ MISSING_TOKENS = "otlp_missing_tokens"
 MISSING_ATTRIBUTE = "otlp_missing_attribute"
 BAD_SPAN = "otlp_bad_span"
 INVALID_FIELD = "otlp_invalid_field"
-REASON_CODES = (TENANT_MISMATCH, MISSING_TOKENS, MISSING_ATTRIBUTE, BAD_SPAN, INVALID_FIELD)
 
 _NS = uuid.UUID("9d4c3f2a-0b7e-5c61-8f3d-2e6a1b9c4d70")
 _LABEL_BAD = re.compile(r"[^A-Za-z0-9 ._:@/+=()-]")
@@ -469,7 +469,7 @@ def map_spans(
     ignored = 0
     for seq, span in enumerate(spans):
         operation = _text(span.attributes.get(OPERATION))
-        if operation not in AGENT_OPERATIONS | TURN_OPERATIONS | TOOL_OPERATIONS:
+        if operation not in MAPPED_OPERATIONS:
             ignored += 1
             continue
         try:

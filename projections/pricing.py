@@ -211,6 +211,20 @@ def in_force(prices: Mapping[str, ModelPrice], at: date | datetime) -> Mapping[s
     return prices.at(day)
 
 
+def prices_for(
+    prices: Mapping[str, ModelPrice],
+    model: str,
+    at: date | datetime,
+    fallback: ModelPrice | None,
+) -> tuple[Mapping[str, ModelPrice], bool]:
+    """(the prices in force at `at`, charged at the fallback): an unpriced `model` gets the
+    deployment's fallback price when there is one (the governor and the OTLP intake)."""
+    table = in_force(prices, at)
+    if model in table or fallback is None:
+        return table, False
+    return {**table, model: fallback}, True
+
+
 def from_litellm(data: Mapping[str, Any], *, effective_from: date | None = None) -> PriceTable:
     """A catalog from LiteLLM's `model_prices_and_context_window.json` (USD per token:
     input_cost_per_token, output_cost_per_token, cache_read_input_token_cost). Entries

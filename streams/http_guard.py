@@ -174,9 +174,7 @@ class Guard:
         if browser and not (console and _same_origin(request)):
             return json_error(403, "browser requests are refused; call the API from a server")
         if route is not None and route.public:
-            if request.method == "POST" and request.content_type not in route.content_types:
-                return json_error(415, f"the body must be {' or '.join(route.content_types)}")
-            return await handler(request)
+            return _wrong_body(request, route) or await handler(request)
         credential = credential_of(request)
         if not credential and console:
             credential = request.cookies.get(CONSOLE_COOKIE, "")
@@ -191,10 +189,18 @@ class Guard:
             return json_error(404, f"no route {request.method} {request.path}")
         if principal.role not in route.roles:
             return json_error(403, "this credential may not call this route")
-        if request.method == "POST" and request.content_type not in route.content_types:
-            return json_error(415, f"the body must be {' or '.join(sorted(route.content_types))}")
+        wrong = _wrong_body(request, route)
+        if wrong is not None:
+            return wrong
         request[PRINCIPAL] = principal
         return await handler(request)
+
+
+def _wrong_body(request: web.Request, route: Route) -> web.Response | None:
+    """415 for a POST whose body is not of a type the route takes."""
+    if request.method == "POST" and request.content_type not in route.content_types:
+        return json_error(415, f"the body must be {' or '.join(sorted(route.content_types))}")
+    return None
 
 
 def _same_origin(request: web.Request) -> bool:

@@ -185,12 +185,16 @@ def _span(delta: timedelta) -> str:
     return f"{seconds} s"
 
 
+def bounded_raw(raw: bytes, reason: str) -> tuple[bytes, str]:
+    """A dead letter's raw value, cut to MAX_DEAD_LETTER_RAW (and the reason says so):
+    the letter itself must fit in a Kafka record."""
+    if len(raw) <= MAX_DEAD_LETTER_RAW:
+        return raw, reason
+    return raw[:MAX_DEAD_LETTER_RAW], f"{reason} (raw value truncated from {len(raw)} bytes)"
+
+
 def dead_letter_for(source: SourceRecord, error: DecodeError) -> RecordDeadLettered:
-    raw = source.value or b""
-    reason = error.reason
-    if len(raw) > MAX_DEAD_LETTER_RAW:
-        reason = f"{reason} (raw value truncated from {len(raw)} bytes)"
-        raw = raw[:MAX_DEAD_LETTER_RAW]
+    raw, reason = bounded_raw(source.value or b"", error.reason)
     position = f"{source.topic}/{source.partition}/{source.offset}"
     return RecordDeadLettered(
         event_id=str(uuid.uuid5(_DEAD_LETTER_NS, position)),

@@ -29,7 +29,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -66,15 +66,15 @@ from events.otlp import (
     map_spans,
 )
 from events.topics import Topics
-from projections.pricing import ModelPrice, PriceTable, cost_usd_micros
+from projections.pricing import ModelPrice, PriceTable, cost_usd_micros, prices_for
 from streams.http_guard import principal_of
+from streams.ingest import bounded_raw
 
 log = logging.getLogger(__name__)
 
 PATH = "/v1/traces"
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
-CONTENT_TYPES = frozenset({PROTOBUF, JSON})
 DEAD_LETTER_SOURCE = "otlp:/v1/traces"  # a dead letter's source_topic: no Kafka position
 _MAX_MESSAGES = 5  # rejection reasons quoted in partial_success.error_message
 
@@ -236,13 +236,10 @@ def pricer(prices: PriceTable, fallback: ModelPrice | None = None) -> Pricer:
     fallback price for a model the catalog does not price, else 0 (docs/otlp.md)."""
 
     def price(model: str, input_tokens: int, output_tokens: int, at: datetime) -> int:
-        day: date = at.astimezone(UTC).date()
-        try:
-            return cost_usd_micros(prices.at(day), model, input_tokens, output_tokens)
-        except KeyError:
-            if fallback is None:
-                return 0
-            return cost_usd_micros({model: fallback}, model, input_tokens, output_tokens)
+        table, _ = prices_for(prices, model, at, fallback)
+        if model not in table:
+            return 0
+        return cost_usd_micros(table, model, input_tokens, output_tokens)
 
     return price
 
@@ -266,9 +263,6 @@ class StartedSessions:
 
     def __len__(self) -> int:
         return len(self._keys)
-
-    def __iter__(self) -> Any:
-        return iter(self._keys)
 
     def add(self, keys: Iterable[str]) -> None:
         for key in keys:
@@ -513,7 +507,9 @@ def dead_letters(tenant: str, mapped: OtlpMapped) -> list[RecordDeadLettered]:
     out = []
     for rejection in mapped.rejected:
         span = rejection.span
-        raw = orjson.dumps(asdict(span), option=orjson.OPT_SORT_KEYS)
+        raw, reason = bounded_raw(
+            orjson.dumps(asdict(span), option=orjson.OPT_SORT_KEYS), rejection.reason
+        )
         out.append(
             RecordDeadLettered(
                 event_id=event_id(tenant, span.trace_id, span.span_id, "dead-letter"),
@@ -521,7 +517,7 @@ def dead_letters(tenant: str, mapped: OtlpMapped) -> list[RecordDeadLettered]:
                     (span.end_unix_nano or span.start_unix_nano) / 1e9, tz=UTC
                 ),
                 reason_code=rejection.reason_code,
-                reason=rejection.reason,
+                reason=reason,
                 source_topic=DEAD_LETTER_SOURCE,
                 source_partition=0,
                 source_offset=0,

@@ -78,7 +78,7 @@ from projections.ledger import (
 )
 from projections.lifecycle import Applied, derived_events, transition
 from projections.policy import Decision, PolicyContext, evaluate
-from projections.pricing import in_force
+from projections.pricing import prices_for
 from projections.redaction import Redactor
 
 PRODUCER = "govstream-governor/1"
@@ -695,11 +695,8 @@ def _admit_turn(
     verdict = session.verdict
     if verdict is not None and verdict["action"] == "suspend":
         return refused("deny", "SESSION_SUSPENDED_BY_BUDGET")
-    prices = in_force(config.prices, event.occurred_at)
-    at_fallback = model not in prices and config.fallback_price is not None
-    if at_fallback:
-        # An unpriced model, charged at the deployment's fallback price (and said so).
-        prices = {**prices, model: config.fallback_price}  # type: ignore[dict-item]
+    # An unpriced model is charged at the deployment's fallback price (and said so).
+    prices, at_fallback = prices_for(config.prices, model, event.occurred_at, config.fallback_price)
     try:
         candidates = [model] if at_fallback else [model, *fallback_chain(prices, model)]
     except KeyError:

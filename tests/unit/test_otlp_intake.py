@@ -199,3 +199,13 @@ def _chat_and_agent() -> tuple[OtlpSpan, OtlpSpan]:
            "attributes": {"gen_ai.operation.name": "invoke_agent"}},
     )  # fmt: skip
     return chat, agent
+
+
+def test_a_huge_span_is_dead_lettered_cut_to_fit_a_record() -> None:
+    """The letter of an unmappable span is bounded like every other dead letter."""
+    from streams.ingest import MAX_DEAD_LETTER_RAW, bounded_raw
+
+    raw, reason = bounded_raw(b"x" * (MAX_DEAD_LETTER_RAW + 10), "missing tokens")
+    assert len(raw) == MAX_DEAD_LETTER_RAW
+    assert reason == f"missing tokens (raw value truncated from {MAX_DEAD_LETTER_RAW + 10} bytes)"
+    assert bounded_raw(b"small", "r") == (b"small", "r")
