@@ -141,9 +141,11 @@ def proposal_content(proposal: ToolCallProposed | Mapping[str, Any]) -> dict[str
 
 def proposal_digest(proposal: ToolCallProposed | Mapping[str, Any]) -> str:
     """Hex sha256 of the proposal's canonical content."""
-    body = json.dumps(
-        proposal_content(proposal), sort_keys=True, separators=(",", ":"), ensure_ascii=True
-    )
+    return _digest(proposal_content(proposal))
+
+
+def _digest(content: Mapping[str, Any]) -> str:
+    body = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(PROPOSAL_DOMAIN + body.encode("ascii")).hexdigest()
 
 
@@ -216,8 +218,8 @@ def verify_decision(
     signature = fields.get("signature")
     if not isinstance(signature, str) or not _HEX_SHA256.fullmatch(signature):
         raise DecisionRejected("malformed", "signature is not 64 lower-case hex digits")
-    try:
-        checked = _validated(fields, key_id)  # validated once: signed bytes and expiry
+    try:  # a model is valid already; fields are validated once, here
+        checked = decision if isinstance(decision, PolicyDecided) else _validated(fields, key_id)
     except ValueError as exc:
         raise DecisionRejected("malformed", str(exc)) from None
     message = _signed_bytes(checked)
@@ -268,7 +270,7 @@ def _asked(proposal: ToolCallProposed) -> dict[str, Any]:
         "method": content["method"],
         "payload_bytes": content["payload_bytes"],
         "risk_level": content["risk_level"],
-        "proposal_digest": proposal_digest(proposal),
+        "proposal_digest": _digest(content),
     }
 
 
