@@ -94,7 +94,7 @@ class _Calls:
     ) -> None:
         if on_unavailable not in ("fail_closed", "fail_open"):
             raise ValueError("on_unavailable is fail_closed or fail_open")
-        self.url, self.timeout = url.rstrip("/"), timeout
+        self.url = url.rstrip("/")
         self.headers = {"Authorization": f"Bearer {api_key}"}
         self.on_unavailable, self.keys, self.environment = (
             on_unavailable,
@@ -120,7 +120,7 @@ class _Calls:
         """The JSON answer; None when the API is unavailable (503); raises on a bad call."""
         if reply.status_code in (200, 409):  # 409: another call under a decided key
             return reply.json()  # type: ignore[no-any-return]
-        if reply.status_code == 503 or reply.status_code >= 500:
+        if reply.status_code >= 500:  # 503 and the like: unavailable
             return None
         try:
             message = reply.json().get("error", reply.text)

@@ -17,7 +17,6 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from events.models import (
-    CATALOG,
     DERIVED_EVENTS,
     SESSION_EVENTS,
     TENANT_EVENTS,
@@ -226,4 +225,4 @@ def write_docs() -> list[Path]:
     return [EVENTS_DOC, LIFECYCLE_DOC]
 
 
-__all__ = ["CATALOG", "example", "render_events", "render_lifecycle", "write_docs"]
+__all__ = ["example", "render_events", "render_lifecycle", "write_docs"]

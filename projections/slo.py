@@ -281,7 +281,7 @@ class SloDocument(_Strict):
             for tier in ("A", "B", "C"):
                 for sli in SLIS:
                     objective = getattr(self.tiers, tier).objective(sli)
-                    ceiling = 1 / (1 - _exact(objective))
+                    ceiling = 1 / _error_budget(objective)
                     if _exact(rule.burn_rate) > ceiling:
                         raise ValueError(
                             f"{where}.burn_rate: {rule.burn_rate} can never fire for "
@@ -514,9 +514,8 @@ def format_burn(burn: Fraction | float, threshold: Fraction | float) -> str:
     # that, the comparison reads true as it is (most scopes; no exact arithmetic).
     if abs(value - float(limit)) > 0.051:
         return f"{value:.1f}"
-    text = f"{value:.1f}"
     for digits in range(1, 5):
-        text = f"{float(exact):.{digits}f}"
+        text = f"{value:.{digits}f}"
         if (Fraction(text) >= limit) == (exact >= limit):
             break
     return text
@@ -897,7 +896,7 @@ def _sli_status(doc: SloDocument, row: ScopeCounts, sli: Sli) -> dict[str, Any]:
             "burn_rate": float(_burn(counts.bad, counts.total, objective)),
         }
     period = _counts(by_window, doc.period)
-    allowed = (1 - _exact(objective)) * period.total  # bad turns the period may hold
+    allowed = _error_budget(objective) * period.total  # bad turns the period may hold
     remaining = None if period.total == 0 else float(1 - period.bad / allowed)
     verdicts = judge_rules(doc, row.tier, sli, by_window)
     alerts = evaluate_burn(doc, row.tier, row.scope, sli, by_window, verdicts)

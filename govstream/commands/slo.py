@@ -264,8 +264,6 @@ def render(report: dict[str, Any], *, show_all: bool = False, limit: int = 20) -
         bad = [r for r in rows if r["state"] == "bad"]
         shown = [r for r in rows if r["state"] in ("firing", "suppressed")] + bad[:limit]
         cut = len(bad) - len(bad[:limit])
-    windows = list(rows[0]["windows"]) if rows else []
-    long_windows = list(dict.fromkeys(r["long_window"] for r in rows[0]["rules"])) if rows else []
     lines.append("")
     if shown:
         lines.append(
@@ -273,7 +271,7 @@ def render(report: dict[str, Any], *, show_all: bool = False, limit: int = 20) -
             f"{report['period']}); events = bad/total in each rule's long window"
         )
         header, table = sli_table(shown)
-        right = set(range(4, 5 + len(windows) + len(long_windows)))
+        right = set(range(4, len(header) - 1))  # the figures; not the why
         lines += _table(header, table, right)
     else:
         lines.append("no scope has a bad turn in the burn rules' windows")

@@ -737,9 +737,13 @@ def _admit_turn(
             }
             degraded = candidate != model
             decision = "degrade" if degraded else "allow"
-            code = "DEGRADED_TO_CHEAPER_MODEL" if degraded else "ADMITTED"
-            if at_fallback:
-                code = "ADMITTED_AT_FALLBACK_PRICE"
+            code = (
+                "ADMITTED_AT_FALLBACK_PRICE"
+                if at_fallback
+                else "DEGRADED_TO_CHEAPER_MODEL"
+                if degraded
+                else "ADMITTED"
+            )
             token_kinds = ("session_tokens", "workflow_tokens", "global_tokens_minute")
             tokens_left = [v for k, v in remaining.items() if k in token_kinds and v is not None]
             recorded = _admission_decided(
