@@ -49,6 +49,7 @@ class Emitter:
         topics: Topics | None = None,
         registry: SchemaRegistry | None = None,
         schema_registry_url: str | None = None,
+        codec: Codec | None = None,
         linger_ms: int = 5,
         client_id: str = "govstream-emitter",
         signer: RecordSigner | None = None,
@@ -57,7 +58,7 @@ class Emitter:
     ) -> None:
         self.topics = topics or Topics()
         self.signer = signer
-        self.codec = Codec(registry or registry_from_settings(schema_registry_url))
+        self.codec = codec or Codec(registry or registry_from_settings(schema_registry_url))
         self._producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap,
             **(security or kafka_security.current()).client_options(),

@@ -34,7 +34,6 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError as ProtobufDecodeError
@@ -46,8 +45,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
-from events import kafka_security
 from events.codec import Codec
+from events.emitter import Emitter
 from events.models import (
     RecordDeadLettered,
     SessionClosed,
@@ -369,25 +368,21 @@ class OtlpIntake(Service):
         self.open_sessions = OpenSessions(remembered_sessions)
         self.idle_close_seconds = idle_close_seconds
         self.counts = IntakeCounts()
-        self._producer: AIOKafkaProducer | None = None
+        self._emitter: Emitter | None = None
         # Mapping and handing records to the producer, one request at a time: the
         # order they are handed over is their order in the tenant's log.
         self._order = asyncio.Lock()
 
     async def on_start(self) -> None:
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap,
-            **kafka_security.current().client_options(),
-            client_id=self.client_id,
-            enable_idempotence=True,
-            acks="all",
+        self._emitter = Emitter(
+            self.bootstrap, topics=self.topics, codec=self.codec, client_id=self.client_id,
             linger_ms=2,
-        )
-        await self._producer.start()
+        )  # fmt: skip
+        await self._emitter.start()
 
     async def on_stop(self) -> None:
-        if self._producer is not None:
-            await self._producer.stop()
+        if self._emitter is not None:
+            await self._emitter.stop()
 
     def mount(self, router: web.UrlDispatcher) -> None:
         router.add_post(PATH, self.traces)
@@ -408,17 +403,9 @@ class OtlpIntake(Service):
             if not due:
                 return 0
             self.open_sessions.forget(due)
-            by_tenant: dict[str, list[SessionEvent]] = {}
-            for item in due:
-                closed = idle_close(item.tenant, item.session_id, wall, self.idle_close_seconds)
-                by_tenant.setdefault(item.tenant, []).append(closed)
-            try:
-                deliveries = [
-                    d for tenant, events in by_tenant.items()
-                    for d in await self._hand_over(tenant, events)
-                ]  # fmt: skip
-            except KafkaError as exc:
-                deliveries = [_failed(exc)]
+            deliveries = await self._hand_over(
+                [idle_close(i.tenant, i.session_id, wall, self.idle_close_seconds) for i in due]
+            )
         try:
             await asyncio.gather(*deliveries)
         except KafkaError as exc:
@@ -461,12 +448,9 @@ class OtlpIntake(Service):
             )
             self.known_sessions.add(mapped.started)
             self.open_sessions.touch(mapped.events, time.monotonic())
-            try:
-                deliveries = await self._hand_over(
-                    tenant, mapped.events, dead_letters(tenant, mapped)
-                )
-            except KafkaError as exc:
-                deliveries = [_failed(exc)]
+            deliveries = await self._hand_over(
+                mapped.events, dead_letters(tenant, mapped), tenant.encode()
+            )
         try:
             await asyncio.gather(*deliveries)
         except KafkaError as exc:  # the broker did not take them: the exporter retries
@@ -478,21 +462,24 @@ class OtlpIntake(Service):
 
     async def _hand_over(
         self,
-        tenant: str,
         events: Sequence[SessionEvent],
         letters: Sequence[RecordDeadLettered] = (),
+        letter_key: bytes = b"",
     ) -> list[Awaitable[Any]]:
-        """Hand every record to the producer, in order; their delivery futures."""
-        assert self._producer is not None
+        """Hand every record to the producer, in order (events keyed by their tenant, as
+        an Emitter routes them); their delivery futures, or one failed future."""
+        emitter = self._emitter
+        assert emitter is not None
         out: list[Awaitable[Any]] = []
-        key = tenant.encode()
-        for event in events:
-            topic, _ = self.topics.route(event)
-            value = self.codec.encode(event)
-            out.append(await self._producer.send(topic, value=value, key=key))
-        for letter in letters:
-            value = self.codec.encode(letter)
-            out.append(await self._producer.send(self.topics.deadletter, value=value, key=key))
+        try:
+            for event in events:
+                topic, key, value, _ = emitter.prepare(event)
+                out.append(await emitter.enqueue(topic, value, key))
+            for letter in letters:
+                value = emitter.codec.encode(letter)
+                out.append(await emitter.enqueue(self.topics.deadletter, value, letter_key))
+        except KafkaError as exc:
+            return [_failed(exc)]
         return out
 
 
