@@ -189,9 +189,9 @@ class _Planned:
 @dataclass
 class _SessionSeen:
     session_id: str
-    first: OtlpSpan  # the span whose fields an implicit start takes
+    first_start: SessionStarted  # an implicit start: built from the earliest span
     at: datetime  # the earliest time of the session's mapped events
-    agent: OtlpSpan | None = None
+    agent_start: SessionStarted | None = None  # built from the agent span, when seen
 
 
 def event_id(tenant: str, *parts: str) -> str:
@@ -338,7 +338,7 @@ class _Mapper:
         try:
             # Any span may be the one a session's start is built from (below): its
             # govstream.* attributes are checked now, so that start cannot fail later.
-            self.started_event(span, session_id, begin)
+            start = self.started_event(span, session_id, begin)
             if operation in AGENT_OPERATIONS:
                 if error is None:
                     ended: SessionEvent = SessionClosed(
@@ -414,11 +414,11 @@ class _Mapper:
         seen = self.sessions.get(session_id)
         first_at = min(p.at for p in planned) if operation not in AGENT_OPERATIONS else begin
         if seen is None:
-            seen = self.sessions[session_id] = _SessionSeen(session_id, span, first_at)
+            seen = self.sessions[session_id] = _SessionSeen(session_id, start, first_at)
         elif first_at < seen.at:
-            seen.first, seen.at = span, first_at
-        if operation in AGENT_OPERATIONS and seen.agent is None:
-            seen.agent = span
+            seen.first_start, seen.at = start, first_at
+        if operation in AGENT_OPERATIONS and seen.agent_start is None:
+            seen.agent_start = start
 
     def started_event(self, span: OtlpSpan, session_id: str, at: datetime) -> SessionStarted:
         """A session's SessionStarted: one id and key per (tenant, session)."""
@@ -443,9 +443,13 @@ class _Mapper:
             key = session_key(self.tenant, seen.session_id)
             if key in self.already:
                 continue
-            span = seen.agent or seen.first
-            at = _time(span.start_unix_nano) if seen.agent is not None else seen.at
-            start = self.started_event(span, seen.session_id, at)  # validated in span()
+            # Built (and validated) when its span was mapped; an implicit start is dated
+            # at the session's earliest event.
+            if seen.agent_start is not None:
+                start, at = seen.agent_start, seen.agent_start.occurred_at
+            else:
+                start = seen.first_start.model_copy(update={"occurred_at": seen.at})
+                at = seen.at
             self.planned.append(_Planned(seen.session_id, 0, at, 0, -1, start))
             out.append(key)
         return out
