@@ -114,6 +114,10 @@ class PriceTable(Mapping[str, ModelPrice]):
         default_factory=dict, compare=False, repr=False, hash=False
     )
 
+    def __post_init__(self) -> None:
+        if not self.history:  # undated prices: each model's history is its one price
+            object.__setattr__(self, "history", {m: (p,) for m, p in self.prices.items()})
+
     def __getitem__(self, model: str) -> ModelPrice:
         try:
             return self.prices[model]
@@ -132,9 +136,7 @@ class PriceTable(Mapping[str, ModelPrice]):
         table = self._days.get(day)
         if table is None:
             current: dict[str, ModelPrice] = {}
-            for model, prices in (
-                self.history or {m: (p,) for m, p in self.prices.items()}
-            ).items():
+            for model, prices in self.history.items():
                 valid = [p for p in prices if p.effective_from <= day]
                 if valid:
                     current[model] = valid[-1]
@@ -196,9 +198,9 @@ class PriceTable(Mapping[str, ModelPrice]):
                 out["effective_from"] = p.effective_from.isoformat()
             return out
 
-        history = self.history or {m: (p,) for m, p in self.prices.items()}
         models = {
-            m: entry(h[0]) if len(h) == 1 else [entry(p) for p in h] for m, h in history.items()
+            m: entry(h[0]) if len(h) == 1 else [entry(p) for p in h]
+            for m, h in self.history.items()
         }
         return {"currency": CURRENCY, "models": models}
 
