@@ -55,28 +55,25 @@ def main() -> int:
         base = Path(tmp)
         say("building the wheel ...")
         wheel = build_wheel(base)
-        baseline: int | None = None
-        for label, extras, statement in (
-            ("light (`pip install govstream`)", "", SDK_IMPORT),
-            ("worker (`pip install 'govstream[worker]'`)", "worker", SDK_IMPORT),
+        empty = base / "empty"  # a virtualenv with nothing installed: pip itself
+        subprocess.run(["python3", "-m", "venv", str(empty)], check=True)
+        baseline = _bytes(empty)
+        for label, extras in (
+            ("light (`pip install govstream`)", ""),
+            ("worker (`pip install 'govstream[worker]'`)", "worker"),
         ):
             say(f"installing {label} ...")
             started = time.perf_counter()
             bin_dir = install(wheel, base / (extras or "light"), extras)
             seconds = time.perf_counter() - started
-            venv = bin_dir.parent
-            site = next((venv / "lib").glob("python3*/site-packages"))
-            empty = base / "empty"
-            if baseline is None:  # a virtualenv with nothing installed: pip itself
-                subprocess.run(["python3", "-m", "venv", str(empty)], check=True)
-                baseline = _bytes(empty)
-            size = _bytes(venv)
-            sdk = _import_seconds(bin_dir / "python", statement)
+            site = next((bin_dir.parent / "lib").glob("python3*/site-packages"))
+            size = _bytes(bin_dir.parent)
+            sdk = _import_seconds(bin_dir / "python", SDK_IMPORT)
             worker = _import_seconds(bin_dir / "python", WORKER_IMPORT) if extras else None
             rows.append((label, size, _bytes(site), _packages(bin_dir / "pip"), sdk,
                          worker, seconds))  # fmt: skip
             say(f"  {size / 1e6:,.0f} MB, SDK import {sdk * 1000:,.0f} ms")
-        bare = _import_seconds(base / "empty" / "bin" / "python", "pass")
+        bare = _import_seconds(empty / "bin" / "python", "pass")
     lines = [
         BEGIN,
         "## Install size and import time (issue 13)",

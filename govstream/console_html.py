@@ -282,16 +282,16 @@ def render_slo(slo: SloView, query: str | None) -> str:
         else "<p>no scope has a bad turn in the burn rules' windows</p>"
     )
     more = ""
-    if hidden and query is not None:
-        more = (
-            f'<p class="more">{hidden:,} more scope SLIs (no bad turn, or past the first '
-            f'{SLO_ROWS_SHOWN} bad ones): <a href="/console?{html.escape(query)}&amp;slo=all">'
-            f"show all</a> (the first {SLO_ALL_ROWS:,})</p>"
+    if hidden:
+        link = (
+            f': <a href="/console?{html.escape(query)}&amp;slo=all">show all</a> '
+            f"(the first {SLO_ALL_ROWS:,})"
+            if query is not None
+            else ""
         )
-    elif hidden:
         more = (
             f'<p class="more">{hidden:,} more scope SLIs (no bad turn, or past the first '
-            f"{SLO_ROWS_SHOWN} bad ones)</p>"
+            f"{SLO_ROWS_SHOWN} bad ones){link}</p>"
         )
     budget_header, budget_rows = slo.budgets
     budgets = ""

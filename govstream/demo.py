@@ -335,7 +335,7 @@ def incident_excerpt(lines: list[str], event: str, before: int = 4, after: int =
 def _last_second(iso: str) -> datetime:
     """The whole second at or after the fleet's last event: `slo --at` it shows the SLO
     windows as they were when the fleet stopped, whenever the command is run."""
-    at = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    at = datetime.fromisoformat(iso)  # Python 3.11 reads a trailing Z
     whole = at.replace(microsecond=0)
     return whole if whole == at else whole + timedelta(seconds=1)
 
