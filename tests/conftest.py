@@ -185,6 +185,11 @@ def running_worker(
         process.stop()
 
 
+def bearer(key: str) -> dict[str, str]:
+    """The header an API key goes in."""
+    return {"Authorization": f"Bearer {key}"}
+
+
 def worker_fixture(
     name: str, *, operator_key: str, yield_url: bool = True, **overrides: object
 ) -> Any:

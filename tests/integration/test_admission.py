@@ -26,7 +26,7 @@ from events.models import (
 from events.signing import verify_decision
 from events.topics import Topics
 from govstream.settings import Settings
-from tests.conftest import worker_fixture
+from tests.conftest import bearer, worker_fixture
 from tests.factories import session_started, tenant_profile, tool_proposal, turn
 from tests.kafka_io import read_events_until
 from tests.kafka_io import send_events as _send
@@ -63,15 +63,11 @@ def _wait_for_plan(url: str, tenant: str, key: str, budgets: dict[str, int]) -> 
     """Until the worker's profile cache holds the tenant's profile."""
     deadline = time.monotonic() + WAIT_SECONDS
     while time.monotonic() < deadline:
-        response = httpx.get(f"{url}/v1/budgets/{tenant}", headers=_auth(key), timeout=5)
+        response = httpx.get(f"{url}/v1/budgets/{tenant}", headers=bearer(key), timeout=5)
         if response.status_code == 200 and response.json()["plan"] == "team":
             return
         time.sleep(0.2)
     raise AssertionError(f"profile of {tenant} never reached the worker ({budgets})")
-
-
-def _auth(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
 
 
 def _turn_body(tenant: str, session: str, tokens: int = 100, **extra: Any) -> dict[str, Any]:
@@ -86,22 +82,22 @@ def test_keys_are_scoped_to_their_tenant_and_bodies_are_checked(
     post = f"{url}/v1/admission/turn"
     body = _turn_body("t-b", "s-auth")
     assert httpx.post(post, json=body, timeout=5).status_code == 401
-    assert httpx.post(post, json=body, headers=_auth("nope"), timeout=5).status_code == 401
+    assert httpx.post(post, json=body, headers=bearer("nope"), timeout=5).status_code == 401
     # Another tenant's key: 404, whether t-b exists is not disclosed.
-    forbidden = httpx.post(post, json=body, headers=_auth(KEY_A), timeout=5)
+    forbidden = httpx.post(post, json=body, headers=bearer(KEY_A), timeout=5)
     assert forbidden.status_code == 404
     tool = {**_turn_body("t-b", "s-auth"), "tool": "x"}
     assert (
-        httpx.post(f"{url}/v1/admission/tool", json=tool, headers=_auth(KEY_A)).status_code == 422
+        httpx.post(f"{url}/v1/admission/tool", json=tool, headers=bearer(KEY_A)).status_code == 422
     )
-    bad = httpx.post(post, json={**body, "estimated_tokens": -5}, headers=_auth(KEY_B), timeout=5)
+    bad = httpx.post(post, json={**body, "estimated_tokens": -5}, headers=bearer(KEY_B), timeout=5)
     assert bad.status_code == 422
     assert bad.json()["error"].startswith("estimated_tokens:")
-    json_type = {"Content-Type": "application/json", **_auth(KEY_B)}
+    json_type = {"Content-Type": "application/json", **bearer(KEY_B)}
     not_json = httpx.post(post, content=b"{nope", headers=json_type, timeout=5)
     assert (not_json.status_code, not_json.json()["error"][:18]) == (422, "body: Invalid JSON")
     # The operator's key acts for any tenant.
-    ok = httpx.post(post, json=body, headers=_auth(KEY_OPS), timeout=5)
+    ok = httpx.post(post, json=body, headers=bearer(KEY_OPS), timeout=5)
     assert ok.status_code == 200, ok.text
     assert ok.json()["decision"] == "allow"
 
@@ -118,7 +114,7 @@ def test_200_concurrent_admissions_never_overspend(worker: tuple[Settings, str])
 
     async def admit_all() -> list[dict[str, Any]]:
         limits = httpx.Limits(max_connections=200)
-        async with httpx.AsyncClient(limits=limits, timeout=30, headers=_auth(KEY_A)) as client:
+        async with httpx.AsyncClient(limits=limits, timeout=30, headers=bearer(KEY_A)) as client:
             replies = await asyncio.gather(
                 *(client.post(f"{url}/v1/admission/turn", json=_turn_body(tenant, session))
                   for _ in range(200))
@@ -144,7 +140,7 @@ def test_200_concurrent_admissions_never_overspend(worker: tuple[Settings, str])
 
     def balance() -> dict[str, Any]:
         reply = httpx.get(
-            f"{url}/v1/budgets/{tenant}?session={session}", headers=_auth(KEY_A), timeout=5
+            f"{url}/v1/budgets/{tenant}?session={session}", headers=bearer(KEY_A), timeout=5
         )
         assert reply.status_code == 200, reply.text
         return dict(reply.json()["balances"].get("session_tokens", {}))
@@ -155,7 +151,7 @@ def test_200_concurrent_admissions_never_overspend(worker: tuple[Settings, str])
     assert balance() == {"limit": 5_000, "used": 5_000, "reserved": 0, "period": ""}
     # Full: the next request is refused, and every admission was recorded.
     more = httpx.post(f"{url}/v1/admission/turn", json=_turn_body(tenant, session, 1),
-                      headers=_auth(KEY_A), timeout=5).json()  # fmt: skip
+                      headers=bearer(KEY_A), timeout=5).json()  # fmt: skip
     assert (more["decision"], more["reason_code"]) == ("deny", "SESSION_TOKENS_EXHAUSTED")
 
     def recorded(events: list[SessionEvent]) -> bool:
@@ -215,7 +211,7 @@ def test_exceeded_budget_suspends_the_session_and_denies_its_tools(
     decision = next(e for e in _derived(settings, decided)
                     if isinstance(e, PolicyDecided) and e.session_id == session)  # fmt: skip
     assert (decision.decision, decision.reason_code) == ("deny", "BUDGET_EXCEEDED")
-    admitted = httpx.post(f"{url}/v1/admission/tool", headers=_auth(KEY_B), timeout=5, json={
+    admitted = httpx.post(f"{url}/v1/admission/tool", headers=bearer(KEY_B), timeout=5, json={
         "tenant": tenant, "session": session, "tool": "http_request", "action": "fetch",
         "operation_key": f"{session}/op2", "destination_host": "api.example.com",
         "method": "GET", "payload_bytes": 10, "risk_level": "low",
@@ -225,11 +221,11 @@ def test_exceeded_budget_suspends_the_session_and_denies_its_tools(
     verify_decision(signed, {settings.policy_key_id: settings.policy_signing_key.encode()},
                     signed.occurred_at)  # fmt: skip
     turn_reply = httpx.post(f"{url}/v1/admission/turn", json=_turn_body(tenant, session),
-                            headers=_auth(KEY_B), timeout=5).json()  # fmt: skip
+                            headers=bearer(KEY_B), timeout=5).json()  # fmt: skip
     assert (turn_reply["decision"], turn_reply["reason_code"]) == (
         "deny", "SESSION_SUSPENDED_BY_BUDGET")  # fmt: skip
     # The same operation asked again gets the same signed decision, not a new one.
-    again = httpx.post(f"{url}/v1/admission/tool", headers=_auth(KEY_B), timeout=5, json={
+    again = httpx.post(f"{url}/v1/admission/tool", headers=bearer(KEY_B), timeout=5, json={
         "tenant": tenant, "session": session, "tool": "http_request", "action": "fetch",
         "operation_key": f"{session}/op2", "destination_host": "api.example.com",
         "method": "GET", "payload_bytes": 10, "risk_level": "low",
@@ -263,7 +259,9 @@ def test_an_operation_key_reused_for_another_call_is_a_409(worker: tuple[Setting
     tenant, session = body["tenant"], body["session"]
 
     def ask(fields: dict[str, Any]) -> httpx.Response:
-        return httpx.post(f"{url}/v1/admission/tool", headers=_auth(KEY_A), json=fields, timeout=10)
+        return httpx.post(
+            f"{url}/v1/admission/tool", headers=bearer(KEY_A), json=fields, timeout=10
+        )
 
     first = ask(body)
     assert first.status_code == 200 and first.json()["decision"] == "allow", first.text
@@ -295,7 +293,7 @@ def test_a_denial_made_through_the_api_has_its_destination_on_the_dashboard(
     settings, url = worker
     body = _tool_call(settings, url, "t-b", KEY_B, "exfil.example.org")
     tenant = body["tenant"]
-    reply = httpx.post(f"{url}/v1/admission/tool", headers=_auth(KEY_B), json=body, timeout=10)
+    reply = httpx.post(f"{url}/v1/admission/tool", headers=bearer(KEY_B), json=body, timeout=10)
     assert reply.status_code == 200 and reply.json()["decision"] == "deny", reply.text
     assert reply.json()["reason_code"].startswith("EGRESS_")
     panel = load_panel("egress_denials_by_destination")

@@ -23,7 +23,7 @@ from events.models import (
 )
 from events.topics import Topics
 from govstream.settings import Settings
-from tests.conftest import worker_fixture
+from tests.conftest import bearer, worker_fixture
 from tests.factories import session_started, tool_proposal, turn
 from tests.kafka_io import read_events_until, read_topic
 from tests.kafka_io import send_events as _send
@@ -52,17 +52,13 @@ worker = worker_fixture(
 )
 
 
-def _auth(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
-
-
 def _derived(settings: Settings, done: Callable[[list[SessionEvent]], bool]) -> list[SessionEvent]:
     topic = Topics(settings.topic_prefix).derived
     return read_events_until(settings.kafka_bootstrap or "", topic, done, WAIT_SECONDS)
 
 
 def _context(url: str, session: str, key: str | None, query: str = "") -> httpx.Response:
-    headers = _auth(key) if key else {}
+    headers = bearer(key) if key else {}
     return httpx.get(f"{url}/v1/sessions/{session}/context{query}", headers=headers, timeout=5)
 
 

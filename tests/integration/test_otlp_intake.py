@@ -36,7 +36,7 @@ from events.topics import Topics
 from govstream.settings import Settings
 from projections.pricing import DEFAULT_PRICES, cost_usd_micros
 from sql.client import open_clickhouse
-from tests.conftest import worker_fixture
+from tests.conftest import bearer, worker_fixture
 from tests.kafka_io import read_events_until, read_topic
 from tests.readme import snippet
 
@@ -55,10 +55,6 @@ worker = worker_fixture(
     # Sessions no agent span ends are closed after 3 s without spans (a test below).
     otlp_idle_close_seconds=3,
 )
-
-
-def _auth(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
 
 
 def _poll(what: str, probe: Callable[[], Any], ready: Callable[[Any], bool]) -> Any:
@@ -87,7 +83,7 @@ def _turn_rows(settings: Settings, session_id: str) -> list[tuple[Any, ...]]:
 
 
 def _get(url: str, path: str, key: str = KEY) -> dict[str, Any]:
-    reply = httpx.get(f"{url}{path}", headers=_auth(key), timeout=10)
+    reply = httpx.get(f"{url}{path}", headers=bearer(key), timeout=10)
     return {"status": reply.status_code, **(reply.json() if reply.status_code == 200 else {})}
 
 
@@ -105,7 +101,7 @@ def _provider(
 
     provider = TracerProvider(resource=Resource.create({"service.name": "otlp-test-agent"}))
     exporter = Recorded(
-        endpoint=f"{url}/v1/traces", headers=_auth(key), timeout=10, compression=compression
+        endpoint=f"{url}/v1/traces", headers=bearer(key), timeout=10, compression=compression
     )
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     return provider, results
@@ -215,13 +211,13 @@ def test_a_json_export_is_taken_and_answered_in_json(worker: tuple[Settings, str
             }],
         }]
     }  # fmt: skip
-    reply = httpx.post(f"{url}/v1/traces", json=body, headers=_auth(KEY), timeout=10)
+    reply = httpx.post(f"{url}/v1/traces", json=body, headers=bearer(KEY), timeout=10)
     assert reply.status_code == 200, reply.text
     assert reply.headers["Content-Type"].startswith("application/json")
     assert reply.json() == {}  # a full success: no partial_success
     rows = _poll("json turn", lambda: _turn_rows(settings, conversation), lambda r: len(r) == 1)
     assert rows == [("gpt-4o", 70, 30, cost_usd_micros(DEFAULT_PRICES, "gpt-4o", 70, 30), "ok")]
-    again = httpx.post(f"{url}/v1/traces", json=body, headers=_auth(KEY), timeout=10)
+    again = httpx.post(f"{url}/v1/traces", json=body, headers=bearer(KEY), timeout=10)
     assert again.status_code == 200  # the exporter's retry: a redelivery
     budgets = _poll(
         "json budgets",
@@ -315,7 +311,7 @@ def test_unmappable_spans_are_dead_lettered_with_their_reason(
         "startTimeUnixNano": str(time.time_ns() - 1000), "endTimeUnixNano": str(time.time_ns()),
         "attributes": [{"key": "gen_ai.operation.name", "value": {"stringValue": "chat"}}],
     }]}]}]}  # fmt: skip
-    reply = httpx.post(f"{url}/v1/traces", json=body, headers=_auth(KEY), timeout=10)
+    reply = httpx.post(f"{url}/v1/traces", json=body, headers=bearer(KEY), timeout=10)
     assert reply.status_code == 200
     partial = reply.json()["partialSuccess"]
     assert int(partial["rejectedSpans"]) == 1
@@ -334,7 +330,7 @@ def test_keys_content_types_and_bodies_are_checked(worker: tuple[Settings, str])
     post = f"{url}/v1/traces"
     proto = {"Content-Type": "application/x-protobuf"}
     assert httpx.post(post, content=b"", headers=proto, timeout=5).status_code == 401
-    wrong = httpx.post(post, content=b"", headers={**proto, **_auth("nope")}, timeout=5)
+    wrong = httpx.post(post, content=b"", headers={**proto, **bearer("nope")}, timeout=5)
     assert wrong.status_code == 401
     # The real exporter with a wrong key: refused, nothing taken.
     provider, results = _provider(url, "nope")
@@ -343,16 +339,16 @@ def test_keys_content_types_and_bodies_are_checked(worker: tuple[Settings, str])
     provider.shutdown()
     assert results == [SpanExportResult.FAILURE]
     # Only tenant keys send spans: their tenant is the key's.
-    assert httpx.post(post, content=b"", headers={**proto, **_auth(KEY_OPS)}).status_code == 403
-    text = {"Content-Type": "text/plain", **_auth(KEY)}
+    assert httpx.post(post, content=b"", headers={**proto, **bearer(KEY_OPS)}).status_code == 403
+    text = {"Content-Type": "text/plain", **bearer(KEY)}
     assert httpx.post(post, content=b"x", headers=text, timeout=5).status_code == 415
-    bad = httpx.post(post, content=b"\xff\xff\xff", headers={**proto, **_auth(KEY)}, timeout=5)
+    bad = httpx.post(post, content=b"\xff\xff\xff", headers={**proto, **bearer(KEY)}, timeout=5)
     assert bad.status_code == 400
     assert bad.headers["Content-Type"].startswith("application/x-protobuf")
     huge = b"\x00" * (settings.otlp_max_body_bytes + 1)
-    too_big = httpx.post(post, content=huge, headers={**proto, **_auth(KEY)}, timeout=30)
+    too_big = httpx.post(post, content=huge, headers={**proto, **bearer(KEY)}, timeout=30)
     assert too_big.status_code == 413
-    empty = httpx.post(post, content=b"", headers={**proto, **_auth(KEY)}, timeout=5)
+    empty = httpx.post(post, content=b"", headers={**proto, **bearer(KEY)}, timeout=5)
     assert empty.status_code == 200  # an empty export is a valid one
 
 

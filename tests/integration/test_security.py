@@ -43,7 +43,7 @@ from govstream.processes import WorkerProcess
 from govstream.settings import Settings
 from sql.client import ClickHouse, open_clickhouse
 from streams.http_guard import ROUTES, read_local_secret
-from tests.conftest import worker_fixture
+from tests.conftest import bearer, worker_fixture
 from tests.factories import sample_events, session_started, tool_proposal
 from tests.factories import turn as turn_event
 from tests.kafka_io import read_events_until, read_topic
@@ -64,10 +64,6 @@ worker = worker_fixture(
     max_event_age_days=30,
     max_event_lead_seconds=300,
 )
-
-
-def _auth(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
 
 
 def _now() -> datetime:
@@ -157,7 +153,7 @@ def test_every_route_refuses_callers_without_a_valid_credential(
     settings, process = worker
     answers: dict[tuple[str, str, str], int] = {}
     for method, path, body in _requests():
-        for name, headers in (("none", {}), ("wrong", _auth("not-a-key"))):
+        for name, headers in (("none", {}), ("wrong", bearer("not-a-key"))):
             reply = _call(process.url, method, path, body, headers)
             answers[(name, method, path)] = reply.status_code
             assert set(reply.json()) == {"error"}, (path, reply.text)  # no data, ever
@@ -172,9 +168,9 @@ def test_credentials_reach_only_their_routes(worker: tuple[Settings, WorkerProce
     secret = read_local_secret(settings)
     assert secret is not None
     for method, path, body in _requests():
-        tenant = _call(process.url, method, path, body, _auth(KEY_ATTACKER)).status_code
-        operator = _call(process.url, method, path, body, _auth(KEY_OPS)).status_code
-        local = _call(process.url, method, path, body, _auth(secret)).status_code
+        tenant = _call(process.url, method, path, body, bearer(KEY_ATTACKER)).status_code
+        operator = _call(process.url, method, path, body, bearer(KEY_OPS)).status_code
+        local = _call(process.url, method, path, body, bearer(secret)).status_code
         if path.startswith("/v1/clickhouse/"):
             assert (tenant, operator) == (403, 403) or path.endswith("/command"), path
         if path in FAUST_VIEWS or path.endswith("/command"):
@@ -213,12 +209,12 @@ def test_browser_shaped_requests_are_refused(worker: tuple[Settings, WorkerProce
         with_secret = httpx.post(
             process.url + path,
             content=sql,
-            headers={"Content-Type": "text/plain", **_auth(secret)},
+            headers={"Content-Type": "text/plain", **bearer(secret)},
         )
         assert with_secret.status_code in (404, 415)
     fetch = httpx.get(
         f"{process.url}/v1/budgets/t-victim",
-        headers={**_auth(KEY_OPS), "Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "cors"},
+        headers={**bearer(KEY_OPS), "Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "cors"},
     )
     assert fetch.status_code == 403
     with _clickhouse(settings) as ch:
@@ -292,7 +288,7 @@ def test_forged_derived_events_are_not_obeyed(worker: tuple[Settings, WorkerProc
         assert decision.event_id not in {e.event_id for e in forged}
     assert not any(isinstance(e, SessionSuspended | BudgetExceeded) for e in derived)
     # The API answers the real decision too.
-    reply = httpx.post(f"{process.url}/v1/admission/tool", headers=_auth(KEY_VICTIM), json={
+    reply = httpx.post(f"{process.url}/v1/admission/tool", headers=bearer(KEY_VICTIM), json={
         "tenant": "t-victim", "session": victim, "tool": "shell", "action": "exec",
         "operation_key": f"{victim}/op-shell", "method": "POST", "risk_level": "high",
     }, timeout=10).json()  # fmt: skip
@@ -407,9 +403,9 @@ def test_operation_keys_are_scoped_by_tenant(worker: tuple[Settings, WorkerProce
 
         async def race(key: str = key) -> list[httpx.Response]:
             async with httpx.AsyncClient(timeout=10) as client:
-                first = client.post(url, headers=_auth(KEY_ATTACKER),
+                first = client.post(url, headers=bearer(KEY_ATTACKER),
                                     json=_tool_body("t-attacker", f"s-a-{run}", key))  # fmt: skip
-                second = client.post(url, headers=_auth(KEY_VICTIM),
+                second = client.post(url, headers=bearer(KEY_VICTIM),
                                      json=_tool_body("t-victim", f"s-v-{run}", key))  # fmt: skip
                 return list(await asyncio.gather(first, second))
 
@@ -424,8 +420,8 @@ def test_operation_keys_are_scoped_by_tenant(worker: tuple[Settings, WorkerProce
     turn = {"tenant": "t-attacker", "session": f"s-a-{run}", "model": "gpt-4o",
             "estimated_tokens": 10}  # fmt: skip
     assert httpx.post(f"{process.url}/v1/admission/turn", json=turn,
-                      headers=_auth(KEY_ATTACKER)).status_code == 200  # fmt: skip
-    balances = httpx.get(f"{process.url}/v1/budgets/t-victim", headers=_auth(KEY_VICTIM)).json()
+                      headers=bearer(KEY_ATTACKER)).status_code == 200  # fmt: skip
+    balances = httpx.get(f"{process.url}/v1/budgets/t-victim", headers=bearer(KEY_VICTIM)).json()
     assert balances["pending_reservations"] == 0
 
 
@@ -483,10 +479,10 @@ def test_api_authenticates_first_types_strictly_and_hides_other_tenants(
     # No key and a bad body: 401, the body is not looked at.
     assert httpx.post(turn, content=b"{garbage", headers=json_type).status_code == 401
     for bad in ("100", True, 1.5, None):
-        reply = httpx.post(turn, json={**body, "estimated_tokens": bad}, headers=_auth(KEY_VICTIM))
+        reply = httpx.post(turn, json={**body, "estimated_tokens": bad}, headers=bearer(KEY_VICTIM))
         assert reply.status_code == 422, (bad, reply.text)
     traversal = httpx.post(turn, json={**body, "session": "../../etc/passwd"},
-                           headers=_auth(KEY_VICTIM))  # fmt: skip
+                           headers=bearer(KEY_VICTIM))  # fmt: skip
     assert traversal.status_code == 422 and "session" in traversal.json()["error"]
     # Not yours: 404 on every endpoint, whether it exists or not.
     start = session_started(
@@ -495,13 +491,13 @@ def test_api_authenticates_first_types_strictly_and_hides_other_tenants(
     )  # fmt: skip
     _send(worker[0], [start])
     not_yours = [
-        httpx.post(turn, json=body, headers=_auth(KEY_ATTACKER)),
-        httpx.post(f"{url}/v1/admission/tool", headers=_auth(KEY_ATTACKER),
+        httpx.post(turn, json=body, headers=bearer(KEY_ATTACKER)),
+        httpx.post(f"{url}/v1/admission/tool", headers=bearer(KEY_ATTACKER),
                    json=_tool_body("t-victim", "s-api", "op-x")),
-        httpx.get(f"{url}/v1/budgets/t-victim", headers=_auth(KEY_ATTACKER)),
+        httpx.get(f"{url}/v1/budgets/t-victim", headers=bearer(KEY_ATTACKER)),
         httpx.get(f"{url}/v1/sessions/s-api/context?tenant=t-victim",
-                  headers=_auth(KEY_ATTACKER)),
-        httpx.get(f"{url}/v1/sessions/..%2F..%2Fetc%2Fpasswd/context", headers=_auth(KEY_VICTIM)),
+                  headers=bearer(KEY_ATTACKER)),
+        httpx.get(f"{url}/v1/sessions/..%2F..%2Fetc%2Fpasswd/context", headers=bearer(KEY_VICTIM)),
     ]  # fmt: skip
     assert [r.status_code for r in not_yours] == [404] * 5
     assert all(set(r.json()) == {"error"} for r in not_yours)
@@ -586,7 +582,7 @@ def test_no_planted_secret_is_stored_anywhere(worker: tuple[Settings, WorkerProc
     assert {t: v for t, v in leaked.items() if v} == {}  # ...and no planted value in them
     # The context answer and the memory state hold none either.
     context = httpx.get(f"{process.url}/v1/sessions/{session}/context?tokens=1000000",
-                        headers=_auth(KEY_VICTIM), timeout=10)  # fmt: skip
+                        headers=bearer(KEY_VICTIM), timeout=10)  # fmt: skip
     assert context.status_code == 200, context.text
     assert "[REDACTED:" in context.text
     assert [value for value in planted if value in context.text] == []
