@@ -14,11 +14,11 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from aiohttp import web
 
@@ -37,6 +37,7 @@ from govstream.console_html import (
     Viewer,
     login_page,
     overview_page,
+    render_panels,
     sessions_page,
     timeline_page,
 )
@@ -52,6 +53,8 @@ PANEL_EXTRAS: dict[str, Any] = {"top": 10}
 SESSIONS_SHOWN = 200
 REFRESH_SECONDS = 30
 T = TypeVar("T")
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
 
 
 # --- filters --------------------------------------------------------------------------
@@ -90,14 +93,11 @@ def _values(filters: Filters) -> dict[str, Any]:
 
 
 def read_choices(ch: ClickHouse, filters: Filters) -> Choices:
-    rows = ch.query(
+    ((tenants, workflows, models),) = ch.query(
         load_query("console_choices"),
         {"from": filters.start, "to": filters.end, "tenant": filters.tenant},
     ).rows
-    by_kind: dict[str, list[str]] = {"tenant": [], "workflow": [], "model": []}
-    for kind, value in rows:
-        by_kind[kind].append(value)
-    return Choices(by_kind["tenant"], by_kind["workflow"], by_kind["model"])
+    return Choices(list(tenants), list(workflows), list(models))
 
 
 def read_kpis(ch: ClickHouse, filters: Filters, now: datetime, firing: int) -> Kpis:
@@ -203,56 +203,105 @@ def read_slo(ch: ClickHouse, doc: SloDocument | None, now: datetime, tenant: str
     return slo_view(evaluate_slo(doc, counts, now, time.perf_counter() - started), tenant)
 
 
+@dataclass
+class Kept(Generic[V]):
+    """One value of a `Recomputed`: the last one computed, when, and the last failure."""
+
+    value: V | None = None
+    at: float = float("-inf")  # the clock (time.monotonic) at the last success
+    seconds: float = 0.0  # how long the last success took
+    error: str | None = None  # why the last computation failed (cleared by a success)
+    task: asyncio.Task[None] | None = None  # the computation running, if any
+
+
+class Recomputed(Generic[K, V]):
+    """Values computed off the pages' time (stale while revalidating): a page is served
+    the value kept, and one computation per key starts in the background when it is
+    older than `max_age` seconds, or ten times as old as it took to compute (so the
+    computations hold the ClickHouse thread the sink shares a tenth of the time at
+    most). A key never computed is computed on the caller's time by `get`, or left to
+    the background by `peek`. At most `size` keys are kept; the one asked for least
+    recently goes first. Nothing runs while nobody asks."""
+
+    def __init__(
+        self,
+        compute: Callable[[K], Awaitable[V]],
+        max_age: float = 60.0,
+        size: int = 16,
+        name: str = "value",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._compute, self.max_age, self.size, self.name = compute, max_age, size, name
+        self._clock = clock
+        self._kept: dict[K, Kept[V]] = {}
+
+    def peek(self, key: K) -> Kept[V]:
+        kept = self._kept.pop(key, None) or Kept()
+        self._kept[key] = kept  # the most recently asked for last
+        while len(self._kept) > self.size:
+            del self._kept[next(iter(self._kept))]
+        stale = self._clock() - kept.at > max(self.max_age, 10 * kept.seconds)
+        if stale and (kept.task is None or kept.task.done()):
+            kept.task = asyncio.get_running_loop().create_task(self._run(key, kept))
+        return kept
+
+    async def get(self, key: K) -> Kept[V]:
+        kept = self.peek(key)
+        if kept.value is None and kept.task is not None:
+            await asyncio.shield(kept.task)
+        return kept
+
+    async def _run(self, key: K, kept: Kept[V]) -> None:
+        started = self._clock()
+        try:
+            value = await self._compute(key)
+        except Exception as exc:  # shown on the page; the next page tries again
+            kept.error = f"{type(exc).__name__}: {str(exc)[:200]}"
+            logger.warning("console: the %s failed: %s", self.name, kept.error)
+            return
+        kept.value, kept.at, kept.error = value, self._clock(), None
+        kept.seconds = kept.at - started
+
+
 class SloCache:
     """The worker's SLO status of every tenant, recomputed at most every `max_age`
-    seconds and never on a page's time: a page that finds it stale starts a refresh
-    and shows the last one (or "computing" on the first). The counts are read on the
-    ClickHouse executor, the rules run in a thread of their own (at fleet scale they
-    take seconds; the sink keeps the executor meanwhile)."""
+    seconds and never on a page's time: a page shows the last status (or "computing"
+    on the first). The counts are read on the ClickHouse executor, the rules run in
+    a thread of their own (at fleet scale they take seconds; the sink keeps the
+    executor meanwhile)."""
 
     def __init__(
         self,
         doc: SloDocument | None,
         clickhouse: ClickHouse,
         executor: Executor,
+        clock: Callable[[], datetime],
         max_age: float = 60.0,
     ) -> None:
         self.doc = doc
-        self._clickhouse, self._executor = clickhouse, executor
-        self.max_age = max_age
-        self.report: SloReport | None = None
-        self._refreshed = float("-inf")
-        self._refreshing: asyncio.Task[None] | None = None
-        self.error: str | None = None  # why the last refresh failed
+        self._clickhouse, self._executor, self._clock = clickhouse, executor, clock
+        self._status: Recomputed[None, SloReport] = Recomputed(
+            self._read, max_age, size=1, name="SLO status"
+        )
 
-    def view(self, tenant: str, now: datetime, show_all: bool = False) -> SloView:
+    def view(self, tenant: str, show_all: bool = False) -> SloView:
         if self.doc is None:
             return SloView()
-        stale = time.monotonic() - self._refreshed > self.max_age
-        if stale and (self._refreshing is None or self._refreshing.done()):
-            self._refreshing = asyncio.get_running_loop().create_task(self._refresh(now))
-        if self.report is None and self.error is not None:
-            return SloView(error=self.error)
-        return slo_view(self.report, tenant, show_all)
+        kept = self._status.peek(None)
+        if kept.value is None and kept.error is not None:
+            return SloView(error=kept.error)
+        return slo_view(kept.value, tenant, show_all)
 
-    async def _refresh(self, now: datetime) -> None:
-        doc = self.doc
+    async def _read(self, _: None) -> SloReport:
+        doc, now = self.doc, self._clock()
         assert doc is not None
         started = time.perf_counter()
-        loop = asyncio.get_running_loop()
-        try:
-            counts = await loop.run_in_executor(
-                self._executor, read_slo_counts, self._clickhouse, doc, now, ""
-            )
-            self.report = await asyncio.to_thread(
-                evaluate_slo, doc, counts, now, time.perf_counter() - started
-            )
-        except Exception as exc:  # shown on the page; the next page tries again
-            self.error = f"{type(exc).__name__}: {str(exc)[:200]}"
-            logger.warning("console: the SLO status failed: %s", self.error)
-            return
-        self.error = None
-        self._refreshed = time.monotonic()
+        counts = await asyncio.get_running_loop().run_in_executor(
+            self._executor, read_slo_counts, self._clickhouse, doc, now, ""
+        )
+        return await asyncio.to_thread(
+            evaluate_slo, doc, counts, now, time.perf_counter() - started
+        )
 
 
 def read_panels(ch: ClickHouse, filters: Filters) -> list[PanelResult]:
@@ -291,6 +340,25 @@ def read_overview(
     )
 
 
+def read_fleet_view(
+    ch: ClickHouse, filters: Filters, now: datetime, doc: SloDocument | None
+) -> Overview:
+    """Every tenant's overview, kept by the worker (`Recomputed`) and served with the
+    SLO status of the moment (`with_status`): at fleet scale it reads every turn of
+    the range, seconds of work, so pages never wait for it but the first. The panels
+    are rendered once, here: a fleet's results run to 500,000 rows (cost per
+    workflow) of which a page shows the first few."""
+    started = time.perf_counter()
+    data = read_overview(ch, filters, now, doc, SloView())
+    return replace(data, panels=(), panels_html=render_panels(data), as_of=now,
+                   compute_seconds=time.perf_counter() - started)  # fmt: skip
+
+
+def with_status(view: Overview, status: SloView) -> Overview:
+    """A kept overview with the SLO status (and its firing alerts) of this page."""
+    return replace(view, slo=status, kpis=replace(view.kpis, firing_alerts=len(status.alerts)))
+
+
 def read_sessions(ch: ClickHouse, filters: Filters) -> list[SessionRow]:
     values = {**_values(filters), "top": SESSIONS_SHOWN}
     del values["model"]
@@ -315,10 +383,19 @@ def mount_console(
     slo: SloDocument | None,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> None:
-    slo_cache = SloCache(slo, clickhouse, executor)
+    slo_cache = SloCache(slo, clickhouse, executor, clock)
 
     async def off_loop(work: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(executor, work)
+
+    async def read_fleet(key: tuple[str, str, str]) -> Overview:
+        span, workflow, model = key
+        now = clock()
+        filters = parse_filters({"range": span, "workflow": workflow, "model": model},
+                                Viewer(None), now)  # fmt: skip
+        return await off_loop(lambda: read_fleet_view(clickhouse, filters, now, slo))
+
+    fleet: Recomputed[tuple[str, str, str], Overview] = Recomputed(read_fleet, name="fleet view")
 
     def viewer_of(request: web.Request) -> Viewer:
         principal = principal_of(request)
@@ -354,10 +431,17 @@ def mount_console(
     async def overview(request: web.Request) -> web.Response:
         viewer = viewer_of(request)
         filters = filters_of(request, viewer)
-        now = clock()
-        show_all = request.query.get("slo") == "all"
-        status = slo_cache.view(filters.tenant, now, show_all)
-        data = await off_loop(lambda: read_overview(clickhouse, filters, now, slo, status))
+        status = slo_cache.view(filters.tenant, request.query.get("slo") == "all")
+        if filters.tenant:  # one tenant's figures: a read of milliseconds, for each page
+            now = clock()
+            data = await off_loop(lambda: read_overview(clickhouse, filters, now, slo, status))
+        else:
+            kept = await fleet.get((filters.range, filters.workflow, filters.model))
+            if kept.value is None:
+                raise web.HTTPServiceUnavailable(
+                    text=f"every tenant's figures could not be read: {kept.error}"
+                )
+            data = with_status(kept.value, status)
         refresh = None if request.query.get("refresh") == "0" else REFRESH_SECONDS
         return page(overview_page(viewer, data, refresh))
 

@@ -99,6 +99,9 @@ class Overview:
     slo: SloView = field(default_factory=SloView)
     panels: Sequence[PanelResult] = ()
     generated_at: datetime | None = None
+    panels_html: str | None = None  # the panels already rendered (a fleet view's snapshot)
+    as_of: datetime | None = None  # a snapshot's time (None: read for this page)
+    compute_seconds: float = 0.0  # how long the snapshot took to read
 
 
 @dataclass(frozen=True)
@@ -319,6 +322,22 @@ def render_slo(slo: SloView, query: str | None) -> str:
     )
 
 
+def render_panels(overview: Overview) -> str:
+    """The charts, then the table-only panels."""
+    charts = [p for p in overview.panels if p.chart.shape != "table"]
+    tables = [p for p in overview.panels if p.chart.shape == "table"]
+    return (
+        "<h3>Charts</h3><main>"
+        + "\n".join(render_panel(p) for p in charts)
+        + "</main>"
+        + (
+            "<h3>Tables</h3><main>" + "\n".join(render_panel(p) for p in tables) + "</main>"
+            if tables
+            else ""
+        )
+    )
+
+
 def overview_page(
     viewer: Viewer | None,
     overview: Overview,
@@ -338,23 +357,21 @@ def overview_page(
             f'<p><a data-drill="sessions" href="/console/sessions?{html.escape(f.query())}">'
             f"Sessions of {html.escape(f.tenant)} →</a></p>"
         )
+    if overview.as_of is not None:
+        head += (
+            f'<p class="meta" data-as-of="{overview.as_of.isoformat()}">Every tenant\'s '
+            f"figures as of {_e(overview.as_of)} UTC (read in {overview.compute_seconds:.1f} s, "
+            "in the background at most once a minute while someone looks; a tenant's view "
+            "is read for each page)</p>"
+        )
     alerts = "".join(f"<li>{html.escape(a)}</li>" for a in overview.slo.alerts)
     alert_list = f'<ul class="alerts">{alerts}</ul>' if alerts else ""
-    charts = [p for p in overview.panels if p.chart.shape != "table"]
-    tables = [p for p in overview.panels if p.chart.shape == "table"]
     body = (
         head
         + render_kpis(overview.kpis)
         + alert_list
         + render_slo(overview.slo, f.query() if viewer else None)
-        + "<h3>Charts</h3><main>"
-        + "\n".join(render_panel(p) for p in charts)
-        + "</main>"
-        + (
-            "<h3>Tables</h3><main>" + "\n".join(render_panel(p) for p in tables) + "</main>"
-            if tables
-            else ""
-        )
+        + (overview.panels_html if overview.panels_html is not None else render_panels(overview))
     )
     title = "govstream console" if viewer else "govstream dashboards"
     if overview.generated_at is not None:

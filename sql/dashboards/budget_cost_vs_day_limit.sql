@@ -5,15 +5,15 @@
 --
 -- Per tenant and UTC day: the cost of the turns with from <= occurred_at < to
 -- on that day, against the tenant's cost_per_day_usd_micros budget from its
--- latest TenantProfileUpdated (events_archive) before to. day_limit_usd_micros and
+-- latest TenantProfileUpdated (tenant_profiles) before to. day_limit_usd_micros and
 -- used_ratio are NULL when the tenant has no daily money budget (or no
 -- profile); limit_ratio is the whole budget (1.0). turns FINAL: the first
 -- attempt of each (tenant, idempotency key).
 WITH
     profiles AS (
         SELECT tenant_id, argMax(payload, occurred_at) AS profile
-        FROM events_archive FINAL
-        WHERE event_type = 'TenantProfileUpdated' AND occurred_at < {to:DateTime64(6)}
+        FROM tenant_profiles
+        WHERE occurred_at < {to:DateTime64(6)}
           AND ({tenant:String} = '' OR tenant_id = {tenant:String})
         GROUP BY tenant_id
     ),

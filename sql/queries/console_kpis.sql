@@ -6,8 +6,8 @@ WITH
     {now:DateTime64(6)} AS now_,
     profiles AS (
         SELECT tenant_id, argMax(payload, occurred_at) AS profile
-        FROM events_archive FINAL
-        WHERE event_type = 'TenantProfileUpdated' AND occurred_at <= now_
+        FROM tenant_profiles
+        WHERE occurred_at <= now_
           AND ({tenant:String} = '' OR tenant_id = {tenant:String})
         GROUP BY tenant_id
     ),

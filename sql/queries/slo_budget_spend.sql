@@ -1,13 +1,13 @@
 -- Money budgets per tenant for `govstream slo`: the latest plan limits (from the
--- archived TenantProfileUpdated) against committed cost, UTC day and month.
+-- TenantProfileUpdated in tenant_profiles) against committed cost, UTC day and month.
 -- Parameters: now DateTime64(6), window_seconds UInt32 (the spend-rate window).
 WITH
     {now:DateTime64(6)} AS now_,
     {window_seconds:UInt32} AS window_,
     profiles AS (
         SELECT tenant_id, argMax(payload, occurred_at) AS profile
-        FROM events_archive FINAL
-        WHERE event_type = 'TenantProfileUpdated' AND occurred_at <= now_
+        FROM tenant_profiles
+        WHERE occurred_at <= now_
         GROUP BY tenant_id
     ),
     spend AS (

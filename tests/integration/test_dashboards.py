@@ -254,9 +254,9 @@ def test_cost_per_tenant_per_hour(run: Run, sim_events: list[Any]) -> None:
 
 
 def test_cost_per_workflow(run: Run, sim_events: list[Any]) -> None:
-    rows = panel(run, "cost_per_workflow")
-    got = {r["workflow_id"]: r for r in rows}
     truth = run.truth["per_workflow"]
+    rows = panel(run, "cost_per_workflow", top=len(truth) + 1)
+    got = {r["workflow_id"]: r for r in rows}
     assert set(got) == set(truth)
     for wf, r in got.items():
         assert r["tenant_id"] == truth[wf]["tenant_id"]
@@ -266,6 +266,10 @@ def test_cost_per_workflow(run: Run, sim_events: list[Any]) -> None:
         assert r["sessions"] == truth[wf]["sessions"]  # every session has a turn
     costs = [r["cost_usd_micros"] for r in rows]
     assert costs == sorted(costs, reverse=True)
+    costliest = sorted(
+        truth, key=lambda wf: (-truth[wf]["cost_usd_micros"], truth[wf]["tenant_id"], wf)
+    )
+    assert [r["workflow_id"] for r in panel(run, "cost_per_workflow", top=3)] == costliest[:3]
 
 
 def test_cost_per_model(run: Run) -> None:

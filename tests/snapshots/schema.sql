@@ -222,6 +222,32 @@ ENGINE = ReplacingMergeTree(first_attempt_version)
 ORDER BY (tenant_id, session_id)
 SETTINGS index_granularity = 8192;
 
+CREATE TABLE tenant_profiles
+(
+    `tenant_id` LowCardinality(String),
+    `occurred_at` DateTime64(6, 'UTC'),
+    `event_id` String,
+    `payload` String
+)
+ENGINE = ReplacingMergeTree
+ORDER BY (tenant_id, occurred_at, event_id)
+SETTINGS index_granularity = 8192;
+
+CREATE MATERIALIZED VIEW tenant_profiles_from_archive TO tenant_profiles
+(
+    `tenant_id` LowCardinality(String),
+    `occurred_at` DateTime64(6, 'UTC'),
+    `event_id` String,
+    `payload` String
+)
+AS SELECT
+    tenant_id,
+    occurred_at,
+    event_id,
+    payload
+FROM events_archive
+WHERE event_type = 'TenantProfileUpdated';
+
 CREATE VIEW tool_calls
 (
     `tenant_id` LowCardinality(String),
