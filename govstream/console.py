@@ -37,6 +37,7 @@ from govstream.console_html import (
     Viewer,
     login_page,
     overview_page,
+    reading_page,
     render_panels,
     sessions_page,
     timeline_page,
@@ -219,9 +220,9 @@ class Recomputed(Generic[K, V]):
     the value kept, and one computation per key starts in the background when it is
     older than `max_age` seconds, or ten times as old as it took to compute (so the
     computations hold the ClickHouse thread the sink shares a tenth of the time at
-    most). A key never computed is computed on the caller's time by `get`, or left to
-    the background by `peek`. At most `size` keys are kept; the one asked for least
-    recently goes first. Nothing runs while nobody asks."""
+    most); a key never computed has no value until its first computation ends. At most
+    `size` keys are kept; the one asked for least recently goes first. Nothing runs
+    while nobody asks."""
 
     def __init__(
         self,
@@ -243,12 +244,6 @@ class Recomputed(Generic[K, V]):
         stale = self._clock() - kept.at > max(self.max_age, 10 * kept.seconds)
         if stale and (kept.task is None or kept.task.done()):
             kept.task = asyncio.get_running_loop().create_task(self._run(key, kept))
-        return kept
-
-    async def get(self, key: K) -> Kept[V]:
-        kept = self.peek(key)
-        if kept.value is None and kept.task is not None:
-            await asyncio.shield(kept.task)
         return kept
 
     async def _run(self, key: K, kept: Kept[V]) -> None:
@@ -436,11 +431,13 @@ def mount_console(
             now = clock()
             data = await off_loop(lambda: read_overview(clickhouse, filters, now, slo, status))
         else:
-            kept = await fleet.get((filters.range, filters.workflow, filters.model))
-            if kept.value is None:
+            kept = fleet.peek((filters.range, filters.workflow, filters.model))
+            if kept.value is None and kept.error is not None:
                 raise web.HTTPServiceUnavailable(
                     text=f"every tenant's figures could not be read: {kept.error}"
                 )
+            if kept.value is None:
+                return page(reading_page(viewer, filters))
             data = with_status(kept.value, status)
         refresh = None if request.query.get("refresh") == "0" else REFRESH_SECONDS
         return page(overview_page(viewer, data, refresh))

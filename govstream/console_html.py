@@ -359,10 +359,10 @@ def overview_page(
         )
     if overview.as_of is not None:
         head += (
-            f'<p class="meta" data-as-of="{overview.as_of.isoformat()}">Every tenant\'s '
-            f"figures as of {_e(overview.as_of)} UTC (read in {overview.compute_seconds:.1f} s, "
-            "in the background at most once a minute while someone looks; a tenant's view "
-            "is read for each page)</p>"
+            f'<p class="about" data-as-of="{overview.as_of.isoformat()}">Every tenant\'s '
+            f"figures as of {_e(overview.as_of)} UTC, read in {overview.compute_seconds:.1f} s; "
+            "read again in the background each minute while the console is open. One "
+            "tenant's view is read for each page.</p>"
         )
     alerts = "".join(f"<li>{html.escape(a)}</li>" for a in overview.slo.alerts)
     alert_list = f'<ul class="alerts">{alerts}</ul>' if alerts else ""
@@ -470,6 +470,28 @@ def timeline_page(viewer: Viewer, tenant: str, session_id: str, rows: Sequence[T
         f"{html.escape(session_id)}</code></p>{table}"
     )
     return _page(f"Session {session_id}", viewer, body)
+
+
+PENDING_REFRESH_SECONDS = 2
+
+
+def reading_page(viewer: Viewer, filters: Filters) -> str:
+    """Every tenant's view before its first read is in: a page now, not a request held
+    for the seconds the read takes; it reloads itself until the figures are there."""
+    span = "all time" if filters.range == "all" else f"the last {filters.range}"
+    picked = "".join(
+        f", {name} {html.escape(value)}"
+        for name, value in (("workflow", filters.workflow), ("model", filters.model))
+        if value
+    )
+    body = (
+        f'<p class="meta" data-pending="fleet">Reading every tenant\'s figures for {span}'
+        f"{picked}: the first read of this view takes seconds at fleet scale (every turn of "
+        "the range); this page reloads itself until they are in. One tenant's view is "
+        'read at once: <a href="/console/sessions">sessions</a>, or pick a tenant '
+        "(?tenant=...).</p>"
+    )
+    return _page("govstream console", viewer, body, PENDING_REFRESH_SECONDS)
 
 
 def login_page(error: str | None = None) -> str:

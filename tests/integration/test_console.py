@@ -101,11 +101,13 @@ def slo_status_now(run: Run) -> dict[str, Any]:
     return status(run.settings, doc, datetime.now(UTC), None)
 
 
-def _until_slo_computed(page: Any) -> None:
-    """The worker computes the SLO status off the page's time: the first page says so."""
+def _until_computed(page: Any) -> None:
+    """The worker reads every tenant's figures and computes the SLO status off the
+    page's time: the first page says so (and every tenant's view reloads itself)."""
     deadline = time.monotonic() + TIMEOUT_MS / 1000
-    while page.locator('section.slo[data-slo="pending"]').count():
-        assert time.monotonic() < deadline, "the SLO status was never computed"
+    pending = '[data-pending="fleet"], section.slo[data-slo="pending"]'
+    while page.locator(pending).count():
+        assert time.monotonic() < deadline, "every tenant's figures were never read"
         page.wait_for_timeout(250)
         page.reload()
 
@@ -127,8 +129,9 @@ def test_an_operator_picks_a_tenant_and_drills_down_to_a_session(run: Run, brows
     url = _url(run)
     page = _sign_in(browser, url, OPS)
     page.goto(f"{url}/console?range=all&refresh=0")
-    _until_slo_computed(page)
+    _until_computed(page)
     assert _kpi(page, "turns") == f"{_turns(run):,}"
+    assert page.locator("[data-as-of]").count() == 1  # every tenant's: the worker's read
     assert page.locator("section.panel").count() == len(load_panels())
     # The SLO table: the same rows, worst first, as `govstream slo` (one rule, one place).
     report = slo_status_now(run)
@@ -152,6 +155,7 @@ def test_an_operator_picks_a_tenant_and_drills_down_to_a_session(run: Run, brows
     page.wait_for_url(re.compile(r".*tenant=t-000.*"))
     assert _kpi(page, "turns") == f"{_turns(run, 't-000'):,}"
     assert _kpi(page, "turns") != f"{_turns(run):,}"
+    assert page.locator("[data-as-of]").count() == 0  # one tenant's: read for this page
     assert _bars(page, "Cost per model") == {
         model: float(cost) for model, cost in _cost_per_model(run, "t-000").items()
     }

@@ -86,10 +86,11 @@ def test_the_timeline_says_what_each_record_said() -> None:
 
 
 def test_recomputed_serves_the_kept_value_while_one_refresh_runs() -> None:
-    """A key never read is read on the caller's time; a stale value is served at once
-    while one background read runs (a second page does not start another); a value is
-    stale after max_age, or ten times its read's duration when longer; a failure
-    keeps the last value and says why; the least recently asked key goes first."""
+    """A key never read has no value until its first read ends; a stale value is
+    served at once while one background read runs (a second page does not start
+    another); a value is stale after max_age, or ten times its read's duration when
+    longer; a failure keeps the last value and says why; the least recently asked key
+    goes first."""
     from govstream.console import Recomputed
 
     now = [0.0]  # the clock, moved by the reads and by the test
@@ -102,35 +103,38 @@ def test_recomputed_serves_the_kept_value_while_one_refresh_runs() -> None:
         async def read(key: str) -> str:
             reads.append(key)
             now[0] += 10.0  # every read takes 10 s
-            if len(reads) > 1:
-                await release.wait()
+            await release.wait()
             if fail:
                 raise RuntimeError("ClickHouse went away")
             return f"{key}#{len(reads)}"
 
         kept = Recomputed(read, max_age=60.0, size=2, name="test view", clock=lambda: now[0])
-        first = await kept.get("24h")
-        assert (first.value, first.seconds, reads) == ("24h#1", 10.0, ["24h"])
-        now[0] += 99.0  # 99 s old: not stale, a 10 s read waits 100 s
-        assert (await kept.get("24h")).value == "24h#1" and reads == ["24h"]
-        now[0] += 2.0
-        stale = await kept.get("24h")  # stale: served, one refresh starts
-        again = await kept.get("24h")
-        assert (stale.value, again.value) == ("24h#1", "24h#1")
+        first = kept.peek("24h")
+        assert first.value is None and first.task is not None
         await asyncio.sleep(0)
-        assert reads == ["24h", "24h"]  # one refresh at a time
+        assert kept.peek("24h").value is None and reads == ["24h"]  # no second read
+        release.set()
+        await first.task
+        assert (first.value, first.seconds) == ("24h#1", 10.0)
+        release.clear()
+        now[0] += 99.0  # 99 s old: not stale, a 10 s read is read again after 100 s
+        assert kept.peek("24h").value == "24h#1" and reads == ["24h"]
+        now[0] += 2.0
+        stale = kept.peek("24h")  # stale: served, one read starts
+        again = kept.peek("24h")
+        await asyncio.sleep(0)
+        assert (stale.value, again.value, reads) == ("24h#1", "24h#1", ["24h", "24h"])
         release.set()
         await stale.task  # type: ignore[misc]
         assert kept.peek("24h").value == "24h#2"
-        fail, release = True, asyncio.Event()
-        release.set()
+        fail = True
         now[0] += 101.0
         await kept.peek("24h").task  # type: ignore[misc]
         failed = kept.peek("24h")
         assert (failed.value, failed.error) == ("24h#2", "RuntimeError: ClickHouse went away")
         fail = False
-        await kept.get("7d")
-        await kept.get("30d")  # a third key: "24h", asked least recently, goes
+        for key in ("7d", "30d"):  # a third key: "24h", asked least recently, goes
+            await kept.peek(key).task  # type: ignore[misc]
         assert list(kept._kept) == ["7d", "30d"]
 
     asyncio.run(scenario())
