@@ -211,10 +211,11 @@ page of a view waits for its first read. The reads (seconds):
 |---|---:|---:|
 {read_rows}
 
-The SLO section comes from the worker's cache, recomputed in the background at most
-once a minute, never on a page's time: over this data the status of every tenant
-({scopes:,} scope SLIs) took {slo_seconds[0]:,.1f} s to read (SQL) and
-{slo_seconds[1]:,.1f} s to evaluate (Python, `govstream slo`'s rules), once.
+The SLO section comes from the worker's cache, computed in the background by the same
+rule (at most once a minute, or ten times its duration), never on a page's time: over
+this data the status of every tenant ({scopes:,} scope SLIs) took
+{slo_seconds[0]:,.1f} s to read (SQL) and {slo_seconds[1]:,.1f} s to evaluate (Python,
+`govstream slo`'s rules), once.
 {FINISH}
 """
 

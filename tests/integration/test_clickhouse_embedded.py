@@ -214,6 +214,8 @@ def test_tables_exist_in_the_configured_database(engine: ClickHouse, migrated: l
         ("schema_migrations", "MergeTree"),
         ("session_transitions", "ReplacingMergeTree"),
         ("sessions", "ReplacingMergeTree"),
+        ("tenant_profiles", "ReplacingMergeTree"),
+        ("tenant_profiles_from_archive", "MaterializedView"),
         ("tool_calls", "View"),
         ("tool_completions", "ReplacingMergeTree"),
         ("tool_proposals", "ReplacingMergeTree"),

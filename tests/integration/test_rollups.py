@@ -1,4 +1,5 @@
-"""Per-minute rollups: refreshed from the deduplicated tables, exact counts, drift-free views."""
+"""Per-minute rollups: refreshed from the deduplicated tables, exact counts, drift-free views
+(and the tenant profiles' view of the archive)."""
 
 from __future__ import annotations
 
@@ -129,10 +130,14 @@ def test_every_view_selects_exactly_its_target_columns(ch: Any) -> None:
         "SELECT name, as_select FROM system.tables WHERE database = currentDatabase()"
         " AND engine = 'MaterializedView' ORDER BY name"
     ).rows
-    assert [name for name, _ in views] == ["decisions_per_minute_refresh",
-                                           "turns_per_minute_refresh"]  # fmt: skip
+    targets = {
+        "decisions_per_minute_refresh": "decisions_per_minute",
+        "tenant_profiles_from_archive": "tenant_profiles",
+        "turns_per_minute_refresh": "turns_per_minute",
+    }
+    assert [name for name, _ in views] == list(targets)
     for name, select in views:
-        target = name.removesuffix("_refresh")
+        target = targets[name]
         selected = ch.query(f"DESCRIBE TABLE ({select})").rows
         columns = ch.query(
             "SELECT name, type FROM system.columns WHERE database = currentDatabase()"
@@ -140,3 +145,41 @@ def test_every_view_selects_exactly_its_target_columns(ch: Any) -> None:
             {"t": target},
         ).rows
         assert [(r[0], r[1]) for r in selected] == [tuple(c) for c in columns], name
+
+
+def test_tenant_profiles_follow_the_archive_and_the_backfill_adds_only_what_is_missing(
+    ch: Any,
+) -> None:
+    """0009: a profile inserted into the archive (twice, as a redelivery does) lands in
+    tenant_profiles; the migration's backfill copies the archive's profiles that are
+    not there yet and nothing twice; readers' argMax takes each tenant's latest."""
+    from sql.migrate import load_migrations
+
+    columns = ["topic", "partition", "offset", "event_id", "event_type", "schema_id",
+               "tenant_id", "session_id", "occurred_at", "payload"]  # fmt: skip
+
+    def profile(offset: int, tenant: str, minutes: int, limit: int) -> tuple[Any, ...]:
+        payload = f'{{"budgets": {{"cost_per_day_usd_micros": {limit}}}}}'
+        at = NOW + timedelta(minutes=minutes)
+        return ("t.tenants", 0, offset, f"p-{offset}", "TenantProfileUpdated", 1, tenant, "",
+                at, payload)  # fmt: skip
+
+    older, newer = profile(1, "t-p", 0, 5_000_000), profile(2, "t-p", 5, 7_000_000)
+    ch.insert("events_archive", [older, older], columns)  # a redelivered batch
+    ch.command("TRUNCATE TABLE tenant_profiles")  # as before 0009: the archive only
+    (backfill,) = [m for m in load_migrations() if m.name == "0009_tenant_profiles.sql"]
+    for _ in range(2):  # a migration that failed half-way runs again from the start
+        ch.command(backfill.statements[-1])
+    ch.insert("events_archive", [newer, newer], columns)
+    rows = ch.query(
+        "SELECT event_id, count() FROM tenant_profiles WHERE tenant_id = 't-p'"
+        " GROUP BY event_id ORDER BY event_id"
+    ).rows
+    # p-1 once although the backfill ran twice; p-2 from the view (a redelivered copy is
+    # one row once merged, and changes no argMax meanwhile).
+    assert [event for event, _ in rows] == ["p-1", "p-2"] and rows[0][1] == 1
+    latest = ch.query(
+        "SELECT JSONExtract(argMax(payload, occurred_at), 'budgets',"
+        " 'cost_per_day_usd_micros', 'Int64') FROM tenant_profiles WHERE tenant_id = 't-p'"
+    ).scalar()
+    assert latest == 7_000_000
