@@ -87,7 +87,7 @@ ORDER BY (tenant_id, minute, decision, reason_code)
 SETTINGS index_granularity = 8192;
 
 CREATE MATERIALIZED VIEW decisions_per_minute_refresh
-REFRESH EVERY 1 MINUTE TO decisions_per_minute
+REFRESH EVERY 10 MINUTE TO decisions_per_minute
 (
     `minute` DateTime('UTC'),
     `tenant_id` LowCardinality(String),
@@ -372,7 +372,7 @@ ORDER BY (tenant_id, minute, tier, model)
 SETTINGS index_granularity = 8192;
 
 CREATE MATERIALIZED VIEW turns_per_minute_refresh
-REFRESH EVERY 1 MINUTE TO turns_per_minute
+REFRESH EVERY 10 MINUTE TO turns_per_minute
 (
     `minute` DateTime('UTC'),
     `tenant_id` LowCardinality(String),
