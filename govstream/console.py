@@ -15,7 +15,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Hashable, Mapping
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
@@ -45,7 +45,7 @@ from govstream.console_html import (
 from govstream.dashboard_html import PanelResult
 from govstream.errors import UsageError
 from projections.slo import SloDocument
-from sql.client import ClickHouse
+from sql.client import ClickHouse, Queued
 from sql.dashboards import load_query, run_panel, shipped_panels
 from streams.http_guard import CONSOLE_COOKIE, Guard, principal_of
 
@@ -259,11 +259,11 @@ class Recomputed(Generic[K, V]):
 
 
 class SloCache:
-    """The worker's SLO status of every tenant, recomputed at most every `max_age`
-    seconds and never on a page's time: a page shows the last status (or "computing"
-    on the first). The counts are read on the ClickHouse executor, the rules run in
-    a thread of their own (at fleet scale they take seconds; the sink keeps the
-    executor meanwhile)."""
+    """The worker's SLO status of every tenant, recomputed in the background as
+    `Recomputed` says and never on a page's time: a page shows the last status (or
+    "computing" on the first). The counts are read on `executor`, the rules run in a
+    thread of their own (at fleet scale they take seconds; the executor serves other
+    reads meanwhile)."""
 
     def __init__(
         self,
@@ -378,17 +378,23 @@ def mount_console(
     slo: SloDocument | None,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> None:
-    slo_cache = SloCache(slo, clickhouse, executor, clock)
+    # The reads kept for many pages (every tenant's view, the SLO status) take seconds
+    # at fleet scale: they run on a thread of their own and queue each statement on
+    # the executor, so the sink's inserts and a tenant's page wait for one statement
+    # of theirs at most, not for a whole read.
+    background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="console-reads")
+    queued = Queued(clickhouse, executor)
+    slo_cache = SloCache(slo, queued, background, clock)
 
-    async def off_loop(work: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(executor, work)
+    async def off_loop(work: Callable[[], T], on: Executor = executor) -> T:
+        return await asyncio.get_running_loop().run_in_executor(on, work)
 
     async def read_fleet(key: tuple[str, str, str]) -> Overview:
         span, workflow, model = key
         now = clock()
         filters = parse_filters({"range": span, "workflow": workflow, "model": model},
                                 Viewer(None), now)  # fmt: skip
-        return await off_loop(lambda: read_fleet_view(clickhouse, filters, now, slo))
+        return await off_loop(lambda: read_fleet_view(queued, filters, now, slo), background)
 
     fleet: Recomputed[tuple[str, str, str], Overview] = Recomputed(read_fleet, name="fleet view")
 

@@ -170,6 +170,39 @@ class ClickHouse(ABC):
         return f"<{type(self).__name__} {self.target}>"
 
 
+class Queued(ClickHouse):
+    """`inner` with each call queued on `executor` as a task of its own. A read of many
+    statements that takes seconds runs on another thread through this, so the
+    executor's queue (first in, first out) lets the sink's inserts and a page's queries
+    in between its statements instead of after all of them. (The engine's lock would
+    not: the thread that releases it takes it straight back.)"""
+
+    kind = "queued"
+
+    def __init__(self, inner: ClickHouse, executor: Executor) -> None:
+        self._inner, self._executor = inner, executor
+        self.target = inner.target
+
+    def query(
+        self, sql: str, parameters: Mapping[str, Any] | None = None, *, readonly: bool = False
+    ) -> QueryResult:
+        return self._executor.submit(self._inner.query, sql, parameters, readonly=readonly).result()
+
+    def command(self, sql: str, parameters: Mapping[str, Any] | None = None) -> None:
+        self._executor.submit(self._inner.command, sql, parameters).result()
+
+    def insert(
+        self, table: str, rows: Sequence[Sequence[Any]], column_names: Sequence[str]
+    ) -> None:
+        self._executor.submit(self._inner.insert, table, rows, column_names).result()
+
+    def insert_json(self, table: str, column_names: Sequence[str], body: bytes) -> None:
+        self._executor.submit(self._inner.insert_json, table, column_names, body).result()
+
+    def close(self) -> None:
+        """Nothing: the inner client belongs to whoever made it."""
+
+
 # --------------------------------------------------------------------------- helpers
 
 
