@@ -11,6 +11,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from ipaddress import IPv4Address
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 import pytest
@@ -239,3 +240,45 @@ def test_only_loopback_clients_reach_the_owner_routes() -> None:
 
     assert _is_loopback("127.0.0.1") and _is_loopback("::1") and _is_loopback("127.3.2.1")
     assert not _is_loopback("10.0.0.5") and not _is_loopback(None) and not _is_loopback("unix")
+
+
+def test_queued_runs_each_statement_as_a_task_of_the_executor_in_turn() -> None:
+    """A long read through `Queued` (on a thread of its own) puts each statement at the
+    back of the executor's queue: work queued meanwhile runs between its statements."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sql.client import ClickHouse, QueryResult, Queued
+
+    order: list[str] = []
+    in_first = threading.Event()
+    let_go = threading.Event()
+
+    class Recording(ClickHouse):
+        kind, target = "recording", "test"
+
+        def query(self, sql: str, parameters: object = None, *, readonly: bool = False) -> Any:
+            order.append(f"{sql} on {threading.current_thread().name}")
+            if sql == "read 1":
+                in_first.set()
+                let_go.wait(30)
+            if sql == "bad":
+                raise ClickHouseError("Code: 62. syntax")
+            return QueryResult(["n"], ["UInt8"], [(1,)])
+
+        def command(self, sql: str, parameters: object = None) -> None: ...
+        def insert(self, table: str, rows: Any, column_names: Any) -> None: ...
+        def insert_json(self, table: str, column_names: Any, body: bytes) -> None: ...
+        def close(self) -> None: ...
+
+    with ThreadPoolExecutor(1, "clickhouse") as executor, ThreadPoolExecutor(1, "bg") as bg:
+        queued = Queued(Recording(), executor)
+        read = bg.submit(lambda: [queued.query(f"read {i}").rows for i in (1, 2)])
+        assert in_first.wait(30)
+        page = executor.submit(Recording().query, "page")  # queued while "read 1" runs
+        let_go.set()
+        assert read.result(30) == [[(1,)], [(1,)]] and page.result(30).rows == [(1,)]
+        with pytest.raises(ClickHouseError, match="syntax"):
+            queued.query("bad")
+    assert order == ["read 1 on clickhouse_0", "page on clickhouse_0", "read 2 on clickhouse_0",
+                     "bad on clickhouse_0"]  # fmt: skip
