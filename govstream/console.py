@@ -14,7 +14,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Hashable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Iterator, Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -246,6 +246,10 @@ class Recomputed(Generic[K, V]):
             kept.task = asyncio.get_running_loop().create_task(self._run(key, kept))
         return kept
 
+    def values(self) -> Iterator[V]:
+        """The values kept, the most recently asked for last."""
+        return (kept.value for kept in self._kept.values() if kept.value is not None)
+
     async def _run(self, key: K, kept: Kept[V]) -> None:
         started = self._clock()
         try:
@@ -443,7 +447,8 @@ def mount_console(
                     text=f"every tenant's figures could not be read: {kept.error}"
                 )
             if kept.value is None:
-                return page(reading_page(viewer, filters))
+                seen = next((view.choices for view in fleet.values()), Choices())
+                return page(reading_page(viewer, filters, seen))
             data = with_status(kept.value, status)
         refresh = None if request.query.get("refresh") == "0" else REFRESH_SECONDS
         return page(overview_page(viewer, data, refresh))

@@ -475,21 +475,21 @@ def timeline_page(viewer: Viewer, tenant: str, session_id: str, rows: Sequence[T
 PENDING_REFRESH_SECONDS = 2
 
 
-def reading_page(viewer: Viewer, filters: Filters) -> str:
+def reading_page(viewer: Viewer, filters: Filters, choices: Choices) -> str:
     """Every tenant's view before its first read is in: a page now, not a request held
-    for the seconds the read takes; it reloads itself until the figures are there."""
+    for the seconds the read takes; it reloads itself until the figures are there. The
+    selectors offer what another view read (`choices`), so a tenant can be picked."""
     span = "all time" if filters.range == "all" else f"the last {filters.range}"
     picked = "".join(
         f", {name} {html.escape(value)}"
         for name, value in (("workflow", filters.workflow), ("model", filters.model))
         if value
     )
-    body = (
+    body = _filters_form(viewer, filters, choices, "/console") + (
         f'<p class="meta" data-pending="fleet">Reading every tenant\'s figures for {span}'
         f"{picked}: the first read of this view takes seconds at fleet scale (every turn of "
         "the range); this page reloads itself until they are in. One tenant's view is "
-        'read at once: <a href="/console/sessions">sessions</a>, or pick a tenant '
-        "(?tenant=...).</p>"
+        "read at once: pick a tenant above.</p>"
     )
     return _page("govstream console", viewer, body, PENDING_REFRESH_SECONDS)
 

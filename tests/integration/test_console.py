@@ -129,6 +129,9 @@ def test_an_operator_picks_a_tenant_and_drills_down_to_a_session(run: Run, brows
     url = _url(run)
     page = _sign_in(browser, url, OPS)
     page.goto(f"{url}/console?range=all&refresh=0")
+    # Nothing read for this view yet: a page at once that says so (and reloads itself).
+    assert page.locator('[data-pending="fleet"]').count() == 1
+    page.screenshot(path=str(ARTIFACTS / "console-reading.png"), full_page=False)
     _until_computed(page)
     assert _kpi(page, "turns") == f"{_turns(run):,}"
     assert page.locator("[data-as-of]").count() == 1  # every tenant's: the worker's read
