@@ -11,26 +11,27 @@ WITH
           AND ({tenant:String} = '' OR tenant_id = {tenant:String})
         GROUP BY tenant_id
     ),
-    ranged AS (
-        SELECT count() AS turns,
-               countIf(outcome = 'ok') AS ok_turns,
-               countIf(outcome != 'cancelled') AS counted_turns,
-               quantileExact(0.95)(latency_ms) AS p95_latency_ms,
-               sum(cost_usd_micros) AS cost_usd_micros
-        FROM turns FINAL
-        WHERE occurred_at >= {from:DateTime64(6)} AND occurred_at < {to:DateTime64(6)}
-          AND ({tenant:String} = '' OR tenant_id = {tenant:String})
-          AND ({workflow:String} = '' OR workflow_id = {workflow:String})
-          AND ({model:String} = '' OR model = {model:String})
-    ),
-    spend AS (
-        SELECT sumIf(cost_usd_micros, occurred_at >= toStartOfDay(now_)) AS today_usd_micros,
-               sum(cost_usd_micros) AS month_usd_micros
-        FROM turns FINAL
-        WHERE occurred_at >= toStartOfMonth(now_) AND occurred_at <= now_
-          AND ({tenant:String} = '' OR tenant_id = {tenant:String})
-          AND ({workflow:String} = '' OR workflow_id = {workflow:String})
-          AND ({model:String} = '' OR model = {model:String})
+    -- One pass over the turns for both the range and the spend since the month began.
+    figures AS (
+        SELECT countIf(in_range) AS turns,
+               countIf(in_range AND outcome = 'ok') AS ok_turns,
+               countIf(in_range AND outcome != 'cancelled') AS counted_turns,
+               quantileExactIf(0.95)(latency_ms, in_range) AS range_p95_ms,
+               sumIf(cost_usd_micros, in_range) AS range_usd_micros,
+               sumIf(cost_usd_micros, in_month AND occurred_at >= toStartOfDay(now_))
+                   AS today_usd_micros,
+               sumIf(cost_usd_micros, in_month) AS month_usd_micros
+        FROM (
+            SELECT occurred_at, outcome, latency_ms, cost_usd_micros,
+                   occurred_at >= {from:DateTime64(6)} AND occurred_at < {to:DateTime64(6)}
+                       AS in_range,
+                   occurred_at >= toStartOfMonth(now_) AND occurred_at <= now_ AS in_month
+            FROM turns FINAL
+            WHERE (in_range OR in_month)
+              AND ({tenant:String} = '' OR tenant_id = {tenant:String})
+              AND ({workflow:String} = '' OR workflow_id = {workflow:String})
+              AND ({model:String} = '' OR model = {model:String})
+        )
     ),
     denied AS (
         SELECT countIf(decision = 'deny') AS denials
@@ -46,13 +47,13 @@ WITH
                                'Nullable(Int64)')) AS month_limit_usd_micros
         FROM profiles
     )
-SELECT r.turns AS turns,
-       if(r.counted_turns = 0, NULL, r.ok_turns / r.counted_turns) AS success_rate,
-       if(r.turns = 0, NULL, r.p95_latency_ms) AS p95_latency_ms,
-       r.cost_usd_micros AS cost_usd_micros,
-       s.today_usd_micros AS today_usd_micros,
-       s.month_usd_micros AS month_usd_micros,
+SELECT f.turns AS turns,
+       if(f.counted_turns = 0, NULL, f.ok_turns / f.counted_turns) AS success_rate,
+       if(f.turns = 0, NULL, f.range_p95_ms) AS p95_latency_ms,
+       f.range_usd_micros AS cost_usd_micros,
+       f.today_usd_micros AS today_usd_micros,
+       f.month_usd_micros AS month_usd_micros,
        l.day_limit_usd_micros AS day_limit_usd_micros,
        l.month_limit_usd_micros AS month_limit_usd_micros,
        d.denials AS denials
-FROM ranged AS r, spend AS s, denied AS d, limits AS l
+FROM figures AS f, denied AS d, limits AS l
