@@ -168,15 +168,40 @@ def _sink_truth(settings: Settings, truth: dict[str, Any]) -> None:
     assert dead == {k: v for k, v in truth["malformed_sent"].items() if v}
 
 
-# --- kill -9: three times mid-stream, once mid-checkpoint --------------------------------
+# --- drills in the background ----------------------------------------------------------
 #
-# Most of this drill's minute is idle: after each kill -9 the next worker waits for the
-# dead member's session to expire (10 s) before its groups hand it the partitions. So the
-# drill runs in a background thread, started when the module starts (if its test was
-# selected), while the other drills run; its test, the module's last, waits for it and
-# then makes every assertion against the final worker.
+# Two drills spend most of their time idle: after each kill -9 the next worker waits for
+# the dead member's session to expire (10 s) before its groups hand it the partitions.
+# Each runs in a background thread from the module's start (when its test is selected)
+# while the other drills run; its test, at the module's end, waits for it and raises
+# whatever it raised.
 
-KILL_9_TEST = "test_kill_9_mid_stream_and_mid_checkpoint"
+
+@pytest.fixture(scope="module", autouse=True)
+def background(
+    request: pytest.FixtureRequest, local_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Future[Any]]]:
+    """The BACKGROUND drills whose tests are selected, started: test name -> future."""
+    selected = {item.name for item in request.session.items} & set(BACKGROUND)
+    started: list[WorkerProcess] = []  # by every drill: all stopped at the end
+    with ThreadPoolExecutor(max_workers=max(1, len(selected))) as pool:
+        futures = {
+            name: pool.submit(
+                BACKGROUND[name], tmp_path_factory.mktemp(name[5:29]), local_bootstrap, started
+            )
+            for name in sorted(selected)
+        }
+        try:
+            yield futures
+        finally:
+            for future in futures.values():
+                with contextlib.suppress(Exception):
+                    future.result()  # their own waits are bounded
+            for worker in started:
+                worker.stop()
+
+
+# --- kill -9: three times mid-stream, once mid-checkpoint --------------------------------
 
 
 @dataclass
@@ -192,9 +217,10 @@ def _kill_9_drill(base: Path, bootstrap: str, started: list[WorkerProcess]) -> K
     Every worker started goes in `started` (to be stopped whatever happens)."""
 
     def start(settings: Settings, log: str) -> WorkerProcess:
-        started.append(WorkerProcess(settings, log_path=base / log))
-        started[-1].wait_ready()
-        return started[-1]
+        worker = WorkerProcess(settings, log_path=base / log)
+        started.append(worker)  # a list the other background drill appends to as well
+        worker.wait_ready()
+        return worker
 
     settings = _settings(base, bootstrap, sink_batch_size=2000, **SLOW)
     fleet = FleetConfig(
@@ -218,28 +244,6 @@ def _kill_9_drill(base: Path, bootstrap: str, started: list[WorkerProcess]) -> K
     worker = start(settings, "worker-final.log")
     asyncio.run(wait_for_zero_lag(settings, bootstrap, timeout=WAIT, which="all"))
     return Kill9Drill(settings, truth, worker)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def kill_9_drill(
-    request: pytest.FixtureRequest, local_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Future[Kill9Drill] | None]:
-    """The kill -9 drill, running in the background from the module's start; None when
-    its test is not selected."""
-    if not any(item.name == KILL_9_TEST for item in request.session.items):
-        yield None
-        return
-    base = tmp_path_factory.mktemp("kill-9")
-    started: list[WorkerProcess] = []
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kill-9-drill") as pool:
-        future = pool.submit(_kill_9_drill, base, local_bootstrap, started)
-        try:
-            yield future
-        finally:
-            with contextlib.suppress(Exception):
-                future.result()  # its own waits are bounded; then nothing is left running
-            for worker in started:
-                worker.stop()
 
 
 # --- rebalance: two workers, one killed ----------------------------------------------------
@@ -327,17 +331,19 @@ def _restart_answers(url: str, expected: dict[str, dict[str, Any]]) -> Counter[i
     return seen
 
 
-def test_four_restarts_restore_every_key(local_bootstrap: str, tmp_path: Path) -> None:
+def _four_restarts_drill(base: Path, bootstrap: str, started: list[WorkerProcess]) -> None:
+    """The whole drill, assertions included (run in the background: see BACKGROUND)."""
     settings = _settings(
-        tmp_path, local_bootstrap, worker_agents="governor", compaction_threshold_tokens=4_000
+        base, bootstrap, worker_agents="governor", compaction_threshold_tokens=4_000
     )
     fleet = FleetConfig(seed=41, tenants=5, sessions=600, start=datetime(2026, 11, 24, tzinfo=UTC))
     truth: dict[str, Any] = asyncio.run(run_simulation(settings, fleet, progress=False))
     tenants = sorted(truth["per_tenant"])
-    worker = WorkerProcess(settings, log_path=tmp_path / "worker-0.log")
+    worker = WorkerProcess(settings, log_path=base / "worker-0.log")
+    started.append(worker)
     try:
         worker.wait_ready()
-        asyncio.run(wait_for_zero_lag(settings, local_bootstrap, timeout=WAIT, which="governor"))
+        asyncio.run(wait_for_zero_lag(settings, bootstrap, timeout=WAIT, which="governor"))
         settled = worker.health(digest=True)["governor"]["partitions"]
         assert sum(p["keys"] for p in settled.values()) >= fleet.sessions + fleet.tenants
         budgets = {t: _budgets_answered(worker.url, t) for t in tenants}
@@ -361,7 +367,8 @@ def test_four_restarts_restore_every_key(local_bootstrap: str, tmp_path: Path) -
             clock = time.monotonic()
             stop(worker)
             stopped = time.monotonic() - clock
-            worker = WorkerProcess(settings, log_path=tmp_path / f"worker-{n}.log")
+            worker = WorkerProcess(settings, log_path=base / f"worker-{n}.log")
+            started.append(worker)
             seen = _restart_answers(worker.url, budgets)
             print(
                 f"restart {n} ({how}): stopped in {stopped:.1f}s, answering after"
@@ -532,11 +539,19 @@ def test_the_record_after_a_crossing_turn_is_refused_with_a_slow_consumer(
         worker.stop()
 
 
-# The kill -9 drill's test comes last: its drill has been running since the module began.
+# The tests of the drills run in the background come last: see `background`.
+
+BACKGROUND: dict[str, Callable[[Path, str, list[WorkerProcess]], Any]] = {
+    "test_four_restarts_restore_every_key": _four_restarts_drill,
+    "test_kill_9_mid_stream_and_mid_checkpoint": _kill_9_drill,
+}
 
 
-def test_kill_9_mid_stream_and_mid_checkpoint(kill_9_drill: Future[Kill9Drill] | None) -> None:
-    assert kill_9_drill is not None
-    drill = kill_9_drill.result()  # raises what the drill raised
+def test_four_restarts_restore_every_key(background: dict[str, Future[Any]]) -> None:
+    background["test_four_restarts_restore_every_key"].result()  # raises what it raised
+
+
+def test_kill_9_mid_stream_and_mid_checkpoint(background: dict[str, Future[Any]]) -> None:
+    drill: Kill9Drill = background["test_kill_9_mid_stream_and_mid_checkpoint"].result()
     _sink_truth(drill.settings, drill.truth)
     _assert_exactly_once(drill.settings, drill.truth, drill.final.url)
