@@ -13,12 +13,15 @@ with deadlines generous enough for a machine 3x slower.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import signal
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -165,11 +168,61 @@ def _sink_truth(settings: Settings, truth: dict[str, Any]) -> None:
     assert dead == {k: v for k, v in truth["malformed_sent"].items() if v}
 
 
+# --- drills in the background ----------------------------------------------------------
+#
+# Two drills spend most of their time idle: after each kill -9 the next worker waits for
+# the dead member's session to expire (10 s) before its groups hand it the partitions.
+# Each runs in a background thread from the module's start (when its test is selected)
+# while the other drills run; its test, at the module's end, waits for it and raises
+# whatever it raised.
+
+
+@pytest.fixture(scope="module", autouse=True)
+def background(
+    request: pytest.FixtureRequest, local_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Future[Any]]]:
+    """The BACKGROUND drills whose tests are selected, started: test name -> future."""
+    selected = {item.name for item in request.session.items} & set(BACKGROUND)
+    started: list[WorkerProcess] = []  # by every drill: all stopped at the end
+    with ThreadPoolExecutor(max_workers=max(1, len(selected))) as pool:
+        futures = {
+            name: pool.submit(
+                BACKGROUND[name], tmp_path_factory.mktemp(name[5:29]), local_bootstrap, started
+            )
+            for name in sorted(selected)
+        }
+        try:
+            yield futures
+        finally:
+            for future in futures.values():
+                with contextlib.suppress(Exception):
+                    future.result()  # their own waits are bounded
+            for worker in started:
+                worker.stop()
+
+
 # --- kill -9: three times mid-stream, once mid-checkpoint --------------------------------
 
 
-def test_kill_9_mid_stream_and_mid_checkpoint(local_bootstrap: str, tmp_path: Path) -> None:
-    settings = _settings(tmp_path, local_bootstrap, sink_batch_size=2000, **SLOW)
+@dataclass
+class Kill9Drill:
+    settings: Settings
+    truth: dict[str, Any]
+    final: WorkerProcess  # running, at zero lag
+
+
+def _kill_9_drill(base: Path, bootstrap: str, started: list[WorkerProcess]) -> Kill9Drill:
+    """Send a fleet, kill -9 three workers mid-stream and one mid-checkpoint, start the
+    final worker and wait until it has consumed everything (both groups at zero lag).
+    Every worker started goes in `started` (to be stopped whatever happens)."""
+
+    def start(settings: Settings, log: str) -> WorkerProcess:
+        worker = WorkerProcess(settings, log_path=base / log)
+        started.append(worker)  # a list the other background drill appends to as well
+        worker.wait_ready()
+        return worker
+
+    settings = _settings(base, bootstrap, sink_batch_size=2000, **SLOW)
     fleet = FleetConfig(
         seed=23, tenants=8, sessions=1200, start=datetime(2026, 11, 21, tzinfo=UTC),
         duplicate_rate=0.02, malformed_rate=0.002,
@@ -178,26 +231,19 @@ def test_kill_9_mid_stream_and_mid_checkpoint(local_bootstrap: str, tmp_path: Pa
     total = truth["records_sent"]
     rng = random.Random(99)
     for round_ in range(3):
-        worker = WorkerProcess(settings, log_path=tmp_path / f"worker-{round_}.log")
-        worker.wait_ready()
+        worker = start(settings, f"worker-{round_}.log")
         target = rng.randint(1, max(2, total // 4))
         _wait("records folded", lambda w=worker: _folded(w), lambda n, t=target: n >= t)
         worker.kill()
     # Once inside a checkpoint's transaction: sent, not committed.
     paused = settings.model_copy(update={"governor_drill_checkpoint_pause_ms": 120_000})
-    worker = WorkerProcess(paused, log_path=tmp_path / "worker-paused.log")
-    worker.wait_ready()
+    worker = start(paused, "worker-paused.log")
     _wait("a checkpoint paused", lambda: _logged(worker, "paused before commit"), bool)
     worker.kill()
 
-    worker = WorkerProcess(settings, log_path=tmp_path / "worker-final.log")
-    try:
-        worker.wait_ready()
-        asyncio.run(wait_for_zero_lag(settings, local_bootstrap, timeout=WAIT, which="all"))
-        _sink_truth(settings, truth)
-        _assert_exactly_once(settings, truth, worker.url)
-    finally:
-        worker.stop()
+    worker = start(settings, "worker-final.log")
+    asyncio.run(wait_for_zero_lag(settings, bootstrap, timeout=WAIT, which="all"))
+    return Kill9Drill(settings, truth, worker)
 
 
 # --- rebalance: two workers, one killed ----------------------------------------------------
@@ -285,17 +331,19 @@ def _restart_answers(url: str, expected: dict[str, dict[str, Any]]) -> Counter[i
     return seen
 
 
-def test_four_restarts_restore_every_key(local_bootstrap: str, tmp_path: Path) -> None:
+def _four_restarts_drill(base: Path, bootstrap: str, started: list[WorkerProcess]) -> None:
+    """The whole drill, assertions included (run in the background: see BACKGROUND)."""
     settings = _settings(
-        tmp_path, local_bootstrap, worker_agents="governor", compaction_threshold_tokens=4_000
+        base, bootstrap, worker_agents="governor", compaction_threshold_tokens=4_000
     )
     fleet = FleetConfig(seed=41, tenants=5, sessions=600, start=datetime(2026, 11, 24, tzinfo=UTC))
     truth: dict[str, Any] = asyncio.run(run_simulation(settings, fleet, progress=False))
     tenants = sorted(truth["per_tenant"])
-    worker = WorkerProcess(settings, log_path=tmp_path / "worker-0.log")
+    worker = WorkerProcess(settings, log_path=base / "worker-0.log")
+    started.append(worker)
     try:
         worker.wait_ready()
-        asyncio.run(wait_for_zero_lag(settings, local_bootstrap, timeout=WAIT, which="governor"))
+        asyncio.run(wait_for_zero_lag(settings, bootstrap, timeout=WAIT, which="governor"))
         settled = worker.health(digest=True)["governor"]["partitions"]
         assert sum(p["keys"] for p in settled.values()) >= fleet.sessions + fleet.tenants
         budgets = {t: _budgets_answered(worker.url, t) for t in tenants}
@@ -319,7 +367,8 @@ def test_four_restarts_restore_every_key(local_bootstrap: str, tmp_path: Path) -
             clock = time.monotonic()
             stop(worker)
             stopped = time.monotonic() - clock
-            worker = WorkerProcess(settings, log_path=tmp_path / f"worker-{n}.log")
+            worker = WorkerProcess(settings, log_path=base / f"worker-{n}.log")
+            started.append(worker)
             seen = _restart_answers(worker.url, budgets)
             print(
                 f"restart {n} ({how}): stopped in {stopped:.1f}s, answering after"
@@ -488,3 +537,21 @@ def test_the_record_after_a_crossing_turn_is_refused_with_a_slow_consumer(
             assert tenant in suspended
     finally:
         worker.stop()
+
+
+# The tests of the drills run in the background come last: see `background`.
+
+BACKGROUND: dict[str, Callable[[Path, str, list[WorkerProcess]], Any]] = {
+    "test_four_restarts_restore_every_key": _four_restarts_drill,
+    "test_kill_9_mid_stream_and_mid_checkpoint": _kill_9_drill,
+}
+
+
+def test_four_restarts_restore_every_key(background: dict[str, Future[Any]]) -> None:
+    background["test_four_restarts_restore_every_key"].result()  # raises what it raised
+
+
+def test_kill_9_mid_stream_and_mid_checkpoint(background: dict[str, Future[Any]]) -> None:
+    drill: Kill9Drill = background["test_kill_9_mid_stream_and_mid_checkpoint"].result()
+    _sink_truth(drill.settings, drill.truth)
+    _assert_exactly_once(drill.settings, drill.truth, drill.final.url)
