@@ -220,7 +220,8 @@ class Recomputed(Generic[K, V]):
     the value kept, and one computation per key starts in the background when it is
     older than `max_age` seconds, or ten times as old as it took to compute (so the
     computations hold the ClickHouse thread the sink shares a tenth of the time at
-    most); a key never computed has no value until its first computation ends. At most
+    most); a key never computed has no value until its first computation ends (`get`
+    waits for it, `peek` does not). At most
     `size` keys are kept; the one asked for least recently goes first. Nothing runs
     while nobody asks."""
 
@@ -244,6 +245,13 @@ class Recomputed(Generic[K, V]):
         stale = self._clock() - kept.at > max(self.max_age, 10 * kept.seconds)
         if stale and (kept.task is None or kept.task.done()):
             kept.task = asyncio.get_running_loop().create_task(self._run(key, kept))
+        return kept
+
+    async def get(self, key: K) -> Kept[V]:
+        """As `peek`, but a key never computed waits for its first computation."""
+        kept = self.peek(key)
+        if kept.value is None and kept.task is not None:
+            await asyncio.shield(kept.task)
         return kept
 
     def values(self) -> Iterator[V]:
@@ -339,14 +347,14 @@ def read_overview(
     )
 
 
-def read_fleet_view(
+def read_kept_view(
     ch: ClickHouse, filters: Filters, now: datetime, doc: SloDocument | None
 ) -> Overview:
-    """Every tenant's overview, kept by the worker (`Recomputed`) and served with the
-    SLO status of the moment (`with_status`): at fleet scale it reads every turn of
-    the range, seconds of work, so pages never wait for it but the first. The panels
-    are rendered once, here: a fleet's results run to 500,000 rows (cost per
-    workflow) of which a page shows the first few."""
+    """An overview the worker keeps (`Recomputed`) and serves with the SLO status of
+    the moment (`with_status`). Every tenant's reads every turn of the range, seconds
+    at fleet scale; one tenant's a few hundred milliseconds. The panels are rendered
+    once, here: a fleet's results run to thousands of rows of which a page shows the
+    first few."""
     started = time.perf_counter()
     data = read_overview(ch, filters, now, doc, SloView())
     return replace(data, panels=(), panels_html=render_panels(data), as_of=now,
@@ -393,14 +401,18 @@ def mount_console(
     async def off_loop(work: Callable[[], T], on: Executor = executor) -> T:
         return await asyncio.get_running_loop().run_in_executor(on, work)
 
-    async def read_fleet(key: tuple[str, str, str]) -> Overview:
-        span, workflow, model = key
+    async def read_view(key: tuple[str, str, str, str]) -> Overview:
+        tenant, span, workflow, model = key
         now = clock()
-        filters = parse_filters({"range": span, "workflow": workflow, "model": model},
-                                Viewer(None), now)  # fmt: skip
-        return await off_loop(lambda: read_fleet_view(queued, filters, now, slo), background)
+        query = {"tenant": tenant, "range": span, "workflow": workflow, "model": model}
+        filters = parse_filters(query, Viewer(None), now)
+        if tenant:  # a few hundred milliseconds: on the executor, as a page's read
+            return await off_loop(lambda: read_kept_view(clickhouse, filters, now, slo))
+        return await off_loop(lambda: read_kept_view(queued, filters, now, slo), background)
 
-    fleet: Recomputed[tuple[str, str, str], Overview] = Recomputed(read_fleet, name="fleet view")
+    views: Recomputed[tuple[str, str, str, str], Overview] = Recomputed(
+        read_view, size=64, name="console view"
+    )
 
     def viewer_of(request: web.Request) -> Viewer:
         principal = principal_of(request)
@@ -437,19 +449,18 @@ def mount_console(
         viewer = viewer_of(request)
         filters = filters_of(request, viewer)
         status = slo_cache.view(filters.tenant, request.query.get("slo") == "all")
-        if filters.tenant:  # one tenant's figures: a read of milliseconds, for each page
-            now = clock()
-            data = await off_loop(lambda: read_overview(clickhouse, filters, now, slo, status))
-        else:
-            kept = fleet.peek((filters.range, filters.workflow, filters.model))
-            if kept.value is None and kept.error is not None:
-                raise web.HTTPServiceUnavailable(
-                    text=f"every tenant's figures could not be read: {kept.error}"
-                )
-            if kept.value is None:
-                seen = next((view.choices for view in fleet.values()), Choices())
+        key = (filters.tenant, filters.range, filters.workflow, filters.model)
+        if filters.tenant:  # the first read of one tenant's view is this page's
+            kept = await views.get(key)
+        else:  # every tenant's: a page now, saying it reads, until the first read is in
+            kept = views.peek(key)
+            if kept.value is None and kept.error is None:
+                seen = next((view.choices for view in views.values() if not view.filters.tenant),
+                            Choices())  # fmt: skip
                 return page(reading_page(viewer, filters, seen))
-            data = with_status(kept.value, status)
+        if kept.value is None:
+            raise web.HTTPServiceUnavailable(text=f"the figures could not be read: {kept.error}")
+        data = with_status(kept.value, status)
         refresh = None if request.query.get("refresh") == "0" else REFRESH_SECONDS
         return page(overview_page(viewer, data, refresh))
 

@@ -359,10 +359,9 @@ def overview_page(
         )
     if overview.as_of is not None:
         head += (
-            f'<p class="about" data-as-of="{overview.as_of.isoformat()}">Every tenant\'s '
-            f"figures as of {_e(overview.as_of)} UTC, read in {overview.compute_seconds:.1f} s; "
-            "read again in the background each minute while the console is open. One "
-            "tenant's view is read for each page.</p>"
+            f'<p class="about" data-as-of="{overview.as_of.isoformat()}">Figures as of '
+            f"{_e(overview.as_of)} UTC, read in {overview.compute_seconds:.2f} s; read again "
+            "in the background each minute while the console is open.</p>"
         )
     alerts = "".join(f"<li>{html.escape(a)}</li>" for a in overview.slo.alerts)
     alert_list = f'<ul class="alerts">{alerts}</ul>' if alerts else ""

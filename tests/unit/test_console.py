@@ -138,3 +138,28 @@ def test_recomputed_serves_the_kept_value_while_one_refresh_runs() -> None:
         assert list(kept._kept) == ["7d", "30d"]
 
     asyncio.run(scenario())
+
+
+def test_recomputed_get_waits_for_the_first_read_only() -> None:
+    """`get` (one tenant's view: a read of milliseconds) waits for a key's first read,
+    then serves the kept value while later reads run in the background."""
+    from govstream.console import Recomputed
+
+    now = [0.0]
+    reads: list[str] = []
+
+    async def read(key: str) -> str:
+        reads.append(key)
+        await asyncio.sleep(0)
+        return f"{key}#{len(reads)}"
+
+    async def scenario() -> None:
+        kept = Recomputed(read, max_age=60.0, clock=lambda: now[0])
+        assert (await kept.get("t-1")).value == "t-1#1"
+        now[0] += 61.0
+        stale = await kept.get("t-1")  # served at once; a read starts
+        assert stale.value == "t-1#1" and stale.task is not None and not stale.task.done()
+        await stale.task
+        assert (await kept.get("t-1")).value == "t-1#2" and reads == ["t-1", "t-1"]
+
+    asyncio.run(scenario())
