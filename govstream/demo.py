@@ -356,7 +356,7 @@ def run_demo(settings: Settings, *, tenants: int, sessions: int, seed: int, prog
     from govstream.broker import ensure_broker, stop_broker
     from govstream.commands.dashboard import write_dashboard
     from govstream.commands.simulate import run_simulation
-    from govstream.simulate import FleetConfig
+    from govstream.simulate import FleetConfig, default_start
     from streams.admin import ensure_topics
 
     run_id = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
@@ -399,10 +399,13 @@ def run_demo(settings: Settings, *, tenants: int, sessions: int, seed: int, prog
         )
 
         say(f"[3/7] simulating {tenants} tenants, {sessions:,} sessions (seed {seed}) ...")
-        start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=1)
+        # Yesterday from 00:00 UTC: the simulator places sessions by the hour of day, so
+        # a start on the hour would make a different fleet (with or without an incident
+        # to replay) at each hour the demo runs; from midnight it is the same fleet.
         config = FleetConfig(
-            seed=seed, tenants=tenants, sessions=sessions, start=start, malformed_rate=0.001
-        )
+            seed=seed, tenants=tenants, sessions=sessions, start=default_start(),
+            malformed_rate=0.001,
+        )  # fmt: skip
         truth = asyncio.run(
             run_simulation(
                 settings, config, truth_path=demo_dir / f"truth-{run_id}.json", progress=progress
