@@ -221,9 +221,8 @@ class Recomputed(Generic[K, V]):
     older than `max_age` seconds, or ten times as old as it took to compute (so the
     computations hold the ClickHouse thread the sink shares a tenth of the time at
     most); a key never computed has no value until its first computation ends (`get`
-    waits for it, `peek` does not). At most
-    `size` keys are kept; the one asked for least recently goes first. Nothing runs
-    while nobody asks."""
+    waits for it, `peek` does not). At most `size` keys are kept; the one asked for
+    least recently goes first. Nothing runs while nobody asks."""
 
     def __init__(
         self,
@@ -236,6 +235,7 @@ class Recomputed(Generic[K, V]):
         self._compute, self.max_age, self.size, self.name = compute, max_age, size, name
         self._clock = clock
         self._kept: dict[K, Kept[V]] = {}
+        self._running: set[asyncio.Task[None]] = set()  # the loop holds tasks weakly
 
     def peek(self, key: K) -> Kept[V]:
         kept = self._kept.pop(key, None) or Kept()
@@ -245,6 +245,8 @@ class Recomputed(Generic[K, V]):
         stale = self._clock() - kept.at > max(self.max_age, 10 * kept.seconds)
         if stale and (kept.task is None or kept.task.done()):
             kept.task = asyncio.get_running_loop().create_task(self._run(key, kept))
+            self._running.add(kept.task)  # also when its key is dropped meanwhile
+            kept.task.add_done_callback(self._running.discard)
         return kept
 
     async def get(self, key: K) -> Kept[V]:
