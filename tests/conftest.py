@@ -10,8 +10,9 @@ a testcontainers ClickHouse server when a Docker engine answers.
 from __future__ import annotations
 
 import os
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,6 +184,21 @@ def running_worker(
         yield settings, process
     finally:
         process.stop()
+
+
+def poll(
+    what: str, probe: Callable[[], Any], ready: Callable[[Any], bool], *, seconds: float
+) -> Any:
+    """`probe()` until `ready` says yes; progress-based: `seconds` only bounds a stuck
+    pipeline, for a slow machine."""
+    deadline = time.monotonic() + seconds
+    value = probe()
+    while not ready(value):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: still {value!r} after {seconds}s")
+        time.sleep(0.25)
+        value = probe()
+    return value
 
 
 def bearer(key: str) -> dict[str, str]:

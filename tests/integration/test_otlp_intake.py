@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import httpx
@@ -36,7 +36,7 @@ from events.topics import Topics
 from govstream.settings import Settings
 from projections.pricing import DEFAULT_PRICES, cost_usd_micros
 from sql.client import open_clickhouse
-from tests.conftest import bearer, worker_fixture
+from tests.conftest import bearer, poll, worker_fixture
 from tests.kafka_io import read_events_until, read_topic
 from tests.readme import snippet
 
@@ -57,16 +57,7 @@ worker = worker_fixture(
 )
 
 
-def _poll(what: str, probe: Callable[[], Any], ready: Callable[[Any], bool]) -> Any:
-    """Until `ready(probe())`, polling; the deadline only bounds a stuck pipeline."""
-    deadline = time.monotonic() + WAIT_SECONDS
-    value = probe()
-    while not ready(value):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: still {value!r} after {WAIT_SECONDS}s")
-        time.sleep(0.25)
-        value = probe()
-    return value
+_poll = partial(poll, seconds=WAIT_SECONDS)
 
 
 def _turn_rows(settings: Settings, session_id: str) -> list[tuple[Any, ...]]:

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,7 @@ from govstream.processes import WorkerProcess
 from govstream.settings import Settings
 from sql.client import ClickHouse, open_clickhouse
 from streams.http_guard import ROUTES, read_local_secret
-from tests.conftest import bearer, worker_fixture
+from tests.conftest import bearer, poll, worker_fixture
 from tests.factories import sample_events, session_started, tool_proposal
 from tests.factories import turn as turn_event
 from tests.kafka_io import read_events_until, read_topic
@@ -85,16 +85,7 @@ def _clickhouse(settings: Settings) -> ClickHouse:
     return open_clickhouse(settings, role="client")
 
 
-def _poll(what: str, probe: Callable[[], Any], ready: Callable[[Any], bool]) -> Any:
-    """Until `ready(probe())`; progress-based, with a deadline for a slow machine."""
-    deadline = time.monotonic() + WAIT_SECONDS
-    value = probe()
-    while not ready(value):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: still {value!r} after {WAIT_SECONDS}s")
-        time.sleep(0.25)
-        value = probe()
-    return value
+_poll = partial(poll, seconds=WAIT_SECONDS)
 
 
 def _dead_letters(settings: Settings, offsets_of: str | None = None) -> list[dict[str, Any]]:
