@@ -349,16 +349,14 @@ def read_overview(
     )
 
 
-def read_kept_view(
-    ch: ClickHouse, filters: Filters, now: datetime, doc: SloDocument | None
-) -> Overview:
+def read_kept_view(ch: ClickHouse, filters: Filters, now: datetime) -> Overview:
     """An overview the worker keeps (`Recomputed`) and serves with the SLO status of
     the moment (`with_status`). Every tenant's reads every turn of the range, seconds
     at fleet scale; one tenant's a few hundred milliseconds. The panels are rendered
     once, here: a fleet's results run to thousands of rows of which a page shows the
     first few."""
     started = time.perf_counter()
-    data = read_overview(ch, filters, now, doc, SloView())
+    data = read_overview(ch, filters, now, None, SloView())
     return replace(data, panels=(), panels_html=render_panels(data), as_of=now,
                    compute_seconds=time.perf_counter() - started)  # fmt: skip
 
@@ -409,8 +407,8 @@ def mount_console(
         query = {"tenant": tenant, "range": span, "workflow": workflow, "model": model}
         filters = parse_filters(query, Viewer(None), now)
         if tenant:  # a few hundred milliseconds: on the executor, as a page's read
-            return await off_loop(lambda: read_kept_view(clickhouse, filters, now, slo))
-        return await off_loop(lambda: read_kept_view(queued, filters, now, slo), background)
+            return await off_loop(lambda: read_kept_view(clickhouse, filters, now))
+        return await off_loop(lambda: read_kept_view(queued, filters, now), background)
 
     views: Recomputed[tuple[str, str, str, str], Overview] = Recomputed(
         read_view, size=64, name="console view"
