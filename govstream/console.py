@@ -169,20 +169,13 @@ def slo_view(report: SloReport | None, tenant: str, show_all: bool = False) -> S
     if report is None:
         return SloView(pending=True)
     from govstream.commands.slo import budget_table, sli_table
+    from projections.slo import worst_rows
 
     def mine(entry: Mapping[str, Any]) -> bool:
         return not tenant or entry["tenant"] == tenant
 
     rows = report.by_tenant.get(tenant, []) if tenant else report.rows
-    if show_all:
-        shown = rows[:SLO_ALL_ROWS]
-    else:  # as `govstream slo`: every firing and suppressed row, then the first bad ones
-        shown, bad = [], 0
-        for row in rows:  # triage order: firing, suppressed, bad, ok
-            if row["state"] == "ok" or (row["state"] == "bad" and bad == SLO_ROWS_SHOWN):
-                break
-            bad += row["state"] == "bad"
-            shown.append(row)
+    shown = rows[:SLO_ALL_ROWS] if show_all else worst_rows(rows, SLO_ROWS_SHOWN)
     return SloView(
         alerts=[a["message"] for a in report.alerts if mine(a)],
         sli=sli_table(shown),

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from govstream.dashboard_html import STYLE, PanelResult, _e, format_value, render_panel
+from projections.slo import BAD_ROWS_SHOWN
 
 RANGES: dict[str, int | None] = {"1h": 3600, "24h": 86_400, "7d": 7 * 86_400,
                                  "30d": 30 * 86_400, "all": None}  # fmt: skip
@@ -250,7 +251,7 @@ def render_kpis(kpis: Kpis) -> str:
 # --- pages --------------------------------------------------------------------------
 
 
-SLO_ROWS_SHOWN = 20  # bad rows shown by default, after every firing and suppressed one
+SLO_ROWS_SHOWN = BAD_ROWS_SHOWN  # bad rows shown by default, after the alarming ones
 SLO_ALL_ROWS = 5000  # with ?slo=all
 
 

@@ -61,7 +61,7 @@ from __future__ import annotations
 import functools
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
@@ -1042,6 +1042,22 @@ def triage(report: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list[dict[s
         return (severity, -share, entry["tenant"], entry["period"])
 
     return sorted(rows, key=sli_key), sorted(report["budgets"], key=budget_key)
+
+
+BAD_ROWS_SHOWN = 20  # by `govstream slo` and the console: bad rows after the alarming ones
+
+
+def worst_rows(rows: Sequence[dict[str, Any]], bad_rows: int) -> list[dict[str, Any]]:
+    """Of triaged SLI rows (firing, suppressed, bad, ok): every firing and suppressed
+    row, then the first `bad_rows` bad ones."""
+    shown: list[dict[str, Any]] = []
+    bad = 0
+    for row in rows:
+        if row["state"] == "ok" or (row["state"] == "bad" and bad == bad_rows):
+            break
+        bad += row["state"] == "bad"
+        shown.append(row)
+    return shown
 
 
 def format_usd(micros: int) -> str:

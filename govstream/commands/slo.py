@@ -19,10 +19,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from govstream.commands.policy import table as text_table
 from govstream.errors import UsageError
 from govstream.settings import Settings, load
 from projections.policy_contract import ContractError
 from projections.slo import (
+    BAD_ROWS_SHOWN,
     SLIS,
     BudgetSpend,
     ScopeCounts,
@@ -34,6 +36,7 @@ from projections.slo import (
     seconds_left_in_period,
     slo_status,
     triage,
+    worst_rows,
 )
 from sql.dashboards import load_query
 
@@ -56,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--limit",
         type=int,
-        default=20,
+        default=BAD_ROWS_SHOWN,
         metavar="N",
         help="without --all, at most N 'bad turns' rows, the fastest burning "
         "(FIRING and SUPPRESSED rows are always listed; default %(default)s)",
@@ -163,17 +166,8 @@ def _state_label(row: dict[str, Any]) -> str:
     return _STATE_LABELS[row["state"]]
 
 
-def _table(header: list[str], rows: list[list[str]], right: set[int]) -> list[str]:
-    """Columns padded to their widest cell; the last column is left ragged."""
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = []
-    for row in [header, *rows]:
-        cells = [
-            cell if i == len(row) - 1 else cell.rjust(w) if i in right else cell.ljust(w)
-            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
-        ]
-        lines.append("  " + "  ".join(cells).rstrip())
-    return lines
+def _indented(text: str) -> list[str]:
+    return ["  " + line for line in text.split("\n")]
 
 
 def _count(n: int, noun: str) -> str:
@@ -233,7 +227,7 @@ def budget_table(budgets: list[dict[str, Any]]) -> tuple[list[str], list[list[st
     return header, table
 
 
-def render(report: dict[str, Any], *, show_all: bool = False, limit: int = 20) -> str:
+def render(report: dict[str, Any], *, show_all: bool = False, limit: int = BAD_ROWS_SHOWN) -> str:
     """The status for people: alerts, then the SLI and budget tables (projections.slo.triage).
 
     Without show_all: every firing and suppressed row, the first `limit` rows with
@@ -261,9 +255,8 @@ def render(report: dict[str, Any], *, show_all: bool = False, limit: int = 20) -
 
     shown, cut = rows, 0
     if not show_all:
-        bad = [r for r in rows if r["state"] == "bad"]
-        shown = [r for r in rows if r["state"] in ("firing", "suppressed")] + bad[:limit]
-        cut = len(bad) - len(bad[:limit])
+        shown = worst_rows(rows, limit)
+        cut = sum(r["state"] == "bad" for r in rows) - sum(r["state"] == "bad" for r in shown)
     lines.append("")
     if shown:
         lines.append(
@@ -272,7 +265,7 @@ def render(report: dict[str, Any], *, show_all: bool = False, limit: int = 20) -
         )
         header, table = sli_table(shown)
         right = set(range(4, len(header) - 1))  # the figures; not the why
-        lines += _table(header, table, right)
+        lines += _indented(text_table(header, table, right))
     else:
         lines.append("no scope has a bad turn in the burn rules' windows")
     if not show_all:
@@ -292,7 +285,7 @@ def render(report: dict[str, Any], *, show_all: bool = False, limit: int = 20) -
         lines.append(
             f"money budgets (spend rate measured over the last {shown_budgets[0]['rate_window']})"
         )
-        lines += _table(header, table, {3, 4, 5, 6})
+        lines += _indented(text_table(header, table, {3, 4, 5, 6}))
     elif budgets:
         lines.append("no money budget is burning too fast")
     else:
@@ -314,6 +307,9 @@ def _run(args: argparse.Namespace) -> int:
     except ContractError as exc:  # one line naming the field
         raise UsageError(str(exc)) from None
     report = status(settings, doc, parse_at(args.at), args.tenant)
-    text = render(report, show_all=args.all, limit=args.limit) if not args.json else None
-    print(json.dumps(report, indent=2) if text is None else text)
+    print(
+        json.dumps(report, indent=2)
+        if args.json
+        else render(report, show_all=args.all, limit=args.limit)
+    )
     return 0
