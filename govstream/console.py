@@ -101,7 +101,7 @@ def read_choices(ch: ClickHouse, filters: Filters) -> Choices:
     return Choices(list(tenants), list(workflows), list(models))
 
 
-def read_kpis(ch: ClickHouse, filters: Filters, now: datetime, firing: int) -> Kpis:
+def read_kpis(ch: ClickHouse, filters: Filters, now: datetime) -> Kpis:
     (row,) = ch.query(load_query("console_kpis"), {**_values(filters), "now": now}).dicts()
     return Kpis(
         turns=int(row["turns"]),
@@ -113,7 +113,6 @@ def read_kpis(ch: ClickHouse, filters: Filters, now: datetime, firing: int) -> K
         day_limit_usd_micros=row["day_limit_usd_micros"],
         month_limit_usd_micros=row["month_limit_usd_micros"],
         denials=int(row["denials"]),
-        firing_alerts=firing,
     )
 
 
@@ -127,7 +126,6 @@ class SloReport:
     period: str
     min_events: int
     at: datetime
-    seconds: float  # how long it took to compute
     by_tenant: dict[str, list[dict[str, Any]]]  # `rows` of each tenant, in order
 
 
@@ -139,11 +137,10 @@ def read_slo_counts(ch: ClickHouse, doc: SloDocument, now: datetime, tenant: str
     return read_scopes(ch, doc, now, only), read_budgets(ch, doc, now, only)
 
 
-def evaluate_slo(doc: SloDocument, counts: Any, now: datetime, seconds: float = 0.0) -> SloReport:
+def evaluate_slo(doc: SloDocument, counts: Any, now: datetime) -> SloReport:
     """The status from the counts (pure Python: `govstream slo`'s rules)."""
     from projections.slo import slo_status, triage
 
-    started = time.perf_counter()
     report = slo_status(doc, *counts)
     rows, budgets = triage(report)
     by_tenant: dict[str, list[dict[str, Any]]] = {}
@@ -156,7 +153,6 @@ def evaluate_slo(doc: SloDocument, counts: Any, now: datetime, seconds: float = 
         period=str(report["period"]),
         min_events=int(report["min_events"]),
         at=now,
-        seconds=seconds + time.perf_counter() - started,
         by_tenant=by_tenant,
     )
 
@@ -192,9 +188,8 @@ def read_slo(ch: ClickHouse, doc: SloDocument | None, now: datetime, tenant: str
     """The SLO and budget-burn status computed now, as `govstream slo` does."""
     if doc is None:
         return SloView()
-    started = time.perf_counter()
     counts = read_slo_counts(ch, doc, now, tenant)
-    return slo_view(evaluate_slo(doc, counts, now, time.perf_counter() - started), tenant)
+    return slo_view(evaluate_slo(doc, counts, now), tenant)
 
 
 @dataclass
@@ -297,13 +292,10 @@ class SloCache:
     async def _read(self, _: None) -> SloReport:
         doc, now = self.doc, self._clock()
         assert doc is not None
-        started = time.perf_counter()
         counts = await asyncio.get_running_loop().run_in_executor(
             self._executor, read_slo_counts, self._clickhouse, doc, now, ""
         )
-        return await asyncio.to_thread(
-            evaluate_slo, doc, counts, now, time.perf_counter() - started
-        )
+        return await asyncio.to_thread(evaluate_slo, doc, counts, now)
 
 
 def read_panels(ch: ClickHouse, filters: Filters) -> list[PanelResult]:
@@ -330,13 +322,16 @@ def read_overview(
     now: datetime,
     doc: SloDocument | None,
     slo: SloView | None = None,
+    *,
+    selectors: bool = True,
 ) -> Overview:
-    """Everything the overview shows; `slo` given (the worker's cache) or computed now."""
+    """Everything the overview shows; `slo` given (the worker's cache) or computed now.
+    Without `selectors` (a static page has no form) the choices are not read."""
     slo = slo if slo is not None else read_slo(ch, doc, now, filters.tenant)
     return Overview(
         filters=filters,
-        choices=read_choices(ch, filters),
-        kpis=read_kpis(ch, filters, now, len(slo.alerts)),
+        choices=read_choices(ch, filters) if selectors else Choices(),
+        kpis=read_kpis(ch, filters, now),
         slo=slo,
         panels=read_panels(ch, filters),
     )
@@ -356,7 +351,7 @@ def read_kept_view(ch: ClickHouse, filters: Filters, now: datetime) -> Overview:
 
 def with_status(view: Overview, status: SloView) -> Overview:
     """A kept overview with the SLO status (and its firing alerts) of this page."""
-    return replace(view, slo=status, kpis=replace(view.kpis, firing_alerts=len(status.alerts)))
+    return replace(view, slo=status)
 
 
 def read_sessions(ch: ClickHouse, filters: Filters) -> list[SessionRow]:

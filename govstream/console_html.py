@@ -71,7 +71,6 @@ class Kpis:
     day_limit_usd_micros: int | None
     month_limit_usd_micros: int | None
     denials: int
-    firing_alerts: int
 
 
 @dataclass(frozen=True)
@@ -213,7 +212,7 @@ def _kpi(name: str, value: str, note: str = "", alarm: bool = False) -> str:
     )
 
 
-def render_kpis(kpis: Kpis) -> str:
+def render_kpis(kpis: Kpis, firing_alerts: int) -> str:
     over_day = bool(kpis.day_limit_usd_micros) and kpis.today_usd_micros > (
         kpis.day_limit_usd_micros or 0
     )
@@ -238,9 +237,9 @@ def render_kpis(kpis: Kpis) -> str:
                 _kpi("policy denials", _e(kpis.denials), "tool calls denied in range"),
                 _kpi(
                     "firing alerts",
-                    _e(kpis.firing_alerts),
+                    _e(firing_alerts),
                     "SLO burn and budget burn",
-                    kpis.firing_alerts > 0,
+                    firing_alerts > 0,
                 ),
             )
         )
@@ -368,7 +367,7 @@ def overview_page(
     alert_list = f'<ul class="alerts">{alerts}</ul>' if alerts else ""
     body = (
         head
-        + render_kpis(overview.kpis)
+        + render_kpis(overview.kpis, len(overview.slo.alerts))
         + alert_list
         + render_slo(overview.slo, f.query() if viewer else None)
         + (overview.panels_html if overview.panels_html is not None else render_panels(overview))

@@ -64,7 +64,7 @@ def render(
 
     filters = Filters(tenant, "", "", "custom", start, end)
     now = generated_at if generated_at.tzinfo else generated_at.replace(tzinfo=UTC)
-    overview = read_overview(clickhouse, filters, now, slo)
+    overview = read_overview(clickhouse, filters, now, slo, selectors=False)
     overview = dataclasses.replace(overview, generated_at=generated_at)
     failed = sum(p.error is not None for p in overview.panels)
     return overview_page(None, overview), failed
