@@ -30,7 +30,9 @@ UtcDateTime = Annotated[datetime, AfterValidator(_utc)]
 # path ("../../etc/passwd") as a session id. The README lists them.
 ID_ALPHABET = r"[A-Za-z0-9][A-Za-z0-9._:@+=-]{0,199}"
 KEY_ALPHABET = r"[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,199}"
-NAME_ALPHABET = r"[A-Za-z0-9][A-Za-z0-9 ._:@/+=()-]{0,127}"
+NAME_CHARS = r"A-Za-z0-9 ._:@/+=()-"  # a Name's characters (events/otlp.py cuts labels to them)
+NAME_MAX_CHARS = 128
+NAME_ALPHABET = rf"[A-Za-z0-9][{NAME_CHARS}]{{0,{NAME_MAX_CHARS - 1}}}"
 MAX_CONTENT_CHARS = 65_536
 MAX_TEXT_CHARS = 4_000
 MAX_LIST_ITEMS = 256
@@ -42,7 +44,7 @@ Id = Annotated[str, Field(min_length=1, max_length=200, pattern=f"^{ID_ALPHABET}
 # "/" allowed, as in "s-1/op-1", but they start with a letter or digit.
 Key = Annotated[str, Field(min_length=1, max_length=200, pattern=f"^{KEY_ALPHABET}$")]
 # Short labels (producer "name/version", environment, model, tool names).
-Name = Annotated[str, Field(min_length=1, max_length=128, pattern=f"^{NAME_ALPHABET}$")]
+Name = Annotated[str, Field(min_length=1, max_length=NAME_MAX_CHARS, pattern=f"^{NAME_ALPHABET}$")]
 Text = Annotated[str, Field(max_length=MAX_TEXT_CHARS)]
 Reason = Annotated[str, Field(min_length=1, max_length=500)]
 # Fields only the processors write (codes, rule ids): bounded, not restricted.

@@ -23,10 +23,11 @@ mapped. docs/otlp.md is the mapping table.
 - a session no agent span ended for a while is closed by the intake
   (`idle_close`: SessionClosed, reason "idle ...", one id per session).
 
-Both the v1.36 attribute set (`gen_ai.system`, what instrumentations emit by
-default) and the latest one (`gen_ai.provider.name`) are read; the
-pre-v1.27 token names (`gen_ai.usage.prompt_tokens`, `completion_tokens`)
-are aliases of `input_tokens` / `output_tokens`.
+Spans of the v1.36 attribute set (`gen_ai.system`, what instrumentations emit
+by default) and of the latest one (`gen_ai.provider.name`) map the same way: no
+event field takes the provider. The pre-v1.27 token names
+(`gen_ai.usage.prompt_tokens`, `completion_tokens`) are aliases of
+`input_tokens` / `output_tokens`.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ from urllib.parse import urlsplit
 from pydantic import ValidationError
 
 from events.models import (
+    NAME_CHARS,
+    NAME_MAX_CHARS,
     RiskLevel,
     SessionClosed,
     SessionEvent,
@@ -73,7 +76,6 @@ REQUEST_MODEL = "gen_ai.request.model"
 RESPONSE_MODEL = "gen_ai.response.model"
 INPUT_TOKENS = ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens")  # alias: <= v1.26
 OUTPUT_TOKENS = ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens")
-PROVIDER = ("gen_ai.provider.name", "gen_ai.system")  # v1.37+, v1.36 and earlier
 AGENT_NAME = "gen_ai.agent.name"
 TOOL_NAME = "gen_ai.tool.name"
 TOOL_CALL_ID = "gen_ai.tool.call.id"
@@ -104,7 +106,7 @@ BAD_SPAN = "otlp_bad_span"
 INVALID_FIELD = "otlp_invalid_field"
 
 _NS = uuid.UUID("9d4c3f2a-0b7e-5c61-8f3d-2e6a1b9c4d70")
-_LABEL_BAD = re.compile(r"[^A-Za-z0-9 ._:@/+=()-]")
+_LABEL_BAD = re.compile(f"[^{NAME_CHARS}]")
 _MAX_MS = 2**31 - 1
 
 
@@ -218,7 +220,7 @@ def _text(value: Scalar | None) -> str | None:
 
 def _label(value: str, default: str) -> str:
     """A free label (producer, error class) cut to the Name alphabet and length."""
-    cleaned = _LABEL_BAD.sub("-", value).strip(" -")[:128]
+    cleaned = _LABEL_BAD.sub("-", value).strip(" -")[:NAME_MAX_CHARS]
     return cleaned if cleaned and cleaned[0].isalnum() else default
 
 

@@ -125,6 +125,11 @@ class PriceTable(Mapping[str, ModelPrice]):
             known = ", ".join(sorted(self.prices)) or "none"
             raise KeyError(f"no price for model {model!r} (known models: {known})") from None
 
+    def __contains__(self, model: object) -> bool:
+        # Mapping's own goes through __getitem__, whose miss builds a message naming
+        # every model: "is it priced?" is asked of each unpriced turn.
+        return model in self.prices
+
     def __iter__(self) -> Iterator[str]:
         return iter(self.prices)
 

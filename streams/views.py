@@ -26,7 +26,7 @@ def register_views(
     stats: SinkStats,
     governor: Governor | None,
     migrate: Migrate,
-    otlp: IntakeCounts | None = None,
+    otlp: IntakeCounts,
 ) -> None:
     """GET /v1/health: 200 {"status": "ok", ...}, or 503 {"status": "failed", "reason"}
     when the governor halted a partition (a fold that raised: nothing past the
@@ -41,7 +41,7 @@ def register_views(
             "reason": governed["reason"] if governed else None,
             "sink": stats.as_dict(),
             "governor": governed,
-            "otlp": asdict(otlp) if otlp is not None else None,  # POST /v1/traces
+            "otlp": asdict(otlp),  # POST /v1/traces
             # the partitions of the tenant log this worker owns
             "assigned": sorted(int(p) for p in (governed or {}).get("partitions", {})),
         }
