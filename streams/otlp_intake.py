@@ -398,15 +398,15 @@ class OtlpIntake(Service):
 
     async def close_idle(self, now: float, wall: datetime) -> int:
         """Close the sessions no span touched for idle_close_seconds; how many."""
-        async with self._order:
-            due = self.open_sessions.idle(now, self.idle_close_seconds)
-            if not due:
-                return 0
-            self.open_sessions.forget(due)
-            deliveries = await self._hand_over(
-                [idle_close(i.tenant, i.session_id, wall, self.idle_close_seconds) for i in due]
-            )
         try:
+            async with self._order:
+                due = self.open_sessions.idle(now, self.idle_close_seconds)
+                if not due:
+                    return 0
+                self.open_sessions.forget(due)
+                deliveries = await self._hand_over(
+                    [idle_close(i.tenant, i.session_id, wall, self.idle_close_seconds) for i in due]
+                )
             await asyncio.gather(*deliveries)
         except KafkaError as exc:
             self.open_sessions.restore(due)  # the next sweep tries again
@@ -442,16 +442,17 @@ class OtlpIntake(Service):
         except OtlpDecodeError as exc:
             return status_response(400, f"undecodable {content_type} body: {exc}", content_type)
         spans = spans_of(decoded)
-        async with self._order:
-            mapped = map_spans(
-                spans, tenant, started=self.known_sessions, defaults=self.defaults, price=self.price
-            )
-            self.known_sessions.add(mapped.started)
-            self.open_sessions.touch(mapped.events, time.monotonic())
-            deliveries = await self._hand_over(
-                mapped.events, dead_letters(tenant, mapped), tenant.encode()
-            )
         try:
+            async with self._order:
+                mapped = map_spans(
+                    spans, tenant, started=self.known_sessions, defaults=self.defaults,
+                    price=self.price,
+                )  # fmt: skip
+                self.known_sessions.add(mapped.started)
+                self.open_sessions.touch(mapped.events, time.monotonic())
+                deliveries = await self._hand_over(
+                    mapped.events, dead_letters(tenant, mapped), tenant.encode()
+                )
             await asyncio.gather(*deliveries)
         except KafkaError as exc:  # the broker did not take them: the exporter retries
             self.known_sessions.discard(mapped.started)
@@ -467,24 +468,17 @@ class OtlpIntake(Service):
         letter_key: bytes = b"",
     ) -> list[Awaitable[Any]]:
         """Hand every record to the producer, in order (events keyed by their tenant, as
-        an Emitter routes them); their delivery futures, or one failed future."""
+        an Emitter routes them); their delivery futures. KafkaError: not handed over."""
         emitter = self._emitter
         assert emitter is not None
         out: list[Awaitable[Any]] = []
-        try:
-            for event in events:
-                topic, key, value, _ = emitter.prepare(event)
-                out.append(await emitter.enqueue(topic, value, key))
-            for letter in letters:
-                value = emitter.codec.encode(letter)
-                out.append(await emitter.enqueue(self.topics.deadletter, value, letter_key))
-        except KafkaError as exc:
-            return [_failed(exc)]
+        for event in events:
+            topic, key, value, _ = emitter.prepare(event)
+            out.append(await emitter.enqueue(topic, value, key))
+        for letter in letters:
+            value = emitter.codec.encode(letter)
+            out.append(await emitter.enqueue(self.topics.deadletter, value, letter_key))
         return out
-
-
-async def _failed(exc: Exception) -> None:
-    raise exc
 
 
 def dead_letters(tenant: str, mapped: OtlpMapped) -> list[RecordDeadLettered]:

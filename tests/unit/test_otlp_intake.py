@@ -209,3 +209,45 @@ def test_a_huge_span_is_dead_lettered_cut_to_fit_a_record() -> None:
     assert len(raw) == MAX_DEAD_LETTER_RAW
     assert reason == f"missing tokens (raw value truncated from {MAX_DEAD_LETTER_RAW + 10} bytes)"
     assert bounded_raw(b"small", "r") == (b"small", "r")
+
+
+def test_idle_closes_the_log_refuses_are_kept_for_the_next_sweep() -> None:
+    """close_idle: when the producer refuses the hand-over (KafkaError), the sessions
+    stay open for the next sweep and nothing is counted; when it takes them, they are
+    closed and counted."""
+    import asyncio
+
+    from aiokafka.errors import KafkaConnectionError
+
+    from events.topics import Topics
+    from streams.otlp_intake import OtlpIntake
+
+    class Producer:
+        refuse = True
+
+        def prepare(self, event: object) -> tuple[str, bytes, bytes, None]:
+            return "t", b"k", b"v", None
+
+        async def enqueue(self, topic: str, value: bytes, key: bytes) -> asyncio.Future[None]:
+            if self.refuse:
+                raise KafkaConnectionError("no broker")
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
+
+    async def scenario() -> None:
+        codec = Codec(EmbeddedRegistry())
+        intake = OtlpIntake(bootstrap="-", client_id="t", topics=Topics("t"), codec=codec,
+                            price=pricer(DEFAULT_PRICES), max_body_bytes=1 << 20,
+                            idle_close_seconds=10)  # fmt: skip
+        intake._emitter = Producer()  # type: ignore[assignment]
+        chat, _ = _chat_and_agent()
+        intake.open_sessions.touch(map_spans([chat], "t-a").events, now=0.0)
+        wall = datetime(2026, 11, 30, tzinfo=UTC)
+        assert await intake.close_idle(100.0, wall) == 0
+        assert len(intake.open_sessions) == 1 and intake.counts.idle_closed == 0
+        intake._emitter.refuse = False  # type: ignore[union-attr]
+        assert await intake.close_idle(100.0, wall) == 1
+        assert len(intake.open_sessions) == 0 and intake.counts.idle_closed == 1
+
+    asyncio.run(scenario())
