@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -56,7 +57,7 @@ def main() -> int:
         say("building the wheel ...")
         wheel = build_wheel(base)
         empty = base / "empty"  # a virtualenv with nothing installed: pip itself
-        subprocess.run(["python3", "-m", "venv", str(empty)], check=True)
+        subprocess.run([sys.executable, "-m", "venv", str(empty)], check=True)  # as install()
         baseline = _bytes(empty)
         for label, extras in (
             ("light (`pip install govstream`)", ""),

@@ -26,7 +26,7 @@ from events.models import (
 from events.signing import verify_decision
 from events.topics import Topics
 from govstream.settings import Settings
-from tests.conftest import bearer, worker_fixture
+from tests.conftest import bearer, poll, worker_fixture
 from tests.factories import session_started, tenant_profile, tool_proposal, turn
 from tests.kafka_io import read_events_until
 from tests.kafka_io import send_events as _send
@@ -299,12 +299,10 @@ def test_a_denial_made_through_the_api_has_its_destination_on_the_dashboard(
     panel = load_panel("egress_denials_by_destination")
     values = {"from": datetime(2000, 1, 1, tzinfo=UTC), "to": datetime(2200, 1, 1, tzinfo=UTC),
               "tenant": tenant}  # fmt: skip
-    deadline = time.monotonic() + WAIT_SECONDS
-    rows: list[dict[str, Any]] = []
-    while time.monotonic() < deadline:
+
+    def denials() -> list[dict[str, Any]]:
         with open_clickhouse(settings, role="client") as ch:
-            rows = run_panel(ch, panel, values).dicts()
-        if rows:
-            break
-        time.sleep(0.3)
+            return run_panel(ch, panel, values).dicts()
+
+    rows = poll("the egress panel's rows", denials, bool, seconds=WAIT_SECONDS)
     assert [(r["destination_host"], r["denials"]) for r in rows] == [("exfil.example.org", 1)]

@@ -22,17 +22,13 @@ from events.models import TenantBudgets
 from govstream.processes import WorkerProcess, free_port
 from govstream.settings import Settings
 from streams.admission import partition_for
-from tests.conftest import isolated_settings
+from tests.conftest import bearer, isolated_settings
 from tests.factories import session_started, tenant_profile
 from tests.kafka_io import send_events as _send
 
 pytestmark = pytest.mark.integration
 KEY = "routing-operator-key"
 WAIT_SECONDS = 90
-
-
-def _auth() -> dict[str, str]:
-    return {"Authorization": f"Bearer {KEY}"}
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +68,7 @@ def _wait_until_assigned(workers: list[WorkerProcess]) -> None:
     deadline = time.monotonic() + WAIT_SECONDS
     while time.monotonic() < deadline:
         codes = {
-            httpx.get(f"{w.url}/v1/budgets/{t}", headers=_auth(), timeout=10).status_code
+            httpx.get(f"{w.url}/v1/budgets/{t}", headers=bearer(KEY), timeout=10).status_code
             for w in workers
             for t in tenants.values()
         }
@@ -83,7 +79,7 @@ def _wait_until_assigned(workers: list[WorkerProcess]) -> None:
         (w.url, t, r.status_code, r.text[:200])
         for w in workers
         for t in tenants.values()
-        if (r := httpx.get(f"{w.url}/v1/budgets/{t}", headers=_auth(), timeout=10))
+        if (r := httpx.get(f"{w.url}/v1/budgets/{t}", headers=bearer(KEY), timeout=10))
     ]
     raise AssertionError(f"workers never owned every partition: {codes} {detail}")
 
@@ -103,7 +99,7 @@ def test_each_worker_owns_part_of_the_tenants_and_forwards_the_rest(
     # A tenant the second worker owns, asked of the first: forwarded, same answer.
     tenant = next(f"t-own-{n}" for n in range(1000) if partition_for(f"t-own-{n}", 3) in second)
     replies = [
-        httpx.get(f"{w.url}/v1/budgets/{tenant}", headers=_auth(), timeout=10) for w in started
+        httpx.get(f"{w.url}/v1/budgets/{tenant}", headers=bearer(KEY), timeout=10) for w in started
     ]
     assert [r.status_code for r in replies] == [200, 200]
     assert replies[0].json() == replies[1].json()
@@ -123,7 +119,9 @@ def test_concurrent_admissions_over_two_workers_never_overspend(
     deadline = time.monotonic() + WAIT_SECONDS
     while time.monotonic() < deadline:
         plans = {
-            httpx.get(f"{w.url}/v1/budgets/{tenant}", headers=_auth(), timeout=10).json()["plan"]
+            httpx.get(f"{w.url}/v1/budgets/{tenant}", headers=bearer(KEY), timeout=10).json()[
+                "plan"
+            ]
             for w in started
         }
         if plans == {"team"}:
@@ -134,7 +132,7 @@ def test_concurrent_admissions_over_two_workers_never_overspend(
     body = {"tenant": tenant, "session": session, "model": "gpt-4o", "estimated_tokens": 100}
 
     async def admit_all() -> list[dict[str, Any]]:
-        async with httpx.AsyncClient(timeout=30, headers=_auth()) as client:
+        async with httpx.AsyncClient(timeout=30, headers=bearer(KEY)) as client:
             replies = await asyncio.gather(
                 *(client.post(f"{started[i % 2].url}/v1/admission/turn", json=body)
                   for i in range(200))
@@ -148,7 +146,9 @@ def test_concurrent_admissions_over_two_workers_never_overspend(
     # The owner holds the 50 reservations; both workers show its balance.
     def views() -> list[dict[str, Any]]:
         return [
-            httpx.get(f"{w.url}/v1/budgets/{tenant}?session={session}", headers=_auth(), timeout=10)
+            httpx.get(
+                f"{w.url}/v1/budgets/{tenant}?session={session}", headers=bearer(KEY), timeout=10
+            )
             .json()["balances"]
             .get("session_tokens", {})
             for w in started

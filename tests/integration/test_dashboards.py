@@ -101,8 +101,7 @@ def panel(
     run: Run, name: str, tenant: str = "", window: dict[str, datetime] = ALL, **extra: Any
 ) -> list[dict[str, Any]]:
     started = time.perf_counter()
-    pool = {**window, "tenant": tenant, "workflow": "", "model": "", **extra}
-    result = run_panel(run.ch, PANELS[name], {k: pool[k] for k in PANELS[name].param_names})
+    result = run_panel(run.ch, PANELS[name], params_for(PANELS[name], tenant, window, **extra))
     TIMINGS[name] = max(TIMINGS.get(name, 0.0), time.perf_counter() - started)
     return result.dicts()
 
@@ -129,9 +128,12 @@ def decisions(run: Run) -> list[PolicyDecided]:
     return list(by_key.values())
 
 
-def params_for(p: Panel, tenant: str = "") -> dict[str, Any]:
-    """The panel's parameters: the whole range, every tenant (if it filters by tenant)."""
-    pool = {**ALL, "tenant": tenant, "top": 100, "workflow": "", "model": ""}
+def params_for(
+    p: Panel, tenant: str = "", window: dict[str, datetime] = ALL, **extra: Any
+) -> dict[str, Any]:
+    """The panel's parameters: by default the whole range, every tenant (if it filters
+    by tenant), every workflow and model, the top 100."""
+    pool = {**window, "tenant": tenant, "top": 100, "workflow": "", "model": "", **extra}
     return {name: pool[name] for name in p.param_names}
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import pytest
 
 from govstream.settings import Settings, as_environment
 from sql.client import open_clickhouse
-from tests.conftest import BACKENDS, running_worker
+from tests.conftest import BACKENDS, poll, running_worker
 
 pytestmark = pytest.mark.integration
 
@@ -75,10 +74,10 @@ def test_the_example_session_is_emitted_and_governed_as_documented(worker: Setti
         ],
         "dead letters": [(0,)],
     }
-    deadline = time.monotonic() + WAIT_SECONDS
-    while True:
-        seen = {name: _rows(worker, sql) for name, sql in queries.items()}
-        if seen == expected or time.monotonic() >= deadline:
-            break
-        time.sleep(0.3)
+    seen = poll(
+        "the example session's rows",
+        lambda: {name: _rows(worker, sql) for name, sql in queries.items()},
+        lambda rows: rows == expected,
+        seconds=WAIT_SECONDS,
+    )
     assert seen == expected

@@ -48,7 +48,7 @@ from govstream.simulate import FleetConfig
 from sql.client import open_clickhouse
 from streams.admission import partition_for
 from streams.rebuild import rebuild
-from tests.conftest import isolated_settings
+from tests.conftest import bearer, isolated_settings
 from tests.factories import session_started, tenant_profile, tool_proposal, turn
 from tests.kafka_io import read_topic, send_events
 
@@ -96,7 +96,7 @@ def _logged(worker: WorkerProcess, text: str) -> bool:
 def _budgets(url: str, tenant: str) -> httpx.Response:
     return httpx.get(
         f"{url}/v1/budgets/{tenant}",
-        headers={"Authorization": f"Bearer {OPERATOR_KEY}"},
+        headers=bearer(OPERATOR_KEY),
         timeout=10,
     )
 

@@ -304,9 +304,9 @@ def test_unmappable_spans_are_dead_lettered_with_their_reason(
     }]}]}]}  # fmt: skip
     reply = httpx.post(f"{url}/v1/traces", json=body, headers=bearer(KEY), timeout=10)
     assert reply.status_code == 200
-    partial = reply.json()["partialSuccess"]
-    assert int(partial["rejectedSpans"]) == 1
-    assert "otlp_missing_attribute" in partial["errorMessage"]
+    rejected = reply.json()["partialSuccess"]
+    assert int(rejected["rejectedSpans"]) == 1
+    assert "otlp_missing_attribute" in rejected["errorMessage"]
 
 
 def _span_id(letter: RecordDeadLettered) -> str | None:

@@ -125,25 +125,24 @@ def test_the_incident_pages_and_healthy_tenants_stay_silent(settings: Settings) 
 
 
 def test_the_cli_prints_the_alerts_and_json(settings: Settings) -> None:
-    env = {**os.environ, **as_environment(settings)}
-    base = [sys.executable, "-m", "govstream.cli", "slo", "--at", NOW.isoformat()]
-    text = subprocess.run(base, env=env, capture_output=True, text=True, timeout=120)
-    assert text.returncode == 0, text.stderr
-    assert "PAGE" in text.stdout and "t-incident" in text.stdout
-    machine = subprocess.run([*base, "--json", "--tenant", "t-ok-1"], env=env,
-                             capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert machine.returncode == 0, machine.stderr
-    report = json.loads(machine.stdout)
+    text = _slo(settings)
+    assert "PAGE" in text and "t-incident" in text
+    report = json.loads(_slo(settings, "--json", "--tenant", "t-ok-1"))
     assert report["alerts"] == []
     assert {s["tenant"] for s in report["scopes"]} == {"t-ok-1"}
 
 
-def _slo_text(settings: Settings, *args: str) -> list[str]:
+def _slo(settings: Settings, *args: str) -> str:
+    """`govstream slo --at NOW *args`'s output (exit 0)."""
     env = {**os.environ, **as_environment(settings)}
     command = [sys.executable, "-m", "govstream.cli", "slo", "--at", NOW.isoformat(), *args]
     run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
-    return run.stdout.splitlines()
+    return run.stdout
+
+
+def _slo_text(settings: Settings, *args: str) -> list[str]:
+    return _slo(settings, *args).splitlines()
 
 
 def test_the_text_shows_a_suppressed_scope_and_why(settings: Settings) -> None:

@@ -248,15 +248,14 @@ def test_queued_runs_each_statement_as_a_task_of_the_executor_in_turn() -> None:
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
-    from sql.client import ClickHouse, QueryResult, Queued
+    from sql.client import QueryResult, Queued
+    from tests.stubs import QueryOnlyClickHouse
 
     order: list[str] = []
     in_first = threading.Event()
     let_go = threading.Event()
 
-    class Recording(ClickHouse):
-        kind, target = "recording", "test"
-
+    class Recording(QueryOnlyClickHouse):
         def query(self, sql: str, parameters: object = None, *, readonly: bool = False) -> Any:
             order.append(f"{sql} on {threading.current_thread().name}")
             if sql == "read 1":
@@ -267,9 +266,6 @@ def test_queued_runs_each_statement_as_a_task_of_the_executor_in_turn() -> None:
             return QueryResult(["n"], ["UInt8"], [(1,)])
 
         def command(self, sql: str, parameters: object = None) -> None: ...
-        def insert(self, table: str, rows: Any, column_names: Any) -> None: ...
-        def insert_json(self, table: str, column_names: Any, body: bytes) -> None: ...
-        def close(self) -> None: ...
 
     with ThreadPoolExecutor(1, "clickhouse") as executor, ThreadPoolExecutor(1, "bg") as bg:
         queued = Queued(Recording(), executor)
