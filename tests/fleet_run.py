@@ -26,12 +26,11 @@ from events.registry import EmbeddedRegistry
 from events.topics import Topics
 from govstream.commands.lag import wait_for_zero_lag
 from govstream.commands.simulate import run_simulation
-from govstream.processes import WorkerProcess
 from govstream.settings import Settings
 from govstream.simulate import FleetConfig
 from sql.client import ClickHouse, open_clickhouse
 from streams.admin import group_lag
-from tests.conftest import Backend, isolated_settings
+from tests.conftest import Backend, running_worker
 from tests.kafka_io import read_topic
 
 
@@ -77,16 +76,9 @@ def fleet_run(
     are settings (API keys, say)."""
     bootstrap = brokers.bootstrap(backend.kafka)
     # Backlog samples every second: the backlog panel has rows by the time the run is read.
-    settings = isolated_settings(
-        base,
-        bootstrap,
-        clickhouse_servers.url(backend.clickhouse),
-        backlog_interval_seconds=1,
-        **overrides,
-    )
-    worker = WorkerProcess(settings, log_path=base / "worker.log")
-    try:
-        worker.wait_ready()
+    with running_worker(
+        backend, brokers, clickhouse_servers, base, backlog_interval_seconds=1, **overrides
+    ) as (settings, _):
         truth = asyncio.run(run_simulation(settings, fleet, progress=False))
         # Twice, with a pause: a forward between the processors can add lag back.
         asyncio.run(wait_for_zero_lag(settings, bootstrap, timeout=180, which="all"))
@@ -102,5 +94,3 @@ def fleet_run(
             yield Run(settings, truth, ch, records, derived)  # type: ignore[arg-type]
         finally:
             ch.close()
-    finally:
-        worker.stop(timeout=10)
