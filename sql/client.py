@@ -349,15 +349,13 @@ JSON_INSERT_SETTINGS = {
 }
 
 
-# SQL text -> the columns and types of its result (see _DriverBacked._describe).
-_DESCRIBED: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
-
-
 class _DriverBacked(ClickHouse):
     """Shared code for the two implementations that hold a clickhouse-connect client."""
 
     _client: Client
     _lock: threading.RLock
+    # SQL text -> the columns and types of its result, for this database (_describe).
+    _described: dict[str, tuple[tuple[str, ...], tuple[str, ...]]]
 
     def _wrap(self, exc: Exception) -> ClickHouseError:
         return ClickHouseError(f"ClickHouse: {one_line(str(exc))}")
@@ -388,7 +386,7 @@ class _DriverBacked(ClickHouse):
         # text is described once (a page's empty panels cost ~15 ms each otherwise).
         from clickhouse_connect.driver.exceptions import Error
 
-        known = _DESCRIBED.get(sql)
+        known = self._described.get(sql)
         if known is not None:
             return list(known[0]), list(known[1])
         body = sql.strip().rstrip(";").strip()
@@ -400,15 +398,15 @@ class _DriverBacked(ClickHouse):
             return [], []
         columns = [r[0] for r in described.result_rows]
         types = [r[1] for r in described.result_rows]
-        if len(_DESCRIBED) < 512:  # the shipped queries; ad hoc texts are not kept past it
-            _DESCRIBED[sql] = (tuple(columns), tuple(types))
+        if len(self._described) < 512:  # the shipped queries; not ad hoc texts past it
+            self._described[sql] = (tuple(columns), tuple(types))
         return columns, types
 
     def command(self, sql: str, parameters: Mapping[str, Any] | None = None) -> None:
         from clickhouse_connect.driver.exceptions import Error
 
         params = check_parameters(sql, parameters)
-        _DESCRIBED.clear()  # a statement may change a table, so what a SELECT returns
+        self._described.clear()  # a statement may change a table, so what a SELECT returns
         try:
             with self._lock:
                 self._client.command(sql, parameters=params)
@@ -514,6 +512,7 @@ class Embedded(_DriverBacked):
         self.path = Path(path).resolve()
         self.target = f"embedded ClickHouse at {self.path}"
         self._lock = _ENGINE_LOCK
+        self._described = {}
         database = _database_name(database)
         try:
             self.path.mkdir(parents=True, exist_ok=True)
@@ -599,6 +598,7 @@ class Server(_DriverBacked):
         secure = parts.scheme == "https"
         self.target = f"ClickHouse server at {_redact(url)}"
         self._lock = threading.RLock()
+        self._described = {}
         database = _database_name(database)
         try:
             self._client = clickhouse_connect.get_client(
